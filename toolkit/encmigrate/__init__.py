@@ -1,0 +1,70 @@
+"""encmigrate: field-level AES-256-GCM encryption for live databases.
+
+The public surface is what ``__all__`` lists; everything else is internal.
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from encmigrate.api import (
+    decrypt_field,
+    encrypt_field,
+    get_cipher,
+    get_optimized_cipher,
+    get_searchable_cipher,
+)
+from encmigrate.crypto import FieldCipher, Kdf, Normalize, Sealed, SearchableCipher
+from encmigrate.errors import (
+    AuditLogError,
+    ConfigError,
+    DatabaseError,
+    DecryptionError,
+    EncmigrateError,
+    KeyConfigError,
+    KeyProviderError,
+    KeyStateError,
+    RefusedError,
+    ValueTypeError,
+)
+from encmigrate.keys import (
+    EnvProvider,
+    FileProvider,
+    KeyManager,
+    Keyring,
+    KeyState,
+    verify_audit_log,
+)
+
+try:
+    __version__ = version("encmigrate")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0.0.0"
+
+__all__ = [
+    "AuditLogError",
+    "ConfigError",
+    "DatabaseError",
+    "DecryptionError",
+    "EncmigrateError",
+    "EnvProvider",
+    "FieldCipher",
+    "FileProvider",
+    "Kdf",
+    "KeyConfigError",
+    "KeyManager",
+    "KeyProviderError",
+    "KeyState",
+    "KeyStateError",
+    "Keyring",
+    "Normalize",
+    "RefusedError",
+    "Sealed",
+    "SearchableCipher",
+    "ValueTypeError",
+    "__version__",
+    "decrypt_field",
+    "encrypt_field",
+    "get_cipher",
+    "get_optimized_cipher",
+    "get_searchable_cipher",
+    "verify_audit_log",
+]

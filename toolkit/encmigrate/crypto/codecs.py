@@ -1,0 +1,212 @@
+"""How each field type turns into the bytes that get encrypted, and back.
+
+The encodings are part of the on-disk format (docs/FORMAT.md): changing one
+changes every ciphertext, and the frozen vectors in tests/vectors/ fail.
+
+=========  =====================================================================
+type       encoding
+=========  =====================================================================
+string     UTF-8 (``text`` is the same codec under another name)
+integer    signed big-endian two's complement, minimal length (``bigint`` too)
+float      IEEE 754 binary64, big-endian, 8 bytes
+numeric    ``str(Decimal)`` in ASCII: exact, ``Decimal("10.20")`` stays ``10.20``
+boolean    one byte, ``0x00`` or ``0x01``
+date       ISO 8601 ``YYYY-MM-DD`` in ASCII
+datetime   ``datetime.isoformat()`` in ASCII; an offset is kept, naive stays naive
+time       ``time.isoformat()`` in ASCII
+binary     the bytes themselves
+json       compact JSON (``,`` and ``:`` separators, key order kept) in UTF-8
+=========  =====================================================================
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import json
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from encmigrate.errors import ValueTypeError
+
+__all__ = ["CODECS", "TYPE_NAMES", "Codec", "codec_for"]
+
+_FLOAT = struct.Struct(">d")
+
+
+@dataclass(frozen=True, slots=True)
+class Codec:
+    """Encoder and decoder of one field type.
+
+    ``encode`` raises :class:`ValueTypeError` for a value of the wrong Python
+    type, naming the types only. ``decode`` trusts its input: it only ever
+    sees bytes that passed GCM authentication.
+    """
+
+    name: str
+    encode: Callable[[Any], bytes]
+    decode: Callable[[bytes], Any]
+    accepts: str
+
+    def __repr__(self) -> str:
+        return f"Codec({self.name!r})"
+
+
+def _refuse(type_name: str, accepts: str, value: object) -> ValueTypeError:
+    return ValueTypeError(f"{type_name} field expects {accepts}, got {type(value).__name__}")
+
+
+def _encode_string(value: Any) -> bytes:
+    if not isinstance(value, str):
+        raise _refuse("string", "str", value)
+    try:
+        return value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueTypeError(
+            "string field expects valid Unicode text (lone surrogate found)"
+        ) from None
+
+
+def _decode_string(data: bytes) -> str:
+    return data.decode("utf-8")
+
+
+def _encode_integer(value: Any) -> bytes:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _refuse("integer", "int", value)
+    return value.to_bytes((value.bit_length() + 8) // 8, "big", signed=True)
+
+
+def _decode_integer(data: bytes) -> int:
+    return int.from_bytes(data, "big", signed=True)
+
+
+def _encode_float(value: Any) -> bytes:
+    if isinstance(value, bool) or not isinstance(value, float | int):
+        raise _refuse("float", "float", value)
+    try:
+        return _FLOAT.pack(value)
+    except OverflowError:
+        raise ValueTypeError("float field: integer too large for a 64-bit float") from None
+
+
+def _decode_float(data: bytes) -> float:
+    value: float = _FLOAT.unpack(data)[0]
+    return value
+
+
+def _encode_numeric(value: Any) -> bytes:
+    if isinstance(value, bool) or not isinstance(value, decimal.Decimal | int):
+        raise _refuse("numeric", "Decimal or int (a float is inexact)", value)
+    return str(decimal.Decimal(value)).encode("ascii")
+
+
+def _decode_numeric(data: bytes) -> decimal.Decimal:
+    return decimal.Decimal(data.decode("ascii"))
+
+
+def _encode_boolean(value: Any) -> bytes:
+    if not isinstance(value, bool):
+        raise _refuse("boolean", "bool", value)
+    return b"\x01" if value else b"\x00"
+
+
+def _decode_boolean(data: bytes) -> bool:
+    if data == b"\x01":
+        return True
+    if data == b"\x00":
+        return False
+    raise ValueError("boolean payload must be one byte 0x00 or 0x01")
+
+
+def _encode_date(value: Any) -> bytes:
+    if isinstance(value, dt.datetime) or not isinstance(value, dt.date):
+        raise _refuse("date", "datetime.date (not a datetime)", value)
+    return value.isoformat().encode("ascii")
+
+
+def _decode_date(data: bytes) -> dt.date:
+    return dt.date.fromisoformat(data.decode("ascii"))
+
+
+def _encode_datetime(value: Any) -> bytes:
+    if not isinstance(value, dt.datetime):
+        raise _refuse("datetime", "datetime.datetime", value)
+    return value.isoformat().encode("ascii")
+
+
+def _decode_datetime(data: bytes) -> dt.datetime:
+    return dt.datetime.fromisoformat(data.decode("ascii"))
+
+
+def _encode_time(value: Any) -> bytes:
+    if not isinstance(value, dt.time):
+        raise _refuse("time", "datetime.time", value)
+    return value.isoformat().encode("ascii")
+
+
+def _decode_time(data: bytes) -> dt.time:
+    return dt.time.fromisoformat(data.decode("ascii"))
+
+
+def _encode_binary(value: Any) -> bytes:
+    if not isinstance(value, bytes | bytearray | memoryview):
+        raise _refuse("binary", "bytes", value)
+    return bytes(value)
+
+
+def _decode_binary(data: bytes) -> bytes:
+    return bytes(data)
+
+
+def _encode_json(value: Any) -> bytes:
+    if value is None or not isinstance(value, dict | list | str | int | float):
+        raise _refuse("json", "a JSON value (dict, list, str, number, bool)", value)
+    try:
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        # json's messages can quote the offending value; ours must not.
+        raise ValueTypeError(
+            f"json field: value is not JSON-serialisable ({type(exc).__name__})"
+        ) from None
+    return text.encode("utf-8")
+
+
+def _decode_json(data: bytes) -> Any:
+    return json.loads(data.decode("utf-8"))
+
+
+def _codec(
+    name: str, encode: Callable[[Any], bytes], decode: Callable[[bytes], Any], accepts: str
+) -> Codec:
+    return Codec(name=name, encode=encode, decode=decode, accepts=accepts)
+
+
+CODECS: dict[str, Codec] = {
+    "string": _codec("string", _encode_string, _decode_string, "str"),
+    "text": _codec("text", _encode_string, _decode_string, "str"),
+    "integer": _codec("integer", _encode_integer, _decode_integer, "int"),
+    "bigint": _codec("bigint", _encode_integer, _decode_integer, "int"),
+    "float": _codec("float", _encode_float, _decode_float, "float"),
+    "numeric": _codec("numeric", _encode_numeric, _decode_numeric, "Decimal"),
+    "boolean": _codec("boolean", _encode_boolean, _decode_boolean, "bool"),
+    "date": _codec("date", _encode_date, _decode_date, "datetime.date"),
+    "datetime": _codec("datetime", _encode_datetime, _decode_datetime, "datetime.datetime"),
+    "time": _codec("time", _encode_time, _decode_time, "datetime.time"),
+    "binary": _codec("binary", _encode_binary, _decode_binary, "bytes"),
+    "json": _codec("json", _encode_json, _decode_json, "dict or list"),
+}
+
+TYPE_NAMES: tuple[str, ...] = tuple(CODECS)
+
+
+def codec_for(type_name: str) -> Codec:
+    """The codec for a DESIGN.md type name, or ``ValueError`` naming the valid ones."""
+    try:
+        return CODECS[type_name]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"type must be one of {', '.join(TYPE_NAMES)}; got {type_name!r}"
+        ) from None

@@ -1,0 +1,237 @@
+"""Key operations: generate, rotate, retire, disable, enable, destroy, status.
+
+Every operation runs under the provider's lock as load, change, audit,
+save. The audit line is written before the keyring is saved, and the saved
+keyring records the audit head, so the log always holds at least every
+operation the keyring reflects; a failed save is audited as a failure.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from encmigrate.crypto.kdf import Kdf, KeyPurpose, derive_key
+from encmigrate.errors import EncmigrateError, KeyStateError, RefusedError
+from encmigrate.keys.audit import AuditEvent, AuditLog, current_actor
+from encmigrate.keys.keyring import AuditHead, Keyring, KeyState
+from encmigrate.keys.providers import KeyProvider
+
+__all__ = ["KeyManager", "KeyStatus", "VersionStatus"]
+
+Clock = Callable[[], dt.datetime]
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(microsecond=0)
+
+
+@dataclass(frozen=True, slots=True)
+class VersionStatus:
+    version: int
+    state: KeyState
+    current: bool
+    created: dt.datetime | None
+    age_days: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class KeyStatus:
+    """What ``keys status`` shows: versions, states, ages and the rotation schedule."""
+
+    provider: str
+    kdf: Kdf
+    current: int
+    rotation_days: int
+    versions: tuple[VersionStatus, ...]
+    rotation_due: dt.datetime | None
+    days_until_rotation: int | None
+
+    @property
+    def rotation_overdue(self) -> bool:
+        return self.days_until_rotation is not None and self.days_until_rotation <= 0
+
+
+class KeyManager:
+    """Key operations on one provider, each recorded in the audit log."""
+
+    def __init__(
+        self,
+        provider: KeyProvider,
+        audit: AuditLog | None = None,
+        *,
+        actor: str | None = None,
+        clock: Clock = _utcnow,
+    ) -> None:
+        self.provider = provider
+        self.audit = audit
+        self.actor = actor or current_actor()
+        self._clock = clock
+
+    def __repr__(self) -> str:
+        return f"KeyManager({self.provider!r}, actor={self.actor!r})"
+
+    # -- reading ----------------------------------------------------------
+
+    def load(self) -> Keyring:
+        return self.provider.load()
+
+    def get_current_key_version(self) -> int:
+        return self.load().current
+
+    def derive_data_key(self, context: str = "default") -> tuple[bytes, int]:
+        """The current data key for ``context`` and its version (the seed guide's call).
+
+        Prefer :func:`encmigrate.get_cipher`, which never hands out raw keys.
+        """
+        keyring = self.load()
+        key = derive_key(keyring.master_key(keyring.current), KeyPurpose.DATA, context, keyring.kdf)
+        self._audit(
+            AuditEvent(
+                "key.derive.data",
+                version=keyring.current,
+                actor=self.actor,
+                extra={"context": context},
+            )
+        )
+        return key, keyring.current
+
+    def status(self, rotation_days: int | None = None) -> KeyStatus:
+        keyring = self.load()
+        now = self._clock()
+        days = rotation_days or keyring.rotation_days
+        created = keyring.current_entry.created
+        due = created + dt.timedelta(days=days) if created else None
+        return KeyStatus(
+            provider=self.provider.describe(),
+            kdf=keyring.kdf,
+            current=keyring.current,
+            rotation_days=days,
+            versions=tuple(
+                VersionStatus(
+                    version=v.version,
+                    state=v.state,
+                    current=v.version == keyring.current,
+                    created=v.created,
+                    age_days=(now - v.created).days if v.created else None,
+                )
+                for v in keyring.versions
+            ),
+            rotation_due=due,
+            days_until_rotation=(due - now).days if due else None,
+        )
+
+    def rotation_due(self) -> bool:
+        return self.status().rotation_overdue
+
+    # -- operations ---------------------------------------------------------
+
+    def generate(
+        self, *, kdf: Kdf | str = Kdf.HKDF_SHA256, rotation_days: int = 90, overwrite: bool = False
+    ) -> Keyring:
+        """Create a keyring with one fresh version; refuses to replace one unless told."""
+        with self._operation("generate") as op:
+            if self.provider.exists() and not overwrite:
+                raise RefusedError(
+                    f"{self.provider.describe()} already holds a keyring; "
+                    "refusing to replace it (its keys may still be needed to decrypt data)"
+                )
+            keyring = Keyring.generate(kdf=kdf, rotation_days=rotation_days, now=self._clock())
+            op.version = keyring.current
+            return self._commit(keyring, op, erase_previous=overwrite)
+
+    def rotate(self, reason: str = "") -> int:
+        """Make a fresh random version current; the old one stays readable (retired)."""
+        with self._operation("rotate", reason=reason) as op:
+            keyring = self.load().rotated(self._clock())
+            op.version = keyring.current
+            self._commit(keyring, op)
+            return keyring.current
+
+    rotate_keys = rotate
+
+    def retire(self, version: int, reason: str = "") -> Keyring:
+        return self._set_state("retire", version, KeyState.RETIRED, reason)
+
+    def disable(self, version: int, reason: str = "") -> Keyring:
+        """Refuse decryption under ``version`` until :meth:`enable`."""
+        return self._set_state("disable", version, KeyState.DISABLED, reason)
+
+    def enable(self, version: int, reason: str = "") -> Keyring:
+        """Make a disabled version readable again (it comes back retired)."""
+        return self._set_state("enable", version, KeyState.RETIRED, reason)
+
+    def destroy(self, version: int, *, confirm: bool = False, reason: str = "") -> Keyring:
+        """Erase ``version``'s material for good; needs ``confirm=True``.
+
+        The material is removed from the stored keyring, the previous keyring
+        file's bytes are overwritten, and the in-memory copy loaded here is
+        wiped. Copies elsewhere in memory (other processes, freed buffers)
+        are out of reach: see docs/keys.md.
+        """
+        with self._operation("destroy", version=version, reason=reason) as op:
+            if confirm is not True:
+                raise RefusedError(
+                    f"destroying key version {version} is permanent: data under it can never be "
+                    "read again; pass confirm=True (CLI: --confirm) to proceed"
+                )
+            before = self.load()
+            after = before.destroyed(version, self._clock())
+            self._commit(after, op, erase_previous=True)
+            before.wipe()
+            return after
+
+    def _set_state(self, action: str, version: int, state: KeyState, reason: str) -> Keyring:
+        with self._operation(action, version=version, reason=reason) as op:
+            keyring = self.load()
+            entry = keyring.get(version)
+            if action == "enable" and entry.state is not KeyState.DISABLED:
+                raise KeyStateError(f"key version {version} is {entry.state.value}, not disabled")
+            return self._commit(keyring.with_state(version, state, self._clock()), op)
+
+    # -- plumbing -------------------------------------------------------------
+
+    @contextmanager
+    def _operation(
+        self, action: str, *, version: int | None = None, reason: str = ""
+    ) -> Iterator[_Operation]:
+        """Hold the provider's lock; audit a refusal or failure before re-raising."""
+        op = _Operation(action, version, reason)
+        with self.provider.lock():
+            try:
+                yield op
+            except EncmigrateError as exc:
+                if not op.committed:
+                    outcome = (
+                        "refused" if isinstance(exc, RefusedError | KeyStateError) else "failed"
+                    )
+                    self._audit(AuditEvent(action, outcome, op.version, _one_line(exc), self.actor))
+                raise
+
+    def _commit(self, keyring: Keyring, op: _Operation, *, erase_previous: bool = False) -> Keyring:
+        event = AuditEvent(op.action, "ok", op.version, op.reason, self.actor)
+        head = self._audit(event)
+        if head is not None:
+            keyring = keyring.with_audit_head(head)
+        self.provider.save(keyring, erase_previous=erase_previous)
+        op.committed = True
+        return keyring
+
+    def _audit(self, event: AuditEvent) -> AuditHead | None:
+        if self.audit is None:
+            return None
+        return self.audit.append(event, now=self._clock())
+
+
+@dataclass(slots=True)
+class _Operation:
+    action: str
+    version: int | None
+    reason: str
+    committed: bool = False
+
+
+def _one_line(exc: Exception) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
