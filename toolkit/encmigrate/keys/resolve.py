@@ -189,7 +189,8 @@ def _fingerprint(setup: KeySetup, env: Mapping[str, str]) -> str:
     if isinstance(setup.provider, FileProvider):
         try:
             info = setup.provider.path.stat()
-            digest.update(f"{setup.provider.path}:{info.st_mtime_ns}:{info.st_size}".encode())
+            stamp = f"{setup.provider.path}:{info.st_ino}:{info.st_mtime_ns}:{info.st_size}"
+            digest.update(stamp.encode())
         except OSError:
             digest.update(b"missing")
     return digest.hexdigest()

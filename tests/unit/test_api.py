@@ -1,0 +1,193 @@
+"""The top-level API: names, call shapes and defaults users rely on."""
+
+from __future__ import annotations
+
+import base64
+import os
+from decimal import Decimal
+
+import pytest
+
+import encmigrate
+from encmigrate import (
+    DecryptionError,
+    Keyring,
+    Sealed,
+    ValueTypeError,
+    decrypt_field,
+    encrypt_field,
+    get_cipher,
+    get_optimized_cipher,
+    get_searchable_cipher,
+)
+from encmigrate.keys import reset_default_keyring
+
+PUBLIC = {
+    "AuditLogError",
+    "ConfigError",
+    "DatabaseError",
+    "DecryptionError",
+    "EncmigrateError",
+    "EnvProvider",
+    "FieldCipher",
+    "FileProvider",
+    "Kdf",
+    "KeyConfigError",
+    "KeyManager",
+    "KeyProviderError",
+    "KeyState",
+    "KeyStateError",
+    "Keyring",
+    "Normalize",
+    "RefusedError",
+    "SearchableCipher",
+    "Sealed",
+    "ValueTypeError",
+    "__version__",
+    "decrypt_field",
+    "encrypt_field",
+    "get_cipher",
+    "get_optimized_cipher",
+    "get_searchable_cipher",
+    "verify_audit_log",
+}
+
+
+def test_public_surface_is_exactly_the_documented_names() -> None:
+    assert set(encmigrate.__all__) >= PUBLIC
+    for name in encmigrate.__all__:
+        assert hasattr(encmigrate, name), name
+
+
+@pytest.fixture
+def env_keyring(monkeypatch: pytest.MonkeyPatch) -> Keyring:
+    keyring = Keyring.generate()
+    for name in (
+        "ENCMIGRATE_MASTER_KEY",
+        "ENCMIGRATE_KEYRING_FILE",
+        "ENCMIGRATE_ENV_PREFIX",
+        "ENCMIGRATE_CONFIG",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("ENCMIGRATE_KEYRING", keyring.to_json())
+    reset_default_keyring()
+    yield keyring
+    reset_default_keyring()
+
+
+def test_encrypt_and_decrypt_field_with_the_configured_keyring(env_keyring: Keyring) -> None:
+    blob = encrypt_field("alice@example.com")
+    assert isinstance(blob, bytes)
+    assert decrypt_field(blob) == "alice@example.com"
+    assert get_cipher(keyring=env_keyring).decrypt(blob) == "alice@example.com"
+
+
+def test_searchable_encrypt_field_returns_ciphertext_and_token(env_keyring: Keyring) -> None:
+    sealed = encrypt_field(
+        "Alice@Example.com", searchable=True, context="customer.email", normalize="lower"
+    )
+    assert isinstance(sealed, Sealed)
+    blob, token = sealed
+    assert decrypt_field(blob, context="customer.email") == "Alice@Example.com"
+    search = get_searchable_cipher("customer.email", normalize="lower")
+    assert token == search.token("alice@example.com")
+    assert token in search.lookup_tokens("ALICE@EXAMPLE.COM")
+
+
+def test_typed_fields_round_trip(env_keyring: Keyring) -> None:
+    blob = encrypt_field(Decimal("10.20"), type="numeric", context="acct.balance")
+    assert decrypt_field(blob, type="numeric", context="acct.balance") == Decimal("10.20")
+    assert str(decrypt_field(blob, type="numeric", context="acct.balance")) == "10.20"
+
+
+def test_none_is_never_encrypted(env_keyring: Keyring) -> None:
+    assert encrypt_field(None) is None
+    assert decrypt_field(None) is None
+    assert encrypt_field(None, searchable=True) == Sealed(None, None)
+
+
+def test_context_binds_the_ciphertext_to_its_column() -> None:
+    keyring = Keyring.generate()
+    blob = get_cipher("customer.email", keyring=keyring).encrypt("a@b.c")
+    with pytest.raises(DecryptionError) as caught:
+        get_cipher("customer.phone", keyring=keyring).decrypt(blob)
+    assert caught.value.context == "customer.phone" and caught.value.version == 1
+    assert "a@b.c" not in str(caught.value)
+
+
+def test_wrong_keyring_fails_with_decryption_error() -> None:
+    blob = get_cipher(keyring=Keyring.generate()).encrypt("x")
+    with pytest.raises(DecryptionError):
+        get_cipher(keyring=Keyring.generate()).decrypt(blob)
+
+
+def test_unknown_type_name_lists_the_valid_ones() -> None:
+    with pytest.raises(ValueError, match="string, text, integer"):
+        get_cipher(type="money", keyring=Keyring.generate())
+
+
+def test_wrong_python_type_is_a_clear_error_that_hides_the_value() -> None:
+    cipher = get_cipher("c", type="string", keyring=Keyring.generate())
+    with pytest.raises(ValueTypeError, match="string field expects str, got int") as caught:
+        cipher.encrypt(123456789)
+    assert "123456789" not in str(caught.value)
+    assert isinstance(caught.value, TypeError)
+
+
+def test_batch_methods_agree_with_single_ones_and_keep_nones() -> None:
+    keyring = Keyring.generate()
+    cipher = get_cipher("c", keyring=keyring)
+    values = ["a", None, "ü" * 100, "", None]
+    blobs = cipher.batch_encrypt(values)
+    assert [b is None for b in blobs] == [v is None for v in values]
+    assert cipher.batch_decrypt(blobs) == values
+    assert [cipher.decrypt(b) for b in blobs] == values
+    assert cipher.batch_decrypt([]) == [] and cipher.batch_encrypt([]) == []
+
+
+def test_batch_decrypt_reads_mixed_key_versions() -> None:
+    keyring = Keyring.generate()
+    old = get_cipher("c", keyring=keyring).batch_encrypt(["old1", "old2"])
+    rotated = keyring.rotated()
+    cipher = get_cipher("c", keyring=rotated)
+    mixed = [cipher.encrypt("new1"), old[0], None, cipher.encrypt("new2"), old[1]]
+    assert cipher.batch_decrypt(mixed) == ["new1", "old1", None, "new2", "old2"]
+
+
+def test_batch_decrypt_raises_decryption_error_for_one_bad_value() -> None:
+    cipher = get_cipher("c", keyring=Keyring.generate())
+    blobs = cipher.batch_encrypt(["a", "b", "c"])
+    broken = bytearray(blobs[1])  # type: ignore[arg-type]
+    broken[-1] ^= 1
+    with pytest.raises(DecryptionError):
+        cipher.batch_decrypt([blobs[0], bytes(broken), blobs[2]])
+
+
+def test_text_storage_base64_envelopes_decrypt() -> None:
+    cipher = get_cipher("c", keyring=Keyring.generate())
+    blob = cipher.encrypt("x")
+    assert blob is not None
+    assert cipher.decrypt(base64.b64encode(blob).decode()) == "x"
+    with pytest.raises(DecryptionError, match="not an encmigrate envelope"):
+        cipher.decrypt("%%% not base64 %%%")
+
+
+def test_optimized_cipher_never_repeats_a_nonce_even_across_fork() -> None:
+    cipher = get_optimized_cipher("c", keyring=Keyring.generate())
+    nonces = {cipher.encrypt("v")[5:17] for _ in range(2000)}  # type: ignore[index]
+    assert len(nonces) == 2000
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: report its first nonces, then leave without cleanup
+        child = b"".join(cipher.encrypt("v")[5:17] for _ in range(50))  # type: ignore[index]
+        os.write(write, child)
+        os._exit(0)
+    os.close(write)
+    child_bytes = b""
+    while chunk := os.read(read, 4096):
+        child_bytes += chunk
+    os.waitpid(pid, 0)
+    parent = [cipher.encrypt("v")[5:17] for _ in range(50)]  # type: ignore[index]
+    child_nonces = {child_bytes[i : i + 12] for i in range(0, len(child_bytes), 12)}
+    assert len(child_nonces) == 50
+    assert not child_nonces & set(parent)

@@ -1,0 +1,177 @@
+"""`encmigrate keys …` and `encmigrate demo` through the CLI, in-process and as a real process."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from encmigrate.cli import app
+from encmigrate.keys import FileProvider
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A directory with a plan whose [keys] point at keyring.json beside it."""
+    (tmp_path / "encmigrate.toml").write_text('[keys]\nprovider = "file"\npath = "keyring.json"\n')
+    monkeypatch.chdir(tmp_path)
+    for name in list(os.environ):
+        if name.startswith("ENCMIGRATE_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("ENCMIGRATE_ACTOR", "cli-test")
+    return tmp_path
+
+
+def _run(*args: str) -> tuple[int, str, str]:
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_generate_status_rotate_and_json_output(project: Path) -> None:
+    code, out, _ = _run("keys", "generate")
+    assert code == 0 and "key version 1" in out
+    code, out, _ = _run("--json", "keys", "status")
+    assert code == 0
+    status = json.loads(out)
+    assert status["current"] == 1 and status["versions"][0]["state"] == "active"
+    code, out, _ = _run("--json", "keys", "rotate", "--reason", "test")
+    assert json.loads(out) == {"rotated": True, "current": 2}
+    code, out, _ = _run("keys", "status")
+    assert code == 0 and "retired" in out and "(current)" in out
+
+
+def test_rotate_if_due_rotates_only_when_due(project: Path) -> None:
+    _run("keys", "generate")
+    code, out, _ = _run("--json", "keys", "rotate", "--if-due")
+    assert code == 0 and json.loads(out)["rotated"] is False
+    _run("keys", "generate", "--force", "--rotation-days", "1")
+    provider = FileProvider(project / "keyring.json")
+    keyring = provider.load()
+    old = keyring.get(1).created
+    assert old is not None
+    aged = json.loads(keyring.to_json())
+    aged["versions"][0]["created"] = "2020-01-01T00:00:00Z"
+    provider.path.write_text(json.dumps(aged))
+    code, out, _ = _run("--json", "keys", "rotate", "--if-due")
+    assert code == 0 and json.loads(out) == {"rotated": True, "current": 2}
+
+
+def test_disable_enable_destroy_and_exit_codes(project: Path) -> None:
+    _run("keys", "generate")
+    _run("keys", "rotate")
+    assert _run("keys", "disable", "1")[0] == 0
+    assert _run("keys", "enable", "1")[0] == 0
+    code, _, err = _run("keys", "destroy", "1")
+    assert code == 5 and "--confirm" in err and "Traceback" not in err
+    assert _run("keys", "destroy", "1", "--confirm")[0] == 0
+    code, _, err = _run("keys", "enable", "1")
+    assert code == 3 and "destroyed" in err
+    code, _, err = _run("keys", "disable", "2")
+    assert code == 3 and "current" in err
+
+
+def test_audit_shows_events_and_verify_detects_tampering(project: Path) -> None:
+    _run("keys", "generate")
+    _run("keys", "rotate", "--reason", "quarterly")
+    code, out, _ = _run("--json", "keys", "audit")
+    events = json.loads(out)
+    assert [e["action"] for e in events] == ["generate", "rotate"]
+    assert events[0]["actor"] == "cli-test"
+    assert _run("keys", "audit", "--verify")[0] == 0
+    log = project / "encmigrate-audit.jsonl"
+    log.write_text(log.read_text().replace("quarterly", "yearly"))
+    code, out, _ = _run("keys", "audit", "--verify")
+    assert code == 3 and "differs" in out
+
+
+def test_health_exit_codes(project: Path) -> None:
+    code, out, _ = _run("keys", "health")
+    assert code == 3 and "unhealthy" in out
+    _run("keys", "generate")
+    code, out, _ = _run("--json", "keys", "health")
+    report = json.loads(out)
+    assert code == 0 and report["status"] == "healthy"
+    _run("keys", "generate", "--force", "--rotation-days", "1")
+    keyring_path = project / "keyring.json"
+    aged = json.loads(keyring_path.read_text())
+    aged["versions"][0]["created"] = "2020-01-01T00:00:00Z"
+    keyring_path.write_text(json.dumps(aged))
+    code, out, _ = _run("keys", "health")
+    assert code == 1 and "degraded" in out
+
+
+def test_missing_configuration_is_one_line_without_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    for name in list(os.environ):
+        if name.startswith("ENCMIGRATE_"):
+            monkeypatch.delenv(name)
+    code, _, err = _run("keys", "status")
+    assert code == 3
+    assert err.startswith("error: no keyring configured")
+    assert "Traceback" not in err
+    code, _, err = _run("--config", str(tmp_path / "nope.toml"), "keys", "status")
+    assert code == 2 and "does not exist" in err
+
+
+def test_no_key_material_in_any_output(project: Path) -> None:
+    outputs = [
+        _run("keys", "generate"),
+        _run("keys", "rotate"),
+        _run("keys", "status"),
+        _run("--json", "keys", "status"),
+        _run("keys", "audit"),
+        _run("keys", "health"),
+    ]
+    keyring = FileProvider(project / "keyring.json").load()
+    secrets = []
+    for version in (1, 2):
+        material = keyring.master_key(version)
+        secrets += [
+            base64.b64encode(material).decode(),
+            material.hex(),
+            base64.urlsafe_b64encode(material).decode(),
+        ]
+    text = "".join(o + e for _, o, e in outputs)
+    assert not [s for s in secrets if s in text]
+
+
+def test_installed_script_runs_as_a_real_process(project: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ENCMIGRATE_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "encmigrate", "--json", "keys", "generate"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=project,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["version"] == 1
+    done = subprocess.run(
+        [sys.executable, "-m", "encmigrate", "keys", "destroy", "1"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=project,
+        check=False,
+    )
+    assert done.returncode == 5
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+
+
+def test_demo_runs_end_to_end(tmp_path: Path) -> None:
+    code, out, err = _run("demo", "--rows", "300", "--dir", str(tmp_path))
+    assert code == 0, err
+    assert "key version 1" in out and "key version 2" in out
+    assert "chain intact" in out
+    assert (tmp_path / "keyring.json").stat().st_mode & 0o777 == 0o600

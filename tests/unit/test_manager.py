@@ -1,0 +1,159 @@
+"""KeyManager: each operation changes the keyring as promised and is audited."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from encmigrate import DecryptionError, KeyProviderError, KeyStateError, RefusedError, get_cipher
+from encmigrate.keys import AuditLog, FileProvider, KeyManager, KeyState, verify_audit_log
+
+
+@pytest.fixture
+def manager(tmp_path: Path) -> KeyManager:
+    m = KeyManager(
+        FileProvider(tmp_path / "keyring.json"), AuditLog(tmp_path / "audit.jsonl"), actor="alice"
+    )
+    m.generate()
+    return m
+
+
+def _events(manager: KeyManager) -> list[dict[str, object]]:
+    assert manager.audit is not None
+    return list(manager.audit.events())
+
+
+def test_generate_writes_a_private_keyring_and_refuses_to_overwrite(manager: KeyManager) -> None:
+    assert isinstance(manager.provider, FileProvider)
+    assert manager.provider.path.stat().st_mode & 0o777 == 0o600
+    assert manager.get_current_key_version() == 1
+    with pytest.raises(RefusedError, match="already holds a keyring"):
+        manager.generate()
+    assert _events(manager)[-1]["outcome"] == "refused"
+
+
+def test_rotate_adds_a_version_and_old_data_stays_readable(manager: KeyManager) -> None:
+    blob = get_cipher("c.x", keyring=manager.load()).encrypt("value")
+    assert manager.rotate_keys() == 2
+    keyring = manager.load()
+    assert keyring.current == 2
+    assert keyring.get(1).state is KeyState.RETIRED
+    assert get_cipher("c.x", keyring=keyring).decrypt(blob) == "value"
+
+
+def test_disable_enable_destroy_through_the_manager(manager: KeyManager) -> None:
+    blob = get_cipher("c.x", keyring=manager.load()).encrypt("value")
+    manager.rotate()
+    manager.disable(1, reason="suspected leak")
+    with pytest.raises(DecryptionError):
+        get_cipher("c.x", keyring=manager.load()).decrypt(blob)
+    manager.enable(1)
+    assert get_cipher("c.x", keyring=manager.load()).decrypt(blob) == "value"
+    with pytest.raises(RefusedError, match="confirm"):
+        manager.destroy(1)
+    assert manager.load().get(1).key is not None
+    manager.destroy(1, confirm=True, reason="rewrap done")
+    with pytest.raises(DecryptionError):
+        get_cipher("c.x", keyring=manager.load()).decrypt(blob)
+    with pytest.raises(KeyStateError):
+        manager.enable(1)
+
+
+def test_destroy_erases_material_from_the_file(manager: KeyManager, tmp_path: Path) -> None:
+    manager.rotate()
+    old = base64.b64encode(manager.load().master_key(1)).decode()
+    manager.destroy(1, confirm=True)
+    text = (tmp_path / "keyring.json").read_text()
+    assert old not in text
+    assert json.loads(text)["versions"][0]["key"] is None
+    assert not (tmp_path / "keyring.json.shred").exists()
+
+
+def test_every_operation_is_audited_with_actor_and_the_chain_verifies(manager: KeyManager) -> None:
+    manager.rotate(reason="quarterly")
+    manager.retire(1)
+    manager.disable(1)
+    manager.enable(1)
+    with pytest.raises(RefusedError):
+        manager.destroy(1)
+    events = _events(manager)
+    assert [e["action"] for e in events] == [
+        "generate",
+        "rotate",
+        "retire",
+        "disable",
+        "enable",
+        "destroy",
+    ]
+    assert [e["outcome"] for e in events][-1] == "refused"
+    assert all(e["actor"] == "alice" for e in events)
+    assert events[1]["reason"] == "quarterly"
+    assert manager.audit is not None
+    assert verify_audit_log(manager.audit.path, manager.load().audit_head).ok
+
+
+def test_keyring_records_the_audit_head_at_each_operation(manager: KeyManager) -> None:
+    manager.rotate()
+    assert manager.audit is not None
+    assert manager.load().audit_head == manager.audit.head()
+
+
+def test_no_key_material_in_the_audit_log(manager: KeyManager) -> None:
+    manager.rotate()
+    manager.derive_data_key("customer.email")
+    keyring = manager.load()
+    assert manager.audit is not None
+    log = manager.audit.path.read_text()
+    for version in (1, 2):
+        material = keyring.master_key(version)
+        assert base64.b64encode(material).decode() not in log
+        assert material.hex() not in log
+    key, version = manager.derive_data_key("customer.email")
+    assert version == 2 and key.hex() not in log
+
+
+def test_status_reports_ages_and_rotation_schedule(tmp_path: Path) -> None:
+    now = [dt.datetime(2026, 1, 1, tzinfo=dt.UTC)]
+    m = KeyManager(FileProvider(tmp_path / "k.json"), None, clock=lambda: now[0])
+    m.generate(rotation_days=30)
+    now[0] += dt.timedelta(days=10)
+    status = m.status()
+    assert status.current == 1 and status.days_until_rotation == 20
+    assert status.versions[0].age_days == 10
+    assert not m.rotation_due()
+    now[0] += dt.timedelta(days=25)
+    assert m.rotation_due()
+    m.rotate()
+    assert not m.rotation_due()
+
+
+def test_operation_on_unknown_version_is_refused_and_audited(manager: KeyManager) -> None:
+    with pytest.raises(KeyStateError, match="not in the keyring"):
+        manager.disable(7)
+    assert _events(manager)[-1]["outcome"] == "refused"
+
+
+def test_failed_save_leaves_the_previous_keyring_and_is_audited(
+    manager: KeyManager, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = (tmp_path / "keyring.json").read_text()
+
+    def broken_replace(src: str, dst: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(KeyProviderError, match="cannot write keyring"):
+        manager.rotate()
+    monkeypatch.undo()
+    assert (tmp_path / "keyring.json").read_text() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "audit.jsonl",
+        "keyring.json",
+        "keyring.json.lock",
+    ]
+    assert _events(manager)[-1]["outcome"] == "failed"

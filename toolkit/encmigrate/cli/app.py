@@ -1,0 +1,83 @@
+"""The root ``encmigrate`` command: global options and the command groups."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from encmigrate import __version__
+from encmigrate.cli import demo, keys
+from encmigrate.cli.console import out
+from encmigrate.cli.state import CliState
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="encmigrate",
+    help=(
+        "Add field-level AES-256-GCM encryption to a live database and migrate its plaintext "
+        "without downtime.\n\nExample: [bold]encmigrate keys generate[/] then "
+        "[bold]encmigrate demo[/]"
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+app.add_typer(keys.app, name="keys")
+app.command("demo")(demo.demo)
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"encmigrate {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            help="Plan file (default: ./encmigrate.toml or pyproject.toml).",
+            envvar="ENCMIGRATE_CONFIG",
+            show_envvar=True,
+        ),
+    ] = None,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            "--database-url",
+            help="SQLAlchemy URL of the database.",
+            envvar="ENCMIGRATE_DATABASE_URL",
+            show_envvar=True,
+        ),
+    ] = None,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show tracebacks and debug logs (values masked).")
+    ] = False,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Machine-readable JSON output where a command reports.")
+    ] = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Show the version."),
+    ] = False,
+) -> None:
+    """Global options go before the command."""
+    ctx.obj = CliState(config=config, database_url=database_url, debug=debug, json=json_output)
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("encmigrate").setLevel(logging.DEBUG if debug else logging.WARNING)
+
+
+def main() -> None:
+    """Entry point of the ``encmigrate`` script."""
+    app()
