@@ -189,3 +189,23 @@ def test_default_keyring_reloads_when_the_file_changes(
     assert default_keyring().current == 2
     assert get_cipher("t.c").decrypt(blob) == "x"
     reset_default_keyring()
+
+
+def test_key_access_is_audited_once_per_load_and_per_derived_key(tmp_path: Path) -> None:
+    from encmigrate.keys import load_keyring
+
+    FileProvider(tmp_path / "keyring.json").save(Keyring.generate())
+    _plan(tmp_path)
+    setup = resolve_key_setup(environ={}, cwd=tmp_path)
+    keyring = load_keyring(setup)
+    cipher = get_cipher("customer.email", keyring=keyring)
+    for value in ("a", "b", "c"):
+        cipher.decrypt(cipher.encrypt(value))
+    get_cipher("customer.phone", keyring=keyring).encrypt("x")
+    assert setup.audit is not None
+    events = [(e["action"], e.get("context")) for e in setup.audit.events()]
+    assert events == [
+        ("keyring.load", None),
+        ("key.derive.data", "customer.email"),
+        ("key.derive.data", "customer.phone"),
+    ]
