@@ -4,7 +4,7 @@ Nothing here knows where keys come from; :mod:`encmigrate.keys` supplies a
 :class:`MasterKeySource`.
 """
 
-from encmigrate.crypto.cipher import Blob, FieldCipher, NonceSource, pooled_nonces
+from encmigrate.crypto.cipher import Blob, FieldCipher, NonceSource
 from encmigrate.crypto.codecs import CODECS, TYPE_NAMES, Codec, codec_for
 from encmigrate.crypto.derived import DerivedKeys, MasterKeySource
 from encmigrate.crypto.envelope import EnvelopeHeader, parse_header
@@ -29,5 +29,4 @@ __all__ = [
     "codec_for",
     "derive_key",
     "parse_header",
-    "pooled_nonces",
 ]

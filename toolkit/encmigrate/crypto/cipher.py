@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import os
-import threading
-import weakref
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar
+from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -24,7 +22,7 @@ from encmigrate.crypto.envelope import (
 )
 from encmigrate.errors import DecryptionError, EncmigrateError
 
-__all__ = ["Blob", "FieldCipher", "NonceSource", "pooled_nonces"]
+__all__ = ["Blob", "FieldCipher", "NonceSource"]
 
 Blob = bytes | bytearray | memoryview
 NonceSource = Callable[[int], bytes]
@@ -147,6 +145,9 @@ class FieldCipher:
         if not blobs:
             return []
         first = next((b for b in blobs if b is not None), None)
+        if isinstance(first, str):  # text storage: base64 first, then the same fast path
+            blobs = self._from_text(blobs)
+            first = next(b for b in blobs if b is not None)
         if first is None:
             return [None] * len(blobs)
         plaintexts = self._open_same_version(blobs, first)
@@ -162,13 +163,20 @@ class FieldCipher:
                 self._context, None, f"payload does not decode as {self._codec.name}"
             ) from None
 
+    def _from_text(self, blobs: Sequence[Blob | str | None]) -> list[bytes | None]:
+        raw = [None if b is None else _as_bytes(b) for b in blobs]
+        if any(r is None and b is not None for r, b in zip(raw, blobs, strict=True)):
+            raise DecryptionError(self._context, None, "not an encmigrate envelope")
+        return raw
+
     def _open_same_version(self, blobs: Sequence[Any], first: Any) -> list[Any] | None:
         """The fast path: every blob under ``first``'s version, or None to go slow.
 
-        No per-value header check is needed: the header is part of the GCM
-        associated data, so a blob under another version, another format or
-        a truncated one fails authentication and sends us to the slow path,
-        which checks and reports each value.
+        The associated data is built once, from ``first``'s header, so each
+        blob's own header must equal it: otherwise a blob whose format byte or
+        version was rewritten would still open under ``first``'s. A blob under
+        another version, another format or a truncated one sends us to the
+        slow path, which checks and reports each value.
         """
         if isinstance(first, str) or len(first) < MIN_SIZE or first[0] != FORMAT_1:
             return None
@@ -179,9 +187,12 @@ class FieldCipher:
             aead = self._keys.aead(version, self._context)
         except EncmigrateError:
             return None
-        aad = associated_data(header_bytes(version), self._context)
+        header = header_bytes(version)
+        aad = associated_data(header, self._context)
         unseal = aead.decrypt
         try:
+            if any(b[:HEADER_SIZE] != header for b in blobs):
+                return None
             return [unseal(b[HEADER_SIZE:_BODY], b[_BODY:], aad) for b in blobs]
         except Exception:  # InvalidTag, or a None / short / foreign value
             return None
@@ -220,51 +231,3 @@ def _as_bytes(blob: object) -> bytes | None:
     if isinstance(blob, str):
         return envelope_from_text(blob)
     return None
-
-
-class _NoncePool:
-    """Random nonces drawn from the OS in blocks, for many single ``encrypt`` calls.
-
-    A pool must never be shared by two processes: a forked child would reuse
-    its parent's unused nonces, and GCM with a repeated nonce under one key
-    leaks the XOR of plaintexts and the authentication key. Every pool is
-    emptied in the child after ``fork``.
-    """
-
-    _pools: ClassVar[weakref.WeakSet[_NoncePool]] = weakref.WeakSet()
-    _BLOCK = 4096 // NONCE_SIZE * NONCE_SIZE
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._buffer = b""
-        self._offset = 0
-        _NoncePool._pools.add(self)
-
-    def __call__(self, size: int) -> bytes:
-        if size != NONCE_SIZE:
-            return os.urandom(size)
-        with self._lock:
-            if self._offset >= len(self._buffer):
-                self._buffer = os.urandom(self._BLOCK)
-                self._offset = 0
-            start = self._offset
-            self._offset = start + NONCE_SIZE
-            return self._buffer[start : start + NONCE_SIZE]
-
-    def _forget(self) -> None:
-        self._buffer = b""
-        self._offset = 0
-        self._lock = threading.Lock()
-
-    @classmethod
-    def _forget_all(cls) -> None:
-        for pool in cls._pools:
-            pool._forget()
-
-
-os.register_at_fork(after_in_child=_NoncePool._forget_all)
-
-
-def pooled_nonces() -> NonceSource:
-    """A nonce source that draws OS randomness in 4 KiB blocks (fork-safe)."""
-    return _NoncePool()
