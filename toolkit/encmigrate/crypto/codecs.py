@@ -76,7 +76,10 @@ def _decode_string(data: bytes) -> str:
 def _encode_integer(value: Any) -> bytes:
     if isinstance(value, bool) or not isinstance(value, int):
         raise _refuse("integer", "int", value)
-    return value.to_bytes((value.bit_length() + 8) // 8, "big", signed=True)
+    # Minimal length: -128 is one byte 0x80, not 0xff80 (``~value`` for negatives, since the
+    # bit length of abs(value) overcounts by one at negative powers of two).
+    magnitude = value if value >= 0 else ~value
+    return value.to_bytes(magnitude.bit_length() // 8 + 1, "big", signed=True)
 
 
 def _decode_integer(data: bytes) -> int:
@@ -87,7 +90,8 @@ def _encode_float(value: Any) -> bytes:
     if isinstance(value, bool) or not isinstance(value, float | int):
         raise _refuse("float", "float", value)
     try:
-        return _FLOAT.pack(value)
+        # float() first: struct.pack turns float()'s OverflowError into a bare struct.error.
+        return _FLOAT.pack(float(value))
     except OverflowError:
         raise ValueTypeError("float field: integer too large for a 64-bit float") from None
 
@@ -166,12 +170,17 @@ def _encode_json(value: Any) -> bytes:
         raise _refuse("json", "a JSON value (dict, list, str, number, bool)", value)
     try:
         text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        # Its message quotes the offending character and position; ours must not.
+        raise ValueTypeError(
+            "json field expects valid Unicode text (lone surrogate found)"
+        ) from None
     except (TypeError, ValueError) as exc:
         # json's messages can quote the offending value; ours must not.
         raise ValueTypeError(
             f"json field: value is not JSON-serialisable ({type(exc).__name__})"
         ) from None
-    return text.encode("utf-8")
 
 
 def _decode_json(data: bytes) -> Any:

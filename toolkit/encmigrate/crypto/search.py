@@ -83,9 +83,13 @@ class SearchableCipher(FieldCipher):
 
     def token(self, value: Any) -> bytes | None:
         """The search token of ``value`` under the current key version."""
+        return self.token_under(value, self._keys.current_version)
+
+    def token_under(self, value: Any, version: int) -> bytes | None:
+        """The search token of ``value`` under key ``version`` (it must be readable)."""
         if value is None:
             return None
-        key = self._keys.search_key(self._keys.current_version, self._context)
+        key = self._keys.search_key(version, self._context)
         return hmac.digest(key, self._search_bytes(value), "sha256")
 
     def batch_tokens(self, values: Sequence[Any]) -> list[bytes | None]:
