@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from encmigrate import __version__
-from encmigrate.cli import demo, keys
+from encmigrate.cli import demo, keys, migrate
 from encmigrate.cli.console import out
 from encmigrate.cli.state import CliState
 
@@ -28,6 +28,9 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 app.add_typer(keys.app, name="keys")
+app.command("migrate-data")(migrate.migrate_data_command)
+app.command("verify")(migrate.verify_command)
+app.command("status")(migrate.status_command)
 app.command("demo")(demo.demo)
 
 

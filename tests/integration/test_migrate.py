@@ -1,0 +1,433 @@
+"""migrate-data and verify on real databases: correctness, races, faults, resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import threading
+import time
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from encmigrate import Keyring
+from encmigrate.keys import FileProvider
+from encmigrate.migrate import MigrateOptions, RetryPolicy, migrate_data, status, verify
+from encmigrate.migrate import connect as connect_engine
+from encmigrate.tracking import failures, migrations
+from support import shadow_schema
+
+_ENGINES: list[sa.Engine] = []
+
+
+@pytest.fixture(autouse=True)
+def _dispose_engines() -> object:
+    yield
+    while _ENGINES:
+        _ENGINES.pop().dispose()
+
+
+def _engine(url: str) -> sa.Engine:
+    engine = connect_engine(url)
+    _ENGINES.append(engine)
+    return engine
+
+
+def _setup(url: str, tmp_path: Path, rows: int) -> tuple[sa.Engine, object, Keyring]:
+    engine, plan_path = shadow_schema.build(url, rows, tmp_path)
+    engine.dispose()
+    keyring = Keyring.generate()
+    return _engine(url), shadow_schema.load_plan(plan_path), keyring
+
+
+def _all_ok(plan: object, engine: sa.Engine, keyring: Keyring) -> list[object]:
+    verdicts = verify(plan, engine, keyring)  # type: ignore[arg-type]
+    for v in verdicts:
+        assert v.ok, v.summary()
+    return verdicts
+
+
+def test_migrate_then_verify_every_column(db_url: str, tmp_path: Path) -> None:
+    engine, plan, keyring = _setup(db_url, tmp_path, 3000)
+    reports = migrate_data(plan, engine, keyring, options=MigrateOptions(batch_size=250))  # type: ignore[arg-type]
+    assert reports[0].rows_done == 3000
+    verdicts = _all_ok(plan, engine, keyring)
+    email = next(v for v in verdicts if v.column == "email")  # type: ignore[attr-defined]
+    assert email.matches == 3000 - 3000 // 97 and email.both_null == 3000 // 97
+    with engine.connect() as conn:
+        states = dict(conn.execute(sa.select(migrations.c.column_name, migrations.c.status)).all())
+    assert set(states.values()) == {"verified"}
+    found = status(plan, engine)  # type: ignore[arg-type]
+    assert {s.column: dict(s.versions) for s in found}["balance"] == {1: 3000}
+
+
+def test_values_written_by_the_migrator_are_the_library_format(db_url: str, tmp_path: Path) -> None:
+    from encmigrate import get_cipher, get_searchable_cipher
+
+    engine, plan, keyring = _setup(db_url, tmp_path, 50)
+    migrate_data(plan, engine, keyring)  # type: ignore[arg-type]
+    with engine.connect() as conn:
+        row = conn.execute(
+            sa.text(
+                "SELECT email, email_encrypted, email_search, balance, balance_encrypted "
+                "FROM customers WHERE id = 1"
+            )
+        ).one()
+    assert get_cipher("customers.email", keyring=keyring).decrypt(row.email_encrypted) == row.email
+    search = get_searchable_cipher("customers.email", normalize="lower", keyring=keyring)
+    assert row.email_search in search.lookup_tokens(row.email.upper())
+    value = get_cipher("customers.balance", type="numeric", keyring=keyring).decrypt(
+        row.balance_encrypted
+    )
+    assert value == Decimal(str(row.balance))
+
+
+def test_dry_run_changes_nothing_and_reports_a_rate(db_url: str, tmp_path: Path) -> None:
+    engine, plan, keyring = _setup(db_url, tmp_path, 1200)
+    reports = migrate_data(
+        plan,
+        engine,
+        keyring,
+        options=MigrateOptions(  # type: ignore[arg-type]
+            batch_size=200, dry_run=True
+        ),
+    )
+    assert reports[0].rows_done == 1200 and reports[0].rate > 0
+    with engine.connect() as conn:
+        assert (
+            conn.execute(
+                sa.text("SELECT count(*) FROM customers WHERE email_encrypted IS NOT NULL")
+            ).scalar()
+            == 0
+        )
+        assert conn.execute(sa.select(sa.func.count()).select_from(migrations)).scalar() == 0
+
+
+def test_values_that_do_not_fit_go_to_the_failures_table(pg_url: str, tmp_path: Path) -> None:
+    engine, plan, keyring = _setup(pg_url, tmp_path, 500)
+    with engine.begin() as conn:  # born planned as date; store it as text with one bad value
+        conn.execute(sa.text("DROP TRIGGER encmigrate_shadow ON customers"))
+        conn.execute(sa.text("ALTER TABLE customers ALTER COLUMN born TYPE text"))
+        shadow_schema.install_trigger(conn)
+        conn.execute(sa.text("UPDATE customers SET born = 'not a date' WHERE id = 42"))
+    plan = shadow_schema.load_plan(plan.source)  # type: ignore[attr-defined]
+    reports = migrate_data(plan, engine, keyring, options=MigrateOptions(batch_size=100))  # type: ignore[arg-type]
+    assert reports[0].rows_failed == 1
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(failures)).mappings().all()
+        assert [(r["column_name"], r["primary_key"]) for r in rows] == [("born", [42])]
+        assert "not a date" not in rows[0]["reason"]
+        done = conn.execute(
+            sa.text("SELECT count(*) FROM customers WHERE born_encrypted IS NOT NULL")
+        ).scalar()
+        assert done == 499
+        email_done = conn.execute(
+            sa.text("SELECT email_encrypted IS NOT NULL FROM customers WHERE id = 42")
+        ).scalar()
+        assert email_done  # the other columns of the row are still encrypted
+
+
+def test_concurrent_writer_leaves_no_stale_ciphertext(pg_url: str, tmp_path: Path) -> None:
+    engine, plan, keyring = _setup(pg_url, tmp_path, 6000)
+    stop = threading.Event()
+    changes = {"updates": 0, "inserts": 0}
+
+    def writer() -> None:
+        rng = random.Random(5)
+        writer_engine = sa.create_engine(pg_url)
+        next_id = 100_000
+        with writer_engine.connect() as conn:
+            while not stop.is_set():
+                key = rng.randrange(1, 6001)
+                conn.execute(
+                    sa.text("UPDATE customers SET email = :e, balance = balance + 1 WHERE id = :k"),
+                    {"e": f"changed.{key}.{rng.random()}@x.io", "k": key},
+                )
+                next_id += 1
+                conn.execute(
+                    sa.text("INSERT INTO customers (id, email, balance) VALUES (:k, :e, 7)"),
+                    {"k": next_id, "e": f"new{next_id}@x.io"},
+                )
+                conn.commit()
+                changes["updates"] += 1
+                changes["inserts"] += 1
+        writer_engine.dispose()
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        migrate_data(
+            plan,
+            engine,
+            keyring,
+            options=MigrateOptions(  # type: ignore[arg-type]
+                batch_size=100, workers=2, rows_per_chunk=1000, sleep_ms=2
+            ),
+        )
+    finally:
+        stop.set()
+        thread.join()
+    assert changes["updates"] > 50
+    verdicts = verify(plan, engine, keyring)  # type: ignore[arg-type]
+    assert sum(v.mismatches + v.token_mismatches + v.undecryptable for v in verdicts) == 0
+    migrate_data(plan, engine, keyring)  # type: ignore[arg-type]  # catches up the last writes
+    _all_ok(plan, engine, keyring)
+
+
+def test_terminated_connection_is_recovered_automatically(pg_url: str, tmp_path: Path) -> None:
+    engine, plan, keyring = _setup(pg_url, tmp_path, 4000)
+    admin = sa.create_engine(pg_url, isolation_level="AUTOCOMMIT")
+    database = engine.url.database
+    killed = []
+
+    def progress(_: object) -> None:
+        if len(killed) < 3:
+            with admin.connect() as conn:
+                pids = (
+                    conn.execute(
+                        sa.text(
+                            "SELECT pid FROM pg_stat_activity "
+                            "WHERE datname = :d AND pid <> pg_backend_pid()"
+                        ),
+                        {"d": database},
+                    )
+                    .scalars()
+                    .all()
+                )
+                for pid in pids:
+                    conn.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": pid})
+                killed.append(len(pids))
+
+    reports = migrate_data(
+        plan,
+        engine,
+        keyring,
+        progress=progress,
+        options=MigrateOptions(  # type: ignore[arg-type]
+            batch_size=200, retry=RetryPolicy(attempts=10, initial=0.01, maximum=0.2)
+        ),
+    )
+    admin.dispose()
+    assert sum(killed) >= 3
+    assert reports[0].rows_done >= 4000
+    _all_ok(plan, engine, keyring)
+
+
+def test_lock_timeout_is_retried_until_the_competing_lock_goes(pg_url: str, tmp_path: Path) -> None:
+    engine, plan, keyring = _setup(pg_url, tmp_path, 1000)
+    blocker = sa.create_engine(pg_url)
+    conn = blocker.connect()
+    transaction = conn.begin()
+    conn.execute(sa.text("SELECT 1 FROM customers WHERE id = 500 FOR UPDATE"))
+    retries: list[int] = []
+    release = threading.Timer(1.0, transaction.rollback)
+    release.start()
+    policy = RetryPolicy(attempts=30, initial=0.05, maximum=0.2)
+    original_run = policy.run
+
+    def counting(work, *, on_retry=None):  # type: ignore[no-untyped-def]
+        return original_run(work, on_retry=lambda e, n: retries.append(n))
+
+    policy.run = counting  # type: ignore[method-assign]
+    migrate_data(
+        plan,
+        engine,
+        keyring,
+        options=MigrateOptions(  # type: ignore[arg-type]
+            batch_size=100, lock_timeout_ms=100, retry=policy
+        ),
+    )
+    release.join()
+    conn.close()
+    blocker.dispose()
+    assert retries, "the lock should have timed out at least once"
+    _all_ok(plan, engine, keyring)
+
+
+def test_second_plain_runner_is_refused_while_join_shares_the_work(
+    pg_url: str, tmp_path: Path
+) -> None:
+    from encmigrate.errors import RefusedError
+
+    engine, plan, keyring = _setup(pg_url, tmp_path, 4000)
+    started = threading.Event()
+    checked = threading.Event()
+
+    def slow_progress(_: object) -> None:
+        started.set()
+        checked.wait(10)
+        time.sleep(0.02)
+
+    runner = threading.Thread(
+        target=migrate_data,
+        args=(plan, engine, keyring),
+        kwargs={
+            "progress": slow_progress,
+            "options": MigrateOptions(batch_size=100, rows_per_chunk=1000),
+        },
+    )
+    runner.start()
+    assert started.wait(10)
+    try:
+        with pytest.raises(RefusedError, match="--join"):
+            migrate_data(plan, _engine(pg_url), keyring)  # type: ignore[arg-type]
+        checked.set()
+        joined = migrate_data(
+            plan,  # type: ignore[arg-type]
+            _engine(pg_url),
+            keyring,
+            options=MigrateOptions(batch_size=100, join=True),
+        )
+        assert joined[0].rows_done > 0
+    finally:
+        checked.set()
+        runner.join()
+    _all_ok(plan, engine, keyring)
+
+
+def test_a_dead_workers_chunk_is_reclaimed_at_once(pg_url: str, tmp_path: Path) -> None:
+    """A chunk left 'running' by a session that no longer exists is not waited for."""
+    from encmigrate.tracking import chunks
+
+    engine, plan, keyring = _setup(pg_url, tmp_path, 2000)
+    options = MigrateOptions(batch_size=100, rows_per_chunk=1000, max_batches=3)
+    migrate_data(plan, engine, keyring, options=options)  # type: ignore[arg-type]
+    with engine.begin() as conn:  # as if its worker was SIGKILLed: running, owner session gone
+        conn.execute(
+            chunks.update().values(
+                status="running",
+                lease_owner="dead:1:x/0",
+                owner_pid=999_999,
+                lease_expires_at=sa.func.now() + sa.text("interval '1 hour'"),
+            )
+        )
+    started = time.monotonic()
+    migrate_data(plan, engine, keyring, options=MigrateOptions(batch_size=100))  # type: ignore[arg-type]
+    assert time.monotonic() - started < 30
+    _all_ok(plan, engine, keyring)
+
+
+def _cli(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "encmigrate", "--json", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _cli_env(tmp_path: Path, keyring: Keyring) -> dict[str, str]:
+    FileProvider(tmp_path / "keyring.json").save(keyring)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ENCMIGRATE_")}
+    env["ENCMIGRATE_KEYRING_FILE"] = str(tmp_path / "keyring.json")
+    return env
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_sigkill_at_a_random_batch_then_resume_loses_nothing(
+    pg_url: str, tmp_path: Path, seed: int
+) -> None:
+    engine, plan, keyring = _setup(pg_url, tmp_path, 5000)
+    env = _cli_env(tmp_path, keyring)
+    kill_after = random.Random(seed).randrange(2, 20)
+    batches = 0
+    command = ["migrate-data", "--batch-size", "100", "--workers", "2", "--sleep", "5"]
+    with _cli(command, tmp_path, env) as process:
+        assert process.stdout is not None
+        for line in process.stdout:
+            if '"event": "progress"' in line:
+                batches += 1
+                if batches >= kill_after:
+                    process.kill()
+                    break
+        process.wait()
+    assert process.returncode == -9
+    with engine.connect() as conn:
+        done = conn.execute(
+            sa.text("SELECT count(*) FROM customers WHERE email_encrypted IS NOT NULL")
+        ).scalar()
+    assert 0 < done < 5000
+    resumed = subprocess.run(
+        [sys.executable, "-m", "encmigrate", "--json", "migrate-data", "--batch-size", "100"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    lines = resumed.stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("["))
+    report = json.loads("\n".join(lines[start:]))
+    assert report[0]["rows_done"] < 5000  # resumed, not redone
+    _all_ok(plan, engine, keyring)
+
+
+def test_cli_verify_exit_codes(pg_url: str, tmp_path: Path) -> None:
+    engine, _, keyring = _setup(pg_url, tmp_path, 300)
+    env = _cli_env(tmp_path, keyring)
+    done = subprocess.run(
+        [sys.executable, "-m", "encmigrate", "verify"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 1  # nothing migrated yet: missing
+    assert (
+        subprocess.run(
+            [sys.executable, "-m", "encmigrate", "migrate-data"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            check=False,
+        ).returncode
+        == 0
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "encmigrate", "--json", "verify"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert all(v["ok"] for v in json.loads(done.stdout))
+    with engine.begin() as conn:  # tamper with one value
+        conn.execute(
+            sa.text(
+                "UPDATE customers SET balance_encrypted = "
+                "set_byte(balance_encrypted, 20, get_byte(balance_encrypted, 20) # 1) "
+                "WHERE id = 7"
+            )
+        )
+    done = subprocess.run(
+        [sys.executable, "-m", "encmigrate", "--json", "verify"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 1
+    balance = next(v for v in json.loads(done.stdout) if v["column"] == "balance")
+    assert balance["undecryptable"] == 1 and balance["problem_keys"][0]["key"] == [7]
+    env["ENCMIGRATE_KEYRING"] = Keyring.generate().to_json()  # the wrong key altogether
+    done = subprocess.run(
+        [sys.executable, "-m", "encmigrate", "verify"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 3

@@ -1,0 +1,291 @@
+"""The plan: every problem reported at once, checks against the live schema, URL resolution."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from encmigrate import ConfigError, DatabaseError
+from encmigrate.plan import (
+    ColumnPhase,
+    PlanError,
+    load,
+    resolve_database_url,
+    type_fits,
+)
+from encmigrate.plan import Plan as PlanModel
+
+
+def _database(url: str, *statements: str) -> None:
+    engine = sa.create_engine(url)
+    with engine.begin() as connection:
+        for statement in statements:
+            connection.execute(sa.text(statement))
+    engine.dispose()
+
+
+def _plan_file(directory: Path, url: str | None, body: str) -> Path:
+    path = directory / "encmigrate.toml"
+    header = f'[database]\nurl = "{url}"\n' if url else ""
+    path.write_text(header + body, encoding="utf-8")
+    return path
+
+
+CUSTOMER = (
+    "CREATE TABLE customer (id INTEGER PRIMARY KEY, email VARCHAR(255) NOT NULL, "
+    "age INTEGER, status VARCHAR(10), active BOOLEAN)"
+)
+
+
+@pytest.fixture
+def customer_db(sqlite_url: str) -> str:
+    _database(sqlite_url, CUSTOMER, "CREATE TABLE audit (happened TEXT, what TEXT)")
+    statuses = ["new", "active", "gone", "vip", "held"]
+    engine = sa.create_engine(sqlite_url)
+    with engine.begin() as connection:
+        connection.execute(
+            sa.text("INSERT INTO customer VALUES (:id, :email, :age, :status, :active)"),
+            [
+                {
+                    "id": i,
+                    "email": f"user{i}@example.com",
+                    "age": 20 + i % 50,
+                    "status": statuses[i % 5],
+                    "active": i % 2,
+                }
+                for i in range(1, 201)
+            ],
+        )
+    engine.dispose()
+    return sqlite_url
+
+
+def test_a_valid_plan_loads_with_live_facts(tmp_path: Path, customer_db: str) -> None:
+    path = _plan_file(
+        tmp_path,
+        customer_db,
+        '[[columns]]\ntable = "customer"\ncolumn = "email"\nsearchable = true\n'
+        'normalize = "lower"\n\n[[columns]]\ntable = "customer"\ncolumn = "age"\n'
+        'type = "integer"\n',
+    )
+    plan = load(path, environ={})
+    (table,) = plan.tables
+    assert table.table == "customer"
+    assert table.view == "customer_secure"
+    assert table.primary_key == ("id",)
+    assert [c.column for c in table.columns] == ["email", "age"]
+    assert [c.context for c in plan.columns] == ["customer.email", "customer.age"]
+    assert all(c.phase is ColumnPhase.PLAIN for c in plan.columns)
+    assert plan.columns[0].search_column == "email_search"
+    assert plan.columns[1].search_column is None
+    assert plan.warnings == ()
+    assert plan.alembic_config == (tmp_path / "alembic.ini").resolve()
+
+
+def test_every_problem_is_reported_in_one_error(tmp_path: Path, customer_db: str) -> None:
+    path = _plan_file(
+        tmp_path,
+        customer_db,
+        "[colums]\nx = 1\n"
+        "[migration]\nbatch_size = 0\n"
+        '[[columns]]\ntable = "customer"\ncolumn = "email"\ntype = "strng"\n'
+        '[[columns]]\ntable = "customer"\ncolumn = "email"\n'
+        '[[columns]]\ntable = "customer"\ncolumn = "age"\ntype = "date"\n'
+        '[[columns]]\ntable = "customer"\ncolumn = "phone"\n'
+        '[[columns]]\ntable = "nowhere"\ncolumn = "x"\n'
+        '[[columns]]\ntable = "audit"\ncolumn = "what"\n'
+        '[[columns]]\ntable = "customer"\ncolumn = "id"\ntype = "integer"\n'
+        '[[columns]]\ntable = "customer"\ncolumn = "status"\nsearchabel = true\n',
+    )
+    with pytest.raises(PlanError) as caught:
+        load(path, environ={})
+    problems = caught.value.problems
+    text = "\n".join(problems)
+    expected = {
+        "colums": "unknown key",
+        "migration.batch_size": "greater than or equal to 1",
+        "columns[0].type": "unknown type 'strng'",
+        "columns[1]": "duplicate of columns[0]",
+        "columns[2].type": "does not fit",
+        "columns[3].column": "'phone' does not exist",
+        "columns[4].table": "'nowhere' does not exist",
+        "columns[5].table": "no primary key",
+        "columns[6].column": "part of the primary key",
+        "columns[7].searchabel": "unknown key",
+    }
+    for key, what in expected.items():
+        assert any(f"{path}: {key}" in p and what in p for p in problems), (key, text)
+    assert len(problems) == len(expected)
+    assert caught.value.exit_code == 2
+
+
+def test_problems_in_the_file_are_reported_before_an_unreachable_database(
+    tmp_path: Path,
+) -> None:
+    path = _plan_file(
+        tmp_path,
+        "postgresql+psycopg://nobody@127.0.0.1:1/none",
+        '[[columns]]\ntable = "customer"\ncolumn = "email"\ntype = "nope"\n'
+        '[[columns]]\ntable = "customer"\ncolumn = "age"\n',
+    )
+    with pytest.raises(PlanError) as caught:
+        load(path, environ={})
+    assert any("unknown type 'nope'" in p for p in caught.value.problems)
+    assert any("database checks were skipped" in p for p in caught.value.problems)
+
+
+def test_an_unreachable_database_is_a_database_error(tmp_path: Path) -> None:
+    path = _plan_file(
+        tmp_path,
+        "postgresql+psycopg://nobody:secret@127.0.0.1:1/none",
+        '[[columns]]\ntable = "customer"\ncolumn = "email"\n',
+    )
+    with pytest.raises(DatabaseError) as caught:
+        load(path, environ={})
+    assert caught.value.exit_code == 4
+    assert "secret" not in str(caught.value)
+
+
+def test_searchable_column_with_few_values_warns_with_the_figure(
+    tmp_path: Path, customer_db: str
+) -> None:
+    path = _plan_file(
+        tmp_path,
+        customer_db,
+        '[[columns]]\ntable = "customer"\ncolumn = "status"\nsearchable = true\n'
+        '[[columns]]\ntable = "customer"\ncolumn = "active"\ntype = "boolean"\n'
+        "searchable = true\n"
+        '[[columns]]\ntable = "customer"\ncolumn = "email"\nsearchable = true\n',
+    )
+    plan = load(path, environ={})
+    status, active = plan.warnings
+    assert "columns[0].searchable" in status.where
+    assert "5 distinct values in 200 non-null rows" in status.message
+    assert "ratio 0.025" in status.message
+    assert "columns[1].searchable" in active.where
+    assert "boolean" in active.message
+
+
+def test_schema_qualified_and_mixed_case_names_set_the_context(
+    tmp_path: Path, customer_db: str
+) -> None:
+    path = _plan_file(
+        tmp_path,
+        None,
+        '[[columns]]\ntable = "sales.Customer"\ncolumn = "eMail"\n'
+        '[[columns]]\ntable = "sales.Customer"\ncolumn = "note"\ncontext = "notes"\n'
+        '[tables."sales.Customer"]\nview = "customer_view"\n',
+    )
+    plan = load(path, environ={}, check_database=False)
+    (table,) = plan.tables
+    assert (table.schema_name, table.table_name, table.view) == (
+        "sales",
+        "Customer",
+        "customer_view",
+    )
+    assert [c.context for c in plan.columns] == ["sales.Customer.eMail", "notes"]
+    assert plan.columns[0].encrypted_column == "eMail_encrypted"
+    assert all(c.phase is ColumnPhase.UNCHECKED for c in plan.columns)
+
+
+def test_a_dropped_plaintext_is_not_a_missing_column(tmp_path: Path, sqlite_url: str) -> None:
+    _database(sqlite_url, "CREATE TABLE t (id INTEGER PRIMARY KEY, secret_encrypted BLOB)")
+    path = _plan_file(tmp_path, sqlite_url, '[[columns]]\ntable = "t"\ncolumn = "secret"\n')
+    assert load(path, environ={}).columns[0].phase is ColumnPhase.DROPPED
+
+
+def test_composite_primary_key_is_recorded(tmp_path: Path, sqlite_url: str) -> None:
+    _database(
+        sqlite_url,
+        "CREATE TABLE line (region TEXT, id INTEGER, note TEXT, PRIMARY KEY (region, id))",
+    )
+    path = _plan_file(tmp_path, sqlite_url, '[[columns]]\ntable = "line"\ncolumn = "note"\n')
+    assert load(path, environ={}).tables[0].primary_key == ("region", "id")
+
+
+def test_pyproject_tool_table_is_a_plan(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text(
+        '[project]\nname = "x"\n[tool.encmigrate]\ncolumns = [{table = "t", column = "c", '
+        'type = "nope"}]\n',
+        encoding="utf-8",
+    )
+    with pytest.raises(PlanError) as caught:
+        load(cwd=tmp_path, environ={}, check_database=False)
+    assert f"{tmp_path / 'pyproject.toml'}: tool.encmigrate.columns[0].type" in str(caught.value)
+
+
+def test_no_plan_at_all_says_how_to_make_one(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="encmigrate init"):
+        load(cwd=tmp_path, environ={})
+
+
+def test_plan_repr_hides_the_database_password(tmp_path: Path) -> None:
+    path = _plan_file(
+        tmp_path,
+        "postgresql+psycopg://app:hunter2@db/app",
+        '[[columns]]\ntable = "t"\ncolumn = "c"\n',
+    )
+    plan = load(path, environ={}, check_database=False)
+    assert "hunter2" not in repr(plan)
+    assert plan.safe_database_url == "postgresql+psycopg://app:***@db/app"
+    assert isinstance(plan, PlanModel)
+
+
+def test_database_url_order_is_flag_then_environment_then_plan_then_alembic(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "alembic.ini").write_text(
+        "[alembic]\nscript_location = %(here)s/alembic\nsqlalchemy.url = sqlite:///ini.db\n",
+        encoding="utf-8",
+    )
+    env = {"ENCMIGRATE_DATABASE_URL": "sqlite:///env.db"}
+    assert resolve_database_url(environ={}, cwd=tmp_path) == "sqlite:///ini.db"
+    _plan_file(tmp_path, "sqlite:///plan.db", "")
+    assert resolve_database_url(environ={}, cwd=tmp_path) == "sqlite:///plan.db"
+    assert resolve_database_url(environ=env, cwd=tmp_path) == "sqlite:///env.db"
+    assert resolve_database_url("sqlite:///flag.db", environ=env, cwd=tmp_path) == (
+        "sqlite:///flag.db"
+    )
+
+
+def test_alembic_placeholder_url_counts_as_no_url(tmp_path: Path) -> None:
+    (tmp_path / "alembic.ini").write_text(
+        "[alembic]\nsqlalchemy.url = driver://user:pass@localhost/dbname\n", encoding="utf-8"
+    )
+    with pytest.raises(ConfigError, match="ENCMIGRATE_DATABASE_URL"):
+        resolve_database_url(environ={}, cwd=tmp_path)
+    assert resolve_database_url(environ={}, cwd=tmp_path, required=False) is None
+
+
+@pytest.mark.parametrize(
+    ("plan_type", "sql_type", "fits"),
+    [
+        ("string", sa.VARCHAR(10), True),
+        ("integer", sa.TEXT(), True),
+        ("datetime", sa.String(), True),
+        ("integer", sa.BigInteger(), True),
+        ("bigint", sa.Integer(), True),
+        ("numeric", sa.Numeric(10, 2), True),
+        ("numeric", sa.Float(), False),
+        ("float", sa.Float(), True),
+        ("boolean", sa.Integer(), False),
+        ("date", sa.DateTime(), False),
+        ("binary", sa.LargeBinary(), True),
+        ("json", sa.JSON(), True),
+        ("string", sa.Integer(), False),
+        ("time", sa.types.NullType(), True),
+    ],
+)
+def test_declared_type_must_fit_the_column(
+    plan_type: str, sql_type: sa.types.TypeEngine[object], fits: bool
+) -> None:
+    assert type_fits(plan_type, sql_type) is fits
+
+
+def test_sqlite_without_rowid_table_is_refused(tmp_path: Path, sqlite_url: str) -> None:
+    _database(sqlite_url, "CREATE TABLE k (id TEXT PRIMARY KEY, secret TEXT) WITHOUT ROWID")
+    path = _plan_file(tmp_path, sqlite_url, '[[columns]]\ntable = "k"\ncolumn = "secret"\n')
+    with pytest.raises(PlanError, match="WITHOUT ROWID"):
+        load(path, environ={})

@@ -1,0 +1,326 @@
+"""``migrate-data``, ``verify`` and ``status``: steps 2 and 3, and where things stand."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from encmigrate.cli.console import err, out, print_json
+from encmigrate.cli.context import engine_for, interruptible, keyring_for, plan_for
+from encmigrate.cli.state import reports_errors, state_of
+from encmigrate.migrate import MigrateOptions, migrate_data, status, verify
+from encmigrate.migrate.runner import Progress as RunProgress
+from encmigrate.migrate.runner import TableReport, eta_text
+from encmigrate.migrate.verify import ColumnVerdict
+
+__all__ = ["migrate_data_command", "status_command", "verify_command"]
+
+TableOption = Annotated[
+    list[str] | None, typer.Option("--table", "-t", help="Only this table (repeatable).")
+]
+
+
+class _Reporter:
+    """Progress as a rich bar on a terminal, plain lines otherwise, JSON lines with --json."""
+
+    def __init__(self, json_lines: bool) -> None:
+        self.json = json_lines
+        self.tty = sys.stderr.isatty() and not json_lines
+        self.bar: Progress | None = None
+        self.tasks: dict[str, TaskID] = {}
+        self._last_line = 0.0
+
+    def __enter__(self) -> _Reporter:
+        if self.tty:
+            self.bar = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]:>10} rows/s"),
+                TimeRemainingColumn(),
+                console=err,
+            )
+            self.bar.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+    def __call__(self, event: RunProgress) -> None:
+        if self.bar is not None:
+            task = self.tasks.get(event.table)
+            if task is None:
+                task = self.bar.add_task(event.table, total=event.rows_total or None, rate="")
+                self.tasks[event.table] = task
+            self.bar.update(
+                task,
+                completed=event.rows_done,
+                total=max(event.rows_total, event.rows_done),
+                rate=f"{event.rate:,.0f}",
+                description=f"{event.table} ({event.phase})",
+            )
+            return
+        now = time.monotonic()
+        if self.json:
+            print_json_line(
+                {
+                    "event": "progress",
+                    "table": event.table,
+                    "phase": event.phase,
+                    "rows_done": event.rows_done,
+                    "rows_total": event.rows_total,
+                    "rows_failed": event.rows_failed,
+                    "rate": round(event.rate, 1),
+                }
+            )
+        elif now - self._last_line >= 1.0 or event.phase in ("done", "interrupted"):
+            self._last_line = now
+            err.print(
+                f"{event.table}: {event.phase} {event.rows_done:,}/{event.rows_total:,} rows, "
+                f"{event.rate:,.0f} rows/s, ETA {eta_text(event.eta_seconds)}",
+                markup=False,
+                highlight=False,
+            )
+
+
+def print_json_line(document: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(document) + "\n")
+    sys.stdout.flush()
+
+
+@reports_errors
+def migrate_data_command(
+    ctx: typer.Context,
+    table: TableOption = None,
+    column: Annotated[
+        list[str] | None, typer.Option("--column", "-c", help="Only this column (repeatable).")
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option("--batch-size", min=1, help="Rows per batch (default: plan).")
+    ] = None,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Worker threads.")] = 1,
+    join: Annotated[
+        bool, typer.Option("--join", help="Add workers to a run another process started.")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Run every batch and roll it back; print the ETA.")
+    ] = False,
+    sleep: Annotated[int, typer.Option("--sleep", min=0, help="Pause between batches, ms.")] = 0,
+    lock_timeout: Annotated[
+        int, typer.Option("--lock-timeout", min=1, help="lock_timeout per batch, ms.")
+    ] = 2000,
+    max_batches: Annotated[
+        int | None, typer.Option("--max-batches", min=1, help="Stop after N batches.")
+    ] = None,
+    restart: Annotated[
+        bool, typer.Option("--restart", help="Forget the checkpoints and start over.")
+    ] = False,
+) -> None:
+    """Step 2: encrypt the existing plaintext into the shadow columns, in resumable batches.
+
+    Example: [bold]encmigrate migrate-data --batch-size 1000 --workers 2[/]
+    """
+    plan = plan_for(ctx)
+    keyring = keyring_for(ctx, plan)
+    engine = engine_for(ctx, plan, workers=workers)
+    options = MigrateOptions(
+        batch_size=batch_size or plan.migration.batch_size,
+        workers=workers,
+        dry_run=dry_run,
+        sleep_ms=sleep or int(plan.migration.sleep * 1000),
+        lock_timeout_ms=lock_timeout,
+        max_batches=max_batches,
+        restart=restart,
+        join=join,
+    )
+    json_output = state_of(ctx).json
+    with interruptible() as stop, _Reporter(json_output) as reporter:
+        reports = migrate_data(
+            plan,
+            engine,
+            keyring,
+            tables=table,
+            columns=column,
+            options=options,
+            progress=reporter,
+            stop=stop,
+        )
+    engine.dispose()
+    _report_migration(reports, json_output)
+    if any(r.interrupted for r in reports):
+        err.print("Interrupted: progress is saved. Run the same command again to resume.")
+        raise typer.Exit(130)
+    if any(r.rows_failed for r in reports):
+        raise typer.Exit(1)
+
+
+def _report_migration(reports: list[TableReport], json_output: bool) -> None:
+    if json_output:
+        print_json(
+            [
+                {
+                    "table": r.table,
+                    "columns": r.columns,
+                    "rows_total": r.rows_total,
+                    "rows_done": r.rows_done,
+                    "rows_failed": r.rows_failed,
+                    "batches": r.batches,
+                    "seconds": round(r.seconds, 3),
+                    "rate": round(r.rate, 1),
+                    "dry_run": r.dry_run,
+                    "interrupted": r.interrupted,
+                    "catch_up_rows": r.catch_up_rows,
+                }
+                for r in reports
+            ]
+        )
+        return
+    for r in reports:
+        if r.dry_run:
+            eta = r.rows_total / r.rate if r.rate else None
+            out.print(
+                f"{r.table}: dry run of {r.rows_done:,} rows ({r.rows_total:,} need encrypting) "
+                f"at {r.rate:,.0f} rows/s; nothing was changed. "
+                f"Estimated time for the table: {eta_text(eta)}."
+            )
+            continue
+        out.print(
+            f"{r.table}: encrypted {r.rows_done:,} rows ({', '.join(r.columns)}) in "
+            f"{r.seconds:.1f}s, {r.rate:,.0f} rows/s"
+            + (f"; {r.catch_up_rows:,} caught up after changes" if r.catch_up_rows else "")
+        )
+        if r.rows_failed:
+            out.print(
+                f"{r.table}: {r.rows_failed:,} rows could not be encrypted; they are listed in "
+                "encryption_migration_failures. Fix the values and run migrate-data again."
+            )
+    if reports and not any(r.dry_run or r.interrupted for r in reports):
+        out.print("Next: `encmigrate verify`")
+
+
+@reports_errors
+def verify_command(
+    ctx: typer.Context,
+    table: TableOption = None,
+    sample: Annotated[
+        int | None, typer.Option("--sample", min=1, help="Check a random sample of N rows.")
+    ] = None,
+) -> None:
+    """Step 3: decrypt every shadow value and compare it with the plaintext (exit 1 on problems).
+
+    Example: [bold]encmigrate verify --table customers[/]
+    """
+    plan = plan_for(ctx)
+    keyring = keyring_for(ctx, plan)
+    engine = engine_for(ctx, plan)
+    verdicts = verify(plan, engine, keyring, tables=table, sample=sample)
+    engine.dispose()
+    if state_of(ctx).json:
+        print_json([_verdict_document(v) for v in verdicts])
+    else:
+        _verdict_table(verdicts, sampled=sample is not None)
+    if any(v.key_problem for v in verdicts):
+        raise typer.Exit(3)
+    if not all(v.ok for v in verdicts):
+        raise typer.Exit(1)
+
+
+def _verdict_document(v: ColumnVerdict) -> dict[str, Any]:
+    return {
+        "table": v.table,
+        "column": v.column,
+        "ok": v.ok,
+        "sampled": v.sampled,
+        "rows_checked": v.rows_checked,
+        "matches": v.matches,
+        "both_null": v.both_null,
+        "ciphertext_only": v.ciphertext_only,
+        "missing": v.missing,
+        "mismatches": v.mismatches,
+        "token_mismatches": v.token_mismatches,
+        "undecryptable": v.undecryptable,
+        "key_versions": {str(k): n for k, n in sorted(v.versions.items())},
+        "problem_keys": [{"problem": kind, "key": key} for kind, key in v.problem_keys],
+    }
+
+
+def _verdict_table(verdicts: list[ColumnVerdict], *, sampled: bool) -> None:
+    table = Table(title="verify" + (" (sample)" if sampled else ""))
+    for name in (
+        "table",
+        "column",
+        "checked",
+        "ok",
+        "missing",
+        "mismatched",
+        "token",
+        "undecryptable",
+        "result",
+    ):
+        table.add_column(name)
+    for v in verdicts:
+        table.add_row(
+            v.table,
+            v.column,
+            f"{v.rows_checked:,}",
+            f"{v.matches + v.ciphertext_only:,}",
+            str(v.missing),
+            str(v.mismatches),
+            str(v.token_mismatches),
+            str(v.undecryptable),
+            "[green]ok[/]" if v.ok else "[red]FAILED[/]",
+        )
+    out.print(table)
+    for v in verdicts:
+        for kind, key in v.problem_keys:
+            out.print(f"  {escape(v.table)}.{escape(v.column)}: {kind} at key {escape(str(key))}")
+    if all(v.ok for v in verdicts) and not sampled:
+        out.print("All columns verified. Next: `encmigrate create-views`")
+
+
+@reports_errors
+def status_command(ctx: typer.Context, table: TableOption = None) -> None:
+    """Per column: tracking state, rows done/total, rate, last error, key versions in use.
+
+    Example: [bold]encmigrate --json status[/]
+    """
+    plan = plan_for(ctx, check_database=False)
+    engine = engine_for(ctx, plan)
+    found = status(plan, engine, tables=table)
+    engine.dispose()
+    if state_of(ctx).json:
+        print_json([s.as_dict() for s in found])
+        return
+    grid = Table(title="encmigrate status")
+    for name in ("table", "column", "status", "rows", "rate", "key versions", "last error"):
+        grid.add_column(name)
+    for s in found:
+        rows = (
+            f"{s.rows_done:,}/{s.rows_total:,}" if s.rows_total is not None else f"{s.rows_done:,}"
+        )
+        versions = ", ".join(f"v{v}: {n:,}" for v, n in sorted(s.versions.items())) or "-"
+        grid.add_row(
+            s.table,
+            s.column,
+            s.status,
+            rows,
+            f"{s.rate:,.0f}/s" if s.rate else "-",
+            versions,
+            escape(s.last_error or ""),
+        )
+    out.print(grid)

@@ -1,0 +1,270 @@
+"""Key-range chunks shared by workers, with the database as the only coordinator.
+
+A run of one operation on one table is a set of rows in
+``encryption_migration_chunks``. Workers claim chunks with ``FOR UPDATE SKIP
+LOCKED``; a claim records the worker's database session (backend pid and
+start time), and every batch transaction re-proves ownership (``lease_owner
+= me``) while it writes the chunk's cursor. A chunk whose owner's session is
+gone (killed process, terminated backend) is reclaimed at once; one whose
+lease expired (a host that hangs with its session open) after the lease.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import socket
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from encmigrate.errors import RefusedError
+from encmigrate.migrate.keyset import Cursor
+from encmigrate.migrate.table import TableWork
+from encmigrate.tracking import ChunkStatus, chunks
+
+__all__ = [
+    "Chunk",
+    "LostLeaseError",
+    "claim_chunk",
+    "create_chunks",
+    "live_holders",
+    "new_worker_id",
+    "plan_boundaries",
+    "save_progress",
+]
+
+
+class LostLeaseError(Exception):
+    """This worker no longer owns the chunk it was writing (another worker took it)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    chunk_id: int
+    lower: Cursor | None
+    upper: Cursor | None
+    cursor: Cursor | None
+
+    @property
+    def start(self) -> Cursor | None:
+        return self.cursor if self.cursor is not None else self.lower
+
+
+def new_worker_id(index: int = 0) -> str:
+    """``host:pid:tag/n``: readable in `status`, unique per worker."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}/{index}"
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def plan_boundaries(conn: sa.Connection, work: TableWork, rows_per_chunk: int) -> list[Cursor]:
+    """Upper keys of consecutive chunks of about ``rows_per_chunk`` rows each.
+
+    Each boundary costs one index-only step of ``rows_per_chunk`` entries
+    (OFFSET here samples the index once; the batches themselves never use it).
+    """
+    boundaries: list[Cursor] = []
+    lower: Cursor | None = None
+    while True:
+        query = (
+            sa.select(*work.primary_key)
+            .where(*work.key_range(lower, None))
+            .order_by(*work.primary_key)
+            .offset(rows_per_chunk - 1)
+            .limit(1)
+        )
+        row = conn.execute(query).first()
+        if row is None:
+            return boundaries
+        lower = tuple(row)
+        boundaries.append(lower)
+
+
+def create_chunks(
+    conn: sa.Connection, work: TableWork, operation: str, boundaries: Sequence[Cursor]
+) -> int:
+    """Replace the chunks of (table, operation) with fresh ones; returns their count."""
+    conn.execute(
+        chunks.delete().where(chunks.c.table_name == work.name, chunks.c.operation == operation)
+    )
+    edges: list[Cursor | None] = [None, *boundaries, None]
+    rows = [
+        {
+            "table_name": work.name,
+            "operation": operation,
+            "chunk_id": i,
+            "columns": work.column_names,
+            "lower_key": work.keys.to_json(edges[i]),
+            "upper_key": work.keys.to_json(edges[i + 1]),
+            "status": ChunkStatus.PENDING.value,
+            "updated_at": _now(),
+        }
+        for i in range(len(edges) - 1)
+    ]
+    conn.execute(chunks.insert(), rows)
+    return len(rows)
+
+
+def _owner_alive(conn: sa.Connection) -> sa.ColumnElement[bool]:
+    if conn.dialect.name != "postgresql":
+        return sa.false()
+    activity = sa.table("pg_stat_activity", sa.column("pid"), sa.column("backend_start"))
+    return sa.exists(
+        sa.select(sa.literal(1))
+        .select_from(activity)
+        .where(
+            activity.c.pid == chunks.c.owner_pid,
+            activity.c.backend_start == chunks.c.owner_backend_start,
+        )
+    )
+
+
+def _claimable(conn: sa.Connection, now: dt.datetime) -> sa.ColumnElement[bool]:
+    running = chunks.c.status == ChunkStatus.RUNNING.value
+    return sa.or_(
+        chunks.c.status == ChunkStatus.PENDING.value,
+        sa.and_(running, sa.or_(chunks.c.lease_expires_at < now, sa.not_(_owner_alive(conn)))),
+    )
+
+
+def _session(conn: sa.Connection) -> tuple[int | None, dt.datetime | None]:
+    if conn.dialect.name != "postgresql":
+        return None, None
+    row = conn.exec_driver_sql(
+        "SELECT pid, backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()"
+    ).one()
+    return int(row[0]), row[1]
+
+
+def claim_chunk(
+    conn: sa.Connection, work: TableWork, operation: str, worker: str, lease_seconds: float
+) -> Chunk | None:
+    """Lease the next claimable chunk to ``worker`` (in the caller's transaction)."""
+    now = _now()
+    query = (
+        sa.select(chunks)
+        .where(
+            chunks.c.table_name == work.name,
+            chunks.c.operation == operation,
+            _claimable(conn, now),
+        )
+        .order_by(chunks.c.chunk_id)
+        .limit(1)
+    )
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    row = conn.execute(query).mappings().first()
+    if row is None:
+        return None
+    pid, backend_start = _session(conn)
+    conn.execute(
+        chunks.update()
+        .where(
+            chunks.c.table_name == work.name,
+            chunks.c.operation == operation,
+            chunks.c.chunk_id == row["chunk_id"],
+        )
+        .values(
+            status=ChunkStatus.RUNNING.value,
+            lease_owner=worker,
+            owner_pid=pid,
+            owner_backend_start=backend_start,
+            lease_expires_at=now + dt.timedelta(seconds=lease_seconds),
+            heartbeat_at=now,
+            attempts=chunks.c.attempts + 1,
+            updated_at=now,
+        )
+    )
+    return Chunk(
+        chunk_id=row["chunk_id"],
+        lower=work.keys.from_json(row["lower_key"]),
+        upper=work.keys.from_json(row["upper_key"]),
+        cursor=work.keys.from_json(row["cursor"]),
+    )
+
+
+def save_progress(
+    conn: sa.Connection,
+    work: TableWork,
+    operation: str,
+    chunk: Chunk,
+    worker: str,
+    *,
+    cursor: Cursor | None,
+    rows_done: int,
+    rows_failed: int,
+    finished: bool,
+    lease_seconds: float,
+) -> None:
+    """The checkpoint, in the batch's own transaction; LostLeaseError if no longer ours."""
+    now = _now()
+    pid, backend_start = _session(conn)
+    values: dict[str, Any] = {
+        "rows_done": chunks.c.rows_done + rows_done,
+        "rows_failed": chunks.c.rows_failed + rows_failed,
+        "heartbeat_at": now,
+        "lease_expires_at": now + dt.timedelta(seconds=lease_seconds),
+        "owner_pid": pid,
+        "owner_backend_start": backend_start,
+        "updated_at": now,
+    }
+    if cursor is not None:
+        values["cursor"] = work.keys.to_json(cursor)
+    if finished:
+        values["status"] = ChunkStatus.COMPLETED.value
+    updated = conn.execute(
+        chunks.update()
+        .where(
+            chunks.c.table_name == work.name,
+            chunks.c.operation == operation,
+            chunks.c.chunk_id == chunk.chunk_id,
+            chunks.c.lease_owner == worker,
+            chunks.c.status == ChunkStatus.RUNNING.value,
+        )
+        .values(values)
+    )
+    if updated.rowcount != 1:
+        raise LostLeaseError(
+            f"chunk {chunk.chunk_id} of {work.name} was taken over by another worker"
+        )
+
+
+def live_holders(conn: sa.Connection, work: TableWork, operation: str) -> list[dict[str, Any]]:
+    """Chunks of (table, operation) held right now by a live worker."""
+    now = _now()
+    query = sa.select(chunks.c.chunk_id, chunks.c.lease_owner, chunks.c.heartbeat_at).where(
+        chunks.c.table_name == work.name,
+        chunks.c.operation == operation,
+        chunks.c.status == ChunkStatus.RUNNING.value,
+        chunks.c.lease_expires_at >= now,
+    )
+    if conn.dialect.name == "postgresql":
+        query = query.where(_owner_alive(conn))
+    else:
+        return []  # SQLite: one process at a time holds the write lock; leases only
+    return [dict(row) for row in conn.execute(query).mappings()]
+
+
+def chunk_counts(conn: sa.Connection, work: TableWork, operation: str) -> dict[str, int]:
+    rows = conn.execute(
+        sa.select(chunks.c.status, sa.func.count())
+        .where(chunks.c.table_name == work.name, chunks.c.operation == operation)
+        .group_by(chunks.c.status)
+    ).all()
+    return {status: count for status, count in rows}
+
+
+def refuse_second_runner(holders: list[dict[str, Any]], work: TableWork, operation: str) -> None:
+    if not holders:
+        return
+    who = "; ".join(f"chunk {h['chunk_id']} by {h['lease_owner']}" for h in holders[:5])
+    raise RefusedError(
+        f"{work.name}: a {operation} run is live ({who}); "
+        "add workers with `encmigrate migrate-data --join`, or wait for it to finish"
+    )

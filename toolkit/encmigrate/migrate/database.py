@@ -1,0 +1,131 @@
+"""Database access for long-running work: engines, transient faults, retries.
+
+Only transient faults are retried (DESIGN.md, backfill rule 6): lock timeout
+(55P03), deadlock (40P01), serialization failure (40001), admin shutdown and
+friends (57P01-57P03), a lost connection (class 08, or a closed socket), and
+SQLite's "database is locked". Everything else fails at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential,
+    wait_random,
+)
+
+from encmigrate.errors import DatabaseError
+from encmigrate.plan import safe_url
+
+__all__ = ["RetryPolicy", "connect", "is_transient", "sqlstate"]
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+TRANSIENT_SQLSTATES = frozenset({"55P03", "40P01", "40001", "57P01", "57P02", "57P03", "53300"})
+
+
+def sqlstate(exc: BaseException) -> str | None:
+    """The SQLSTATE of a driver error, through SQLAlchemy's wrapper."""
+    original = getattr(exc, "orig", exc)
+    return getattr(original, "sqlstate", None) or getattr(original, "pgcode", None)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether retrying the same work later can succeed."""
+    if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    state = sqlstate(exc)
+    if state is not None:
+        return state in TRANSIENT_SQLSTATES or state.startswith("08")
+    original = getattr(exc, "orig", exc)
+    name = type(original).__module__ + "." + type(original).__name__
+    text = str(original).lower()
+    if name.startswith("sqlite3.") and ("locked" in text or "busy" in text):
+        return True
+    if name.startswith("psycopg.") and isinstance(exc, sa.exc.OperationalError):
+        return "connection" in text or "server closed" in text or "terminat" in text
+    return False
+
+
+class RetryPolicy:
+    """Capped exponential backoff with jitter for transient faults (tenacity)."""
+
+    def __init__(self, attempts: int = 8, initial: float = 0.05, maximum: float = 5.0) -> None:
+        self.attempts = attempts
+        self.initial = initial
+        self.maximum = maximum
+
+    def run(
+        self,
+        work: Callable[[], T],
+        *,
+        on_retry: Callable[[BaseException, int], None] | None = None,
+    ) -> T:
+        """Run ``work``; retry it on transient faults; raise the last error otherwise."""
+
+        def before_sleep(state: RetryCallState) -> None:
+            error = state.outcome.exception() if state.outcome else None
+            if error is not None:
+                logger.warning(
+                    "transient database fault (%s), retry %d of %d",
+                    sqlstate(error) or type(error).__name__,
+                    state.attempt_number,
+                    self.attempts - 1,
+                )
+                if on_retry is not None:
+                    on_retry(error, state.attempt_number)
+
+        retrying = Retrying(
+            retry=retry_if_exception(is_transient),
+            wait=wait_exponential(multiplier=self.initial, max=self.maximum)
+            + wait_random(0, self.initial),
+            stop=stop_after_attempt(self.attempts),
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+        return retrying(work)
+
+
+def connect(url: str | sa.URL, *, pool_size: int = 5, echo: bool = False) -> sa.Engine:
+    """An engine set up for batch work.
+
+    SQLite gets ``BEGIN IMMEDIATE`` transactions (the write lock is taken
+    before the batch reads, so no other writer can slip between read and
+    write) and a busy timeout; PostgreSQL gets psycopg 3 and a pool sized for
+    the workers.
+    """
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    kwargs: dict[str, Any] = {"echo": echo}
+    if parsed.get_backend_name() == "postgresql":
+        kwargs.update(pool_size=pool_size, max_overflow=2, pool_pre_ping=True)
+    try:
+        engine = sa.create_engine(parsed, **kwargs)
+    except (sa.exc.ArgumentError, ImportError) as exc:
+        raise DatabaseError(f"cannot use database URL {safe_url(str(url))}: {exc}") from None
+    if engine.dialect.name == "sqlite":
+        _sqlite_immediate(engine)
+    return engine
+
+
+def _sqlite_immediate(engine: sa.Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
+        dbapi_connection.execute("PRAGMA busy_timeout = 5000")
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: sa.Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")

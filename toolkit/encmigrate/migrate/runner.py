@@ -1,0 +1,558 @@
+"""``migrate-data``: the resumable, race-safe backfill of the shadow columns.
+
+A run of a table goes through its chunks with any number of workers (threads
+here, processes elsewhere that ``--join``), then through catch-up passes that
+finish the rows the trigger cleared behind the cursors (rows updated during
+the run) and rows inserted meanwhile. Each batch is one short transaction
+that locks its rows, writes their shadows and its checkpoint together.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+
+from encmigrate.errors import DatabaseError, EncmigrateError
+from encmigrate.keys.keyring import Keyring
+from encmigrate.migrate import chunks as chunking
+from encmigrate.migrate.batch import BatchResult, encrypt_batch, set_timeouts
+from encmigrate.migrate.database import RetryPolicy, sqlstate
+from encmigrate.migrate.keyset import Cursor
+from encmigrate.migrate.table import TableWork
+from encmigrate.plan import Plan
+from encmigrate.tracking import MigrationStatus, failures, migrations
+
+__all__ = ["MigrateOptions", "Progress", "TableReport", "migrate_data"]
+
+logger = logging.getLogger(__name__)
+OPERATION = "encrypt"
+
+
+@dataclass(frozen=True, slots=True)
+class MigrateOptions:
+    batch_size: int = 1000
+    workers: int = 1
+    dry_run: bool = False
+    sleep_ms: int = 0
+    lock_timeout_ms: int = 2000
+    statement_timeout_ms: int = 60_000
+    max_batches: int | None = None
+    restart: bool = False
+    join: bool = False
+    rows_per_chunk: int = 50_000
+    lease_seconds: float = 60.0
+    catch_up_passes: int = 5
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """Reported after every batch (and at phase changes); never holds values."""
+
+    table: str
+    phase: str  # "chunks", "catch-up", "done"
+    rows_done: int
+    rows_total: int
+    rows_failed: int
+    elapsed: float
+
+    @property
+    def rate(self) -> float:
+        return self.rows_done / self.elapsed if self.elapsed > 0 else 0.0
+
+    @property
+    def eta_seconds(self) -> float | None:
+        left = max(self.rows_total - self.rows_done, 0)
+        return left / self.rate if self.rate > 0 else None
+
+
+@dataclass(slots=True)
+class TableReport:
+    table: str
+    columns: list[str]
+    rows_total: int = 0
+    rows_done: int = 0
+    rows_failed: int = 0
+    batches: int = 0
+    seconds: float = 0.0
+    dry_run: bool = False
+    interrupted: bool = False
+    catch_up_rows: int = 0
+
+    @property
+    def rate(self) -> float:
+        return self.rows_done / self.seconds if self.seconds > 0 else 0.0
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+class _Tally:
+    """Counters shared by the workers of one run (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.rows_done = 0
+        self.rows_failed = 0
+        self.batches = 0
+
+    def add(self, result: BatchResult) -> None:
+        with self._lock:
+            self.rows_done += result.rows_written
+            self.rows_failed += result.rows_failed
+            self.batches += 1
+
+
+def migrate_data(
+    plan: Plan,
+    engine: sa.Engine,
+    keyring: Keyring,
+    *,
+    tables: Sequence[str] | None = None,
+    columns: Sequence[str] | None = None,
+    options: MigrateOptions | None = None,
+    progress: ProgressCallback | None = None,
+    stop: threading.Event | None = None,
+) -> list[TableReport]:
+    """Backfill the shadow columns of the selected tables; see the module docstring.
+
+    ``stop`` ends the run after the current batches (Ctrl-C): checkpoints are
+    saved and the next invocation resumes.
+    """
+    opts = options or MigrateOptions()
+    halt = stop or threading.Event()
+    reports = []
+    for table_plan in plan.select(tables):
+        work = TableWork(engine, table_plan, keyring, columns=columns)
+        runner = _TableRun(engine, work, keyring, opts, progress, halt)
+        reports.append(runner.run())
+        if halt.is_set():
+            break
+    return reports
+
+
+class _TableRun:
+    def __init__(
+        self,
+        engine: sa.Engine,
+        work: TableWork,
+        keyring: Keyring,
+        options: MigrateOptions,
+        progress: ProgressCallback | None,
+        stop: threading.Event,
+    ) -> None:
+        self.engine = engine
+        self.work = work
+        self.keyring = keyring
+        self.opts = options
+        self.progress = progress
+        self.stop = stop
+        self.tally = _Tally()
+        self.report = TableReport(work.name, work.column_names, dry_run=options.dry_run)
+        self.started = time.monotonic()
+        self.batches_left = options.max_batches
+        self._budget_lock = threading.Lock()
+        self.failed_rows: int | None = None  # from the failures table, once the run is done
+
+    # -- the whole run -----------------------------------------------------------
+
+    def run(self) -> TableReport:
+        try:
+            if self.opts.dry_run:
+                self._dry_run()
+            else:
+                self._setup()
+                self._run_chunks()
+                if self.opts.join and self._others_live():
+                    pass  # the run's owner waits for every chunk, then catches up and finishes
+                else:
+                    self._wait_for_other_workers()
+                    if not self._halted():
+                        self._catch_up()
+                    self._finish()
+        except EncmigrateError as exc:
+            self._mark_failed(exc)
+            raise
+        except sa.exc.SQLAlchemyError as exc:
+            error = DatabaseError(
+                f"{self.work.name}: database error after retries ({_error_kind(exc)}); "
+                "progress is saved: fix the cause and run `encmigrate migrate-data` again"
+            )
+            self._mark_failed(error)
+            raise error from None
+        self.report.rows_done = self.tally.rows_done
+        self.report.rows_failed = (
+            self.tally.rows_failed if self.failed_rows is None else self.failed_rows
+        )
+        self.report.batches = self.tally.batches
+        self.report.seconds = time.monotonic() - self.started
+        self.report.interrupted = self.stop.is_set()
+        return self.report
+
+    def _halted(self) -> bool:
+        return self.stop.is_set() or self.batches_left == 0
+
+    def _take_batch(self) -> bool:
+        """One unit of the --max-batches budget; False when it is spent."""
+        with self._budget_lock:
+            if self.batches_left is None:
+                return True
+            if self.batches_left <= 0:
+                return False
+            self.batches_left -= 1
+            return True
+
+    def _emit(self, phase: str) -> None:
+        if self.progress is not None:
+            self.progress(
+                Progress(
+                    table=self.work.name,
+                    phase=phase,
+                    rows_done=self.tally.rows_done,
+                    rows_total=self.report.rows_total,
+                    rows_failed=self.tally.rows_failed,
+                    elapsed=time.monotonic() - self.started,
+                )
+            )
+
+    # -- setup -------------------------------------------------------------------
+
+    def _setup(self) -> None:
+        def setup() -> None:
+            with self.engine.begin() as conn:
+                if conn.dialect.name == "postgresql":
+                    # Two invocations starting together must not both create chunks.
+                    conn.execute(
+                        sa.text("SELECT pg_advisory_xact_lock(hashtext(:k))"),
+                        {"k": f"encmigrate:{self.work.name}:{OPERATION}"},
+                    )
+                holders = chunking.live_holders(conn, self.work, OPERATION)
+                if not self.opts.join:
+                    chunking.refuse_second_runner(holders, self.work, OPERATION)
+                counts = chunking.chunk_counts(conn, self.work, OPERATION)
+                open_chunks = counts.get("pending", 0) + counts.get("running", 0)
+                self.report.rows_total = conn.execute(self.work.count_pending()).scalar_one()
+                if self.opts.restart or (not open_chunks and not self.opts.join):
+                    boundaries = chunking.plan_boundaries(conn, self.work, self._chunk_rows())
+                    chunking.create_chunks(conn, self.work, OPERATION, boundaries)
+                    logger.info("%s: %d chunks", self.work.name, len(boundaries) + 1)
+                self._mark_running(conn)
+
+        self.opts.retry.run(setup)
+
+    def _chunk_rows(self) -> int:
+        return max(self.opts.rows_per_chunk, self.opts.batch_size * 10)
+
+    def _mark_running(self, conn: sa.Connection) -> None:
+        now = _now()
+        worker = chunking.new_worker_id()
+        for column in self.work.column_names:
+            key = {"table_name": self.work.name, "column_name": column}
+            values = {
+                "status": MigrationStatus.RUNNING.value,
+                "key_version": self.keyring.current,
+                "batch_size": self.opts.batch_size,
+                "rows_total": self.report.rows_total,
+                "worker": worker,
+                "heartbeat_at": now,
+                "updated_at": now,
+                "last_error": None,
+            }
+            updated = conn.execute(
+                migrations.update()
+                .where(
+                    migrations.c.table_name == self.work.name,
+                    migrations.c.column_name == column,
+                )
+                .values(
+                    **values,
+                    attempts=migrations.c.attempts + 1,
+                    started_at=sa.func.coalesce(migrations.c.started_at, now),
+                    rows_done=0 if self.opts.restart else migrations.c.rows_done,
+                )
+            )
+            if updated.rowcount == 0:
+                conn.execute(
+                    migrations.insert().values(**key, **values, attempts=1, started_at=now)
+                )
+
+    # -- chunks --------------------------------------------------------------------
+
+    def _run_chunks(self) -> None:
+        count = max(1, self.opts.workers if self.engine.dialect.name == "postgresql" else 1)
+        errors: list[BaseException] = []
+
+        def worker(index: int) -> None:
+            try:
+                self._work_chunks(chunking.new_worker_id(index))
+            except BaseException as exc:  # reported by the caller after join
+                errors.append(exc)
+                self.stop.set()
+
+        if count == 1:
+            worker(0)
+        else:
+            threads = [
+                threading.Thread(target=worker, args=(i,), daemon=True) for i in range(count)
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        if errors:
+            raise errors[0]
+
+    def _others_live(self) -> bool:
+        with self.engine.connect() as conn:
+            return bool(chunking.live_holders(conn, self.work, OPERATION))
+
+    def _wait_for_other_workers(self) -> None:
+        """Joined workers elsewhere may still hold chunks: wait, reclaiming dead ones."""
+        while not self._halted():
+            with self.engine.connect() as conn:
+                counts = chunking.chunk_counts(conn, self.work, OPERATION)
+            if not counts.get("pending", 0) and not counts.get("running", 0):
+                return
+            self._work_chunks(chunking.new_worker_id(99))
+            time.sleep(0.5)
+
+    def _work_chunks(self, worker: str) -> None:
+        with self.engine.connect() as conn:
+            connection: list[sa.Connection] = [conn]
+            while not self._halted():
+                chunk = self.opts.retry.run(lambda: self._claim(connection, worker))
+                if chunk is None:
+                    return
+                try:
+                    self._work_chunk(connection, worker, chunk)
+                except chunking.LostLeaseError as lost:
+                    logger.warning("%s", lost)
+
+    def _claim(self, connection: list[sa.Connection], worker: str) -> chunking.Chunk | None:
+        conn = self._usable(connection)
+        with conn.begin():
+            return chunking.claim_chunk(conn, self.work, OPERATION, worker, self.opts.lease_seconds)
+
+    def _usable(self, connection: list[sa.Connection]) -> sa.Connection:
+        """The worker's connection, replaced when a fault invalidated it."""
+        conn = connection[0]
+        if conn.invalidated or conn.closed:
+            conn.close()
+            connection[0] = self.engine.connect()
+        return connection[0]
+
+    def _work_chunk(
+        self, connection: list[sa.Connection], worker: str, chunk: chunking.Chunk
+    ) -> None:
+        cursor = chunk.start
+        while not self.stop.is_set():
+            if not self._take_batch():
+                return
+            start = cursor
+
+            def one_batch(start: Cursor | None = start) -> BatchResult:
+                conn = self._usable(connection)
+                try:
+                    with conn.begin():
+                        set_timeouts(
+                            conn, self.opts.lock_timeout_ms, self.opts.statement_timeout_ms
+                        )
+                        result = encrypt_batch(
+                            conn, self.work, start, chunk.upper, self.opts.batch_size
+                        )
+                        finished = result.rows_read < self.opts.batch_size
+                        chunking.save_progress(
+                            conn,
+                            self.work,
+                            OPERATION,
+                            chunk,
+                            worker,
+                            cursor=result.last_key,
+                            rows_done=result.rows_written,
+                            rows_failed=result.rows_failed,
+                            finished=finished,
+                            lease_seconds=self.opts.lease_seconds,
+                        )
+                        return result
+                except sa.exc.DBAPIError:
+                    if conn.invalidated:
+                        connection[0] = self.engine.connect()
+                    raise
+
+            result = self.opts.retry.run(one_batch)
+            self.tally.add(result)
+            self._emit("chunks")
+            if result.rows_read < self.opts.batch_size:
+                return
+            cursor = result.last_key
+            self._pause()
+
+    def _pause(self) -> None:
+        if self.opts.sleep_ms:
+            self.stop.wait(self.opts.sleep_ms / 1000)
+
+    # -- catch-up ------------------------------------------------------------------
+
+    def _catch_up(self) -> None:
+        """Passes over the whole table for rows changed or inserted behind the cursors.
+
+        The trigger cleared the shadows of every row whose plaintext changed
+        after its batch, so "plaintext set, ciphertext NULL" finds them all.
+        A pass that writes nothing ends it; rows that keep failing (already
+        in the failures table) do not count as written.
+        """
+        for _ in range(self.opts.catch_up_passes):
+            written = self._pass(phase="catch-up")
+            self.report.catch_up_rows += written
+            if written == 0 or self._halted():
+                return
+
+    def _pass(self, *, phase: str, commit: bool = True) -> int:
+        written = 0
+        cursor: Cursor | None = None
+        with self.engine.connect() as conn:
+            connection = [conn]
+            while not self._halted():
+                if not self._take_batch():
+                    break
+                start = cursor
+
+                def one_batch(start: Cursor | None = start) -> BatchResult:
+                    conn = self._usable(connection)
+                    transaction = conn.begin()
+                    try:
+                        set_timeouts(
+                            conn, self.opts.lock_timeout_ms, self.opts.statement_timeout_ms
+                        )
+                        result = encrypt_batch(conn, self.work, start, None, self.opts.batch_size)
+                    except BaseException:
+                        transaction.rollback()
+                        raise
+                    if commit:
+                        transaction.commit()
+                    else:
+                        transaction.rollback()
+                    return result
+
+                result = self.opts.retry.run(one_batch)
+                if result.rows_read:
+                    self.tally.add(result)
+                    written += result.rows_written
+                    self._emit(phase)
+                if result.rows_read < self.opts.batch_size:
+                    break
+                cursor = result.last_key
+                self._pause()
+        return written
+
+    # -- dry run -------------------------------------------------------------------
+
+    def _dry_run(self) -> None:
+        """Every batch for real, each rolled back: nothing changes, the rate is measured."""
+        with self.engine.connect() as conn:
+            self.report.rows_total = conn.execute(self.work.count_pending()).scalar_one()
+        self._pass(phase="dry-run", commit=False)
+
+    # -- bookkeeping ----------------------------------------------------------------
+
+    def _finish(self) -> None:
+        if self._halted():
+            self._emit("interrupted" if self.stop.is_set() else "paused")
+            return
+        now = _now()
+
+        def finish() -> None:
+            with self.engine.begin() as conn:
+                self.failed_rows = conn.execute(
+                    sa.select(
+                        sa.func.count(sa.distinct(sa.cast(failures.c.primary_key, sa.Text)))
+                    ).where(
+                        failures.c.table_name == self.work.name,
+                        failures.c.column_name.in_(self.work.column_names),
+                    )
+                ).scalar_one()
+                for column in self.work.column_names:
+                    failed = conn.execute(
+                        sa.select(sa.func.count())
+                        .select_from(failures)
+                        .where(
+                            failures.c.table_name == self.work.name,
+                            failures.c.column_name == column,
+                        )
+                    ).scalar_one()
+                    conn.execute(
+                        migrations.update()
+                        .where(
+                            migrations.c.table_name == self.work.name,
+                            migrations.c.column_name == column,
+                        )
+                        .values(
+                            status=MigrationStatus.COMPLETED.value,
+                            rows_done=migrations.c.rows_done + self.tally.rows_done,
+                            rows_failed=failed,
+                            finished_at=now,
+                            updated_at=now,
+                            heartbeat_at=now,
+                            last_error=(
+                                f"{failed} rows could not be encrypted: "
+                                "see encryption_migration_failures"
+                                if failed
+                                else None
+                            ),
+                        )
+                    )
+
+        self.opts.retry.run(finish)
+        self._emit("done")
+
+    def _mark_failed(self, error: BaseException) -> None:
+        if self.opts.dry_run:
+            return
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    migrations.update()
+                    .where(
+                        migrations.c.table_name == self.work.name,
+                        migrations.c.column_name.in_(self.work.column_names),
+                    )
+                    .values(
+                        status=MigrationStatus.FAILED.value,
+                        last_error=_one_line(error)[:2000],
+                        updated_at=_now(),
+                    )
+                )
+        except sa.exc.SQLAlchemyError:
+            logger.warning("could not record the failure of %s", self.work.name)
+
+
+def _error_kind(exc: BaseException) -> str:
+    """SQLSTATE and class of a database error, never its message (which can quote values)."""
+    original = getattr(exc, "orig", None) or exc
+    state = sqlstate(exc)
+    kind = type(original).__name__
+    return f"SQLSTATE {state} {kind}" if state else kind
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, EncmigrateError):
+        text = str(exc).strip()
+        return text.splitlines()[0] if text else type(exc).__name__
+    return _error_kind(exc)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def eta_text(seconds: float | None) -> str:
+    if seconds is None or math.isinf(seconds):
+        return "unknown"
+    return str(dt.timedelta(seconds=int(seconds)))

@@ -1,0 +1,139 @@
+"""One planned table at work: its reflected schema, its columns' ciphers, its SQL.
+
+Every selected column of a row is written by the same UPDATE: a row gets one
+new version per batch, not one per column (PostgreSQL writes a whole new
+tuple for each UPDATE).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from encmigrate.errors import ConfigError, DatabaseError
+from encmigrate.keys.keyring import Keyring
+from encmigrate.migrate.columns import ColumnWork
+from encmigrate.migrate.keyset import Cursor, KeyCodec, after, at_most
+from encmigrate.plan import TablePlan
+
+__all__ = ["TableWork"]
+
+
+@dataclass(frozen=True, slots=True)
+class ShadowColumns:
+    """The live columns of one planned column."""
+
+    work: ColumnWork
+    plaintext: sa.Column[Any] | None  # None once step 5 dropped it
+    ciphertext: sa.Column[Any]
+    search: sa.Column[Any] | None
+
+
+class TableWork:
+    """Reflected table + the ciphers of its selected columns."""
+
+    def __init__(
+        self,
+        engine: sa.Engine,
+        plan: TablePlan,
+        keyring: Keyring,
+        *,
+        columns: Sequence[str] | None = None,
+    ) -> None:
+        self.plan = plan
+        self.name = plan.table
+        try:
+            self.table = sa.Table(
+                plan.table_name, sa.MetaData(), schema=plan.schema_name, autoload_with=engine
+            )
+        except sa.exc.NoSuchTableError:
+            raise ConfigError(f"table {plan.table!r} does not exist in the database") from None
+        except sa.exc.OperationalError as exc:
+            raise DatabaseError(f"cannot reflect table {plan.table!r}: {exc.orig}") from None
+        self.primary_key = list(self.table.primary_key.columns)
+        if not self.primary_key:
+            raise ConfigError(f"table {plan.table!r} has no primary key; keyset batches need one")
+        self.keys = KeyCodec(self.primary_key)
+        wanted = [c for c in plan.columns if columns is None or c.column in columns]
+        if columns is not None:
+            unknown = sorted(set(columns) - {c.column for c in plan.columns})
+            if unknown:
+                raise ConfigError(
+                    f"column(s) {', '.join(unknown)} of {plan.table!r} are not in the plan"
+                )
+        self.shadows = [self._shadow(c.column, ColumnWork(c, keyring)) for c in wanted]
+        self.dialect = engine.dialect.name
+
+    def _shadow(self, name: str, work: ColumnWork) -> ShadowColumns:
+        found = self.table.c
+        encrypted = work.plan.encrypted_column
+        if encrypted not in found:
+            raise ConfigError(
+                f"{self.name}.{encrypted} does not exist: "
+                "run `encmigrate add-columns --apply` first"
+            )
+        search_name = work.plan.search_column
+        if search_name is not None and search_name not in found:
+            raise ConfigError(
+                f"{self.name}.{search_name} does not exist: run `encmigrate add-columns --apply`"
+            )
+        return ShadowColumns(
+            work=work,
+            plaintext=found.get(name),
+            ciphertext=found[encrypted],
+            search=found[search_name] if search_name else None,
+        )
+
+    @property
+    def column_names(self) -> list[str]:
+        return [s.work.plan.column for s in self.shadows]
+
+    @property
+    def plaintext_present(self) -> bool:
+        return all(s.plaintext is not None for s in self.shadows)
+
+    # -- SQL ----------------------------------------------------------------
+
+    def needs_work(self) -> sa.ColumnElement[bool]:
+        """Rows with a plaintext and no ciphertext in any selected column."""
+        return sa.or_(
+            *(
+                sa.and_(s.plaintext.is_not(None), s.ciphertext.is_(None))
+                for s in self.shadows
+                if s.plaintext is not None
+            )
+        )
+
+    def key_range(self, lower: Cursor | None, upper: Cursor | None) -> list[sa.ColumnElement[bool]]:
+        conditions: list[sa.ColumnElement[bool]] = []
+        if lower is not None:
+            conditions.append(after(self.primary_key, lower))
+        if upper is not None:
+            conditions.append(at_most(self.primary_key, upper))
+        return conditions
+
+    def select_pending(
+        self, lower: Cursor | None, upper: Cursor | None, limit: int, *, lock: bool
+    ) -> sa.Select[Any]:
+        """The next batch of rows needing work, in key order, locked for the batch."""
+        wanted: list[Any] = list(self.primary_key)
+        for s in self.shadows:
+            assert s.plaintext is not None
+            wanted += [s.plaintext, s.ciphertext.is_(None).label(f"_need_{len(wanted)}")]
+        query = (
+            sa.select(*wanted)
+            .where(*self.key_range(lower, upper), self.needs_work())
+            .order_by(*self.primary_key)
+            .limit(limit)
+        )
+        if lock and self.dialect == "postgresql":
+            # FOR NO KEY UPDATE: blocks writers of these rows (an UPDATE between our read and
+            # our write would leave a stale ciphertext) but not inserts of referencing rows.
+            query = query.with_for_update(key_share=True)
+        return query
+
+    def count_pending(self) -> sa.Select[Any]:
+        return sa.select(sa.func.count()).select_from(self.table).where(self.needs_work())

@@ -1,0 +1,153 @@
+"""Step 1: the revision that adds the shadow columns, the tracking tables and the trigger.
+
+Per planned column it adds ``<col>_encrypted`` (binary, or text with
+``storage = "text"``) and, for searchable columns, ``<col>_search`` with an
+index built concurrently on PostgreSQL. It creates the tracking tables when
+they are absent and (re)installs each table's shadow trigger over all of the
+table's planned columns. Columns that already have their shadow are skipped,
+so planning more columns later and running ``add-columns`` again works.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import sqlalchemy as sa
+from alembic.operations import MigrateOperation
+from alembic.operations import ops as alembic_ops
+
+from encmigrate.plan import ColumnPhase, ColumnPlan, Plan
+from encmigrate.revisions.generate import (
+    RevisionResult,
+    alembic_config,
+    connect,
+    emit,
+    require_head,
+)
+from encmigrate.revisions.ops import (
+    CreateSearchIndexOp,
+    DropShadowTriggerOp,
+    InstallShadowTriggerOp,
+)
+from encmigrate.revisions.schema import (
+    LiveTable,
+    index_name,
+    read_table,
+    require_checked,
+    shadow_columns,
+)
+from encmigrate.tracking import TRACKING_TABLES
+
+__all__ = ["add_columns"]
+
+# base64 of a 32-byte HMAC token with padding is 44 characters.
+_TEXT_TOKEN_LENGTH = 44
+
+
+def add_columns(
+    plan: Plan,
+    *,
+    tables: Iterable[str] | None = None,
+    apply: bool = False,
+    sql: bool = False,
+) -> RevisionResult:
+    """Write the add-columns revision for ``tables`` (all planned tables by default)."""
+    require_checked(plan)
+    selected = plan.select(tables)
+    config = alembic_config(plan)
+    with connect(plan) as connection:
+        require_head(config, connection)
+        dialect = connection.dialect.name
+        live = [read_table(connection, table) for table in selected]
+        existing = set(sa.inspect(connection).get_table_names())
+    upgrade: list[MigrateOperation] = []
+    downgrade: list[MigrateOperation] = []
+    created_tracking = [t for t in TRACKING_TABLES if t.name not in existing]
+    for tracking in created_tracking:
+        upgrade.append(alembic_ops.CreateTableOp.from_table(tracking))
+        upgrade.extend(alembic_ops.CreateIndexOp.from_index(index) for index in tracking.indexes)
+    indexes: list[CreateSearchIndexOp] = []
+    names: list[str] = []
+    for table in live:
+        new = [c for c in table.plan.columns if c.phase is ColumnPhase.PLAIN]
+        if not new:
+            continue
+        names.append(table.plan.table)
+        table_up, table_down, table_indexes = _table_ops(table, new)
+        upgrade += table_up
+        downgrade = table_down + downgrade
+        indexes += table_indexes
+    if not names:
+        return RevisionResult(
+            step="add-columns",
+            next_command="encmigrate migrate-data",
+            notes=("nothing to add: every selected column already has its encrypted column",),
+        )
+    # Index builds go last: CONCURRENTLY commits what precedes it (autocommit block).
+    upgrade += indexes
+    downgrade = [index.reverse() for index in indexes] + downgrade
+    downgrade += [alembic_ops.DropTableOp.from_table(t) for t in reversed(created_tracking)]
+    return emit(
+        config,
+        step="add-columns",
+        message=f"encmigrate add-columns: {', '.join(names)}",
+        upgrade=upgrade,
+        downgrade=downgrade,
+        dialect=dialect,
+        apply=apply,
+        sql=sql,
+        next_command="encmigrate migrate-data",
+    )
+
+
+def _shadow_types(column: ColumnPlan) -> tuple[sa.types.TypeEngine[Any], sa.types.TypeEngine[Any]]:
+    if column.storage == "text":
+        return sa.Text(), sa.String(_TEXT_TOKEN_LENGTH)
+    return sa.LargeBinary(), sa.LargeBinary()
+
+
+def _table_ops(
+    table: LiveTable, new: list[ColumnPlan]
+) -> tuple[list[MigrateOperation], list[MigrateOperation], list[CreateSearchIndexOp]]:
+    schema, name = table.schema, table.name
+    upgrade: list[MigrateOperation] = []
+    downgrade: list[MigrateOperation] = []
+    indexes: list[CreateSearchIndexOp] = []
+    for column in new:
+        cipher_type, token_type = _shadow_types(column)
+        added = [sa.Column(column.encrypted_column, cipher_type, nullable=True)]
+        if column.search_column is not None:
+            added.append(sa.Column(column.search_column, token_type, nullable=True))
+            indexes.append(
+                CreateSearchIndexOp(
+                    index_name(name, column.search_column),
+                    name,
+                    column.search_column,
+                    schema=schema,
+                )
+            )
+        for shadow in added:
+            upgrade.append(alembic_ops.AddColumnOp(name, shadow, schema=schema))
+            downgrade.insert(
+                0, alembic_ops.DropColumnOp.from_column_and_tablename(schema, name, shadow)
+            )
+    before = [c for c in table.plan.columns if c.phase is ColumnPhase.SHADOWED]
+    after = before + new
+    upgrade.append(
+        InstallShadowTriggerOp(
+            name, shadow_columns(after), schema=schema, view_writes=table.view_writes
+        )
+    )
+    # Downgrade: back to the trigger over the columns shadowed before, or none.
+    restore: list[MigrateOperation] = [
+        DropShadowTriggerOp(name, shadow_columns(after), schema=schema)
+    ]
+    if before:
+        restore.append(
+            InstallShadowTriggerOp(
+                name, shadow_columns(before), schema=schema, view_writes=table.view_writes
+            )
+        )
+    downgrade[:0] = restore
+    return upgrade, downgrade, indexes

@@ -1,0 +1,130 @@
+"""What the generators read from the live schema, in one place.
+
+Everything here is read at generation time, with the database at the Alembic
+head, and written into the revision as literal arguments: the revision then
+runs the same way online and offline (``--sql``), without reflecting again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from encmigrate.errors import ConfigError
+from encmigrate.plan import ColumnPhase, ColumnPlan, Plan, TablePlan
+from encmigrate.revisions.triggers import PG_TRIGGER, ShadowColumn, qualified
+
+__all__ = [
+    "LiveTable",
+    "index_name",
+    "read_table",
+    "require_checked",
+    "shadow_columns",
+]
+
+_PG_MAX_NAME = 63
+
+
+@dataclass(frozen=True, slots=True)
+class LiveTable:
+    """The parts of one table's live schema the generators need."""
+
+    plan: TablePlan
+    columns: Mapping[str, Mapping[str, Any]]  # name -> inspector column dict, table order
+    indexes: Sequence[Mapping[str, Any]]
+    view_exists: bool
+    view_writes: bool  # the installed trigger also nulls the plaintext on ciphertext writes
+    # SQLite: views and triggers on the table, other than ours: (type, name, sql)
+    dependents: Sequence[tuple[str, str, str]]
+
+    @property
+    def name(self) -> str:
+        return self.plan.table_name
+
+    @property
+    def schema(self) -> str | None:
+        return self.plan.schema_name
+
+
+def require_checked(plan: Plan) -> None:
+    """The generators need the phases that only a database-checked plan has."""
+    if any(column.phase is ColumnPhase.UNCHECKED for column in plan.columns):
+        raise ConfigError("the plan was loaded without database checks; load it with a database")
+
+
+def read_table(connection: sa.Connection, table: TablePlan) -> LiveTable:
+    inspector = sa.inspect(connection)
+    schema, name = table.schema_name, table.table_name
+    columns = {c["name"]: c for c in inspector.get_columns(name, schema=schema)}
+    indexes = inspector.get_indexes(name, schema=schema)
+    view_exists = table.view in inspector.get_view_names(schema=schema)
+    dependents: list[tuple[str, str, str]] = []
+    if connection.dialect.name == "sqlite":
+        rows = connection.execute(
+            sa.text(
+                "SELECT type, name, sql FROM sqlite_master "
+                "WHERE type IN ('view', 'trigger') AND sql IS NOT NULL "
+                "AND name NOT LIKE 'encmigrate_shadow_%' ORDER BY rowid"
+            )
+        ).all()
+        pattern = re.compile(rf"(?<![\w$]){re.escape(name)}(?![\w$])", re.IGNORECASE)
+        dependents = [
+            (str(kind), str(dep), str(sql))
+            for kind, dep, sql in rows
+            if dep != table.view and pattern.search(str(sql))
+        ]
+    return LiveTable(
+        table,
+        columns,
+        indexes,
+        view_exists,
+        _trigger_has_view_writes(connection, table),
+        dependents,
+    )
+
+
+def _trigger_has_view_writes(connection: sa.Connection, table: TablePlan) -> bool:
+    """Whether the installed shadow trigger fires on ciphertext writes too (create-views)."""
+    if connection.dialect.name == "postgresql":
+        definition = connection.execute(
+            sa.text(
+                "SELECT pg_get_triggerdef(t.oid) FROM pg_trigger t "
+                "WHERE t.tgrelid = to_regclass(:target) AND t.tgname = :name"
+            ),
+            {
+                "target": qualified(connection.dialect, table.table_name, table.schema_name),
+                "name": PG_TRIGGER,
+            },
+        ).scalar()
+    else:
+        definition = connection.execute(
+            sa.text(
+                "SELECT group_concat(sql, ' ') FROM sqlite_master "
+                "WHERE type = 'trigger' AND tbl_name = :name AND name LIKE 'encmigrate_shadow_%'"
+            ),
+            {"name": table.table_name},
+        ).scalar()
+    if not definition:
+        return False
+    return any(
+        re.search(rf"UPDATE OF [^\n]*\b{re.escape(c.encrypted_column)}\b", str(definition))
+        for c in table.columns
+    )
+
+
+def shadow_columns(columns: Sequence[ColumnPlan]) -> list[ShadowColumn]:
+    return [ShadowColumn(c.column, c.encrypted_column, c.search_column) for c in columns]
+
+
+def index_name(table: str, column: str) -> str:
+    """``ix_<table>_<column>``, shortened with a hash past PostgreSQL's 63 characters."""
+    name = f"ix_{table}_{column}"
+    if len(name) <= _PG_MAX_NAME:
+        return name
+    digest = hashlib.sha256(name.encode("utf-8")).hexdigest()[:10]
+    return f"{name[: _PG_MAX_NAME - 11]}_{digest}"

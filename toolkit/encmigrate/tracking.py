@@ -1,0 +1,146 @@
+"""The tracking tables the migrator writes and the generators check.
+
+``add-columns`` creates them (DESIGN.md, "Tracking table"); the migrator
+(``migrate-data``, ``verify``) writes them; ``drop-unencrypted`` refuses unless
+every selected column is ``verified`` here. Primary keys are stored as JSON
+arrays in key-column order, so composite keys fit the same columns.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import sqlalchemy as sa
+
+__all__ = [
+    "TRACKING_TABLES",
+    "ChunkStatus",
+    "MigrationStatus",
+    "chunks",
+    "failures",
+    "metadata",
+    "migrations",
+]
+
+
+class MigrationStatus(enum.StrEnum):
+    """States of one (table, column) in ``encryption_migrations``."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    VERIFIED = "verified"
+    DROPPED = "dropped"
+
+
+class ChunkStatus(enum.StrEnum):
+    """States of one key-range chunk in ``encryption_migration_chunks``."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+def _status_check(name: str, states: type[enum.StrEnum]) -> sa.CheckConstraint:
+    allowed = ", ".join(f"'{state.value}'" for state in states)
+    return sa.CheckConstraint(f"status IN ({allowed})", name=name)
+
+
+def _timestamp(name: str, **kwargs: object) -> sa.Column[object]:
+    return sa.Column(name, sa.DateTime(timezone=True), **kwargs)  # type: ignore[arg-type]
+
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a BIGINT identity.
+_BIG_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+metadata = sa.MetaData()
+
+migrations = sa.Table(
+    "encryption_migrations",
+    metadata,
+    sa.Column("table_name", sa.String(255), primary_key=True),
+    sa.Column("column_name", sa.String(255), primary_key=True),
+    sa.Column("status", sa.String(16), nullable=False, server_default="pending"),
+    sa.Column("key_version", sa.Integer(), nullable=True),
+    sa.Column("batch_size", sa.Integer(), nullable=True),
+    sa.Column("last_primary_key", sa.JSON(), nullable=True),
+    sa.Column("rows_total", sa.BigInteger(), nullable=True),
+    sa.Column("rows_done", sa.BigInteger(), nullable=False, server_default=sa.text("0")),
+    sa.Column("rows_failed", sa.BigInteger(), nullable=False, server_default=sa.text("0")),
+    sa.Column("attempts", sa.Integer(), nullable=False, server_default=sa.text("0")),
+    sa.Column("last_error", sa.Text(), nullable=True),
+    sa.Column("worker", sa.String(255), nullable=True),
+    _timestamp("heartbeat_at", nullable=True),
+    _timestamp("started_at", nullable=True),
+    _timestamp("updated_at", nullable=True),
+    _timestamp("finished_at", nullable=True),
+    _timestamp("verified_at", nullable=True),
+    _status_check("ck_encryption_migrations_status", MigrationStatus),
+    comment="encmigrate: one row per encrypted (table, column): progress and verify status",
+)
+migrations.__doc__ = """One row per planned (table, column).
+
+``table_name`` is written as the plan writes it (``sales.customer``); ``status``
+takes :class:`MigrationStatus` values; ``last_primary_key`` is the keyset cursor
+(JSON array, composite keys too), written in the same transaction as its batch;
+``verified_at`` is set by a full, clean verify only.
+"""
+
+failures = sa.Table(
+    "encryption_migration_failures",
+    metadata,
+    sa.Column("id", _BIG_ID, primary_key=True, autoincrement=True),
+    sa.Column("table_name", sa.String(255), nullable=False),
+    sa.Column("column_name", sa.String(255), nullable=False),
+    sa.Column("primary_key", sa.JSON(), nullable=False),
+    sa.Column("reason", sa.Text(), nullable=False),
+    _timestamp("failed_at", nullable=False, server_default=sa.func.current_timestamp()),
+    sa.Index("ix_encryption_migration_failures_column", "table_name", "column_name"),
+    comment="encmigrate: rows that could not be encrypted, with their key and the reason",
+)
+failures.__doc__ = """Rows the migrator could not encrypt (e.g. a value that does not fit the
+declared type). ``primary_key`` is a JSON array in key-column order; ``reason`` names
+the problem, never the value.
+"""
+
+chunks = sa.Table(
+    "encryption_migration_chunks",
+    metadata,
+    sa.Column("table_name", sa.String(255), primary_key=True),
+    sa.Column("operation", sa.String(32), primary_key=True),
+    sa.Column("chunk_id", sa.Integer(), primary_key=True, autoincrement=False),
+    sa.Column("columns", sa.JSON(), nullable=False),
+    sa.Column("lower_key", sa.JSON(), nullable=True),
+    sa.Column("upper_key", sa.JSON(), nullable=True),
+    sa.Column("status", sa.String(16), nullable=False, server_default="pending"),
+    sa.Column("lease_owner", sa.String(255), nullable=True),
+    sa.Column("owner_pid", sa.Integer(), nullable=True),
+    _timestamp("owner_backend_start", nullable=True),
+    _timestamp("lease_expires_at", nullable=True),
+    _timestamp("heartbeat_at", nullable=True),
+    sa.Column("cursor", sa.JSON(), nullable=True),
+    sa.Column("rows_done", sa.BigInteger(), nullable=False, server_default=sa.text("0")),
+    sa.Column("rows_failed", sa.BigInteger(), nullable=False, server_default=sa.text("0")),
+    sa.Column("attempts", sa.Integer(), nullable=False, server_default=sa.text("0")),
+    _timestamp("updated_at", nullable=True),
+    _status_check("ck_encryption_migration_chunks_status", ChunkStatus),
+    sa.Index("ix_encryption_migration_chunks_claim", "table_name", "operation", "status"),
+    comment="encmigrate: key-range chunks leased by workers (FOR UPDATE SKIP LOCKED)",
+)
+chunks.__doc__ = """Key-range chunks of one table's run, shared by workers.
+
+One run covers the planned ``columns`` (JSON list) of a table for one
+``operation`` (``encrypt``, ``rewrap``, ``decrypt-back``): every column of a
+row is written in the same UPDATE, so a row gets one new version, not one per
+column. A worker claims a ``pending`` chunk, or a ``running`` one whose owner
+is gone (its database session, ``owner_pid`` + ``owner_backend_start``, no
+longer exists) or whose ``lease_expires_at`` has passed, with ``FOR UPDATE
+SKIP LOCKED``, and renews the lease in every batch transaction.
+``lower_key`` (exclusive) and ``upper_key`` (inclusive) are JSON arrays in
+key-column order, NULL meaning unbounded; ``cursor`` is the last key done
+inside the chunk, written in the same transaction as its batch.
+"""
+
+TRACKING_TABLES: tuple[sa.Table, ...] = (migrations, failures, chunks)
