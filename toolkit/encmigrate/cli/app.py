@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from encmigrate import __version__
-from encmigrate.cli import demo, keys, migrate
+from encmigrate.cli import demo, keys, migrate, schema
 from encmigrate.cli.console import out
 from encmigrate.cli.state import CliState
 
@@ -27,10 +27,15 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
-app.add_typer(keys.app, name="keys")
+app.command("init")(schema.init)
+app.add_typer(schema.plan_app, name="plan")
+app.command("add-columns")(schema.add_columns)
 app.command("migrate-data")(migrate.migrate_data_command)
 app.command("verify")(migrate.verify_command)
+app.command("create-views")(schema.create_views)
+app.command("drop-unencrypted")(schema.drop_unencrypted)
 app.command("status")(migrate.status_command)
+app.add_typer(keys.app, name="keys")
 app.command("demo")(demo.demo)
 
 

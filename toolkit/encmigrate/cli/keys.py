@@ -83,7 +83,7 @@ def generate(
     if isinstance(manager.provider, FileProvider):
         out.print(
             "Keep it readable only by its owner (mode 0600) and back it up with "
-            "`encmigrate keys export`. Point encmigrate at it with [keys] path in "
+            "`encmigrate keys export`. Point encmigrate at it with \\[keys] path in "
             f"encmigrate.toml or ENCMIGRATE_KEYRING_FILE={manager.provider.path}"
         )
 

@@ -289,7 +289,11 @@ def _verdict_table(verdicts: list[ColumnVerdict], *, sampled: bool) -> None:
     for v in verdicts:
         for kind, key in v.problem_keys:
             out.print(f"  {escape(v.table)}.{escape(v.column)}: {kind} at key {escape(str(key))}")
-    if all(v.ok for v in verdicts) and not sampled:
+    if not all(v.ok for v in verdicts) or sampled:
+        return
+    if all(v.plaintext_dropped for v in verdicts):
+        out.print("Every ciphertext decrypts (the plaintext columns are dropped).")
+    else:
         out.print("All columns verified. Next: `encmigrate create-views`")
 
 

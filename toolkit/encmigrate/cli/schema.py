@@ -1,0 +1,187 @@
+"""``init``, ``plan check`` and the schema steps 1, 4 and 5 (Alembic revisions)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from encmigrate import revisions, scaffold
+from encmigrate.cli.console import err, out, print_json
+from encmigrate.cli.context import plan_for
+from encmigrate.cli.state import reports_errors, state_of
+from encmigrate.revisions import RevisionResult
+
+__all__ = ["add_columns", "create_views", "drop_unencrypted", "init", "plan_app"]
+
+TableOption = Annotated[
+    list[str] | None, typer.Option("--table", "-t", help="Only this table (repeatable).")
+]
+Apply = Annotated[bool, typer.Option("--apply", help="Also run `alembic upgrade head`.")]
+Sql = Annotated[bool, typer.Option("--sql", help="Print the SQL; write no revision file.")]
+
+
+def _show(ctx: typer.Context, result: RevisionResult) -> None:
+    if state_of(ctx).json:
+        print_json(
+            {
+                "step": result.step,
+                "revision": result.revision,
+                "path": str(result.path) if result.path else None,
+                "applied": result.applied,
+                "next_command": result.next_command,
+                "notes": list(result.notes),
+                "sql": result.sql,
+            }
+        )
+        return
+    if result.sql is not None:
+        out.print(result.sql, markup=False, highlight=False)
+    elif result.path is not None:
+        verb = "Wrote and applied" if result.applied else "Wrote"
+        out.print(f"{verb} revision {result.revision}: {result.path}", markup=False)
+    for note in result.notes:
+        err.print(f"note: {escape(note)}")
+    if result.sql is None:
+        out.print(f"Next: `{escape(result.next_command)}`")
+
+
+@reports_errors
+def add_columns(
+    ctx: typer.Context, table: TableOption = None, apply: Apply = False, sql: Sql = False
+) -> None:
+    """Step 1: a revision adding <col>_encrypted / <col>_search, tracking tables and the trigger.
+
+    Example: [bold]encmigrate add-columns --apply[/]
+    """
+    plan = plan_for(ctx)
+    _warn(plan.warnings)
+    _show(ctx, revisions.add_columns(plan, tables=table, apply=apply, sql=sql))
+
+
+@reports_errors
+def create_views(
+    ctx: typer.Context, table: TableOption = None, apply: Apply = False, sql: Sql = False
+) -> None:
+    """Step 4: a revision creating <table>_secure views over the ciphertext.
+
+    Example: [bold]encmigrate create-views --apply[/]
+    """
+    _show(ctx, revisions.create_views(plan_for(ctx), tables=table, apply=apply, sql=sql))
+
+
+@reports_errors
+def drop_unencrypted(
+    ctx: typer.Context,
+    table: TableOption = None,
+    confirm: Annotated[
+        bool, typer.Option("--confirm", help="Required: the plaintext columns are dropped.")
+    ] = False,
+    apply: Apply = False,
+    sql: Sql = False,
+    vacuum: Annotated[
+        bool, typer.Option("--vacuum", help="Rewrite the table afterwards (VACUUM FULL / VACUUM).")
+    ] = False,
+) -> None:
+    """Step 5: drop the plaintext columns; refused unless every column verified clean.
+
+    Example: [bold]encmigrate drop-unencrypted --confirm --apply[/]
+    """
+    result = revisions.drop_unencrypted(
+        plan_for(ctx), tables=table, confirm=confirm, apply=apply, sql=sql, vacuum=vacuum
+    )
+    _show(ctx, result)
+
+
+@reports_errors
+def init(
+    ctx: typer.Context,
+    directory: Annotated[Path, typer.Argument(help="Project directory.")] = Path("."),
+    database_url: Annotated[
+        str | None, typer.Option("--database-url", help="Written into the plan's [database] url.")
+    ] = None,
+) -> None:
+    """Create alembic.ini, alembic/ and a starter encmigrate.toml (only what is missing).
+
+    Example: [bold]encmigrate init --database-url postgresql://app@db/app[/]
+    """
+    url = database_url or state_of(ctx).database_url
+    result = scaffold.init(directory, database_url=url)
+    if state_of(ctx).json:
+        print_json(
+            {
+                "created": [str(p) for p in result.created],
+                "kept": [str(p) for p in result.kept],
+                "tables": list(result.tables),
+            }
+        )
+        return
+    for path in result.created:
+        out.print(f"created {path}", markup=False)
+    for path in result.kept:
+        out.print(f"kept    {path}", markup=False)
+    out.print("Next: list the columns to encrypt in encmigrate.toml, then `encmigrate plan check`")
+
+
+plan_app = typer.Typer(help="Check the plan (encmigrate.toml).", no_args_is_help=True)
+
+
+@plan_app.command("check")
+@reports_errors
+def check(
+    ctx: typer.Context,
+    offline: Annotated[
+        bool, typer.Option("--offline", help="Check the file only, not the live schema.")
+    ] = False,
+) -> None:
+    """Validate the plan against its rules and the live schema; list every problem at once.
+
+    Example: [bold]encmigrate plan check[/]
+    """
+    plan = plan_for(ctx, check_database=not offline)
+    if state_of(ctx).json:
+        print_json(
+            {
+                "source": str(plan.source),
+                "database": plan.safe_database_url,
+                "columns": [_column_document(c) for c in plan.columns],
+                "warnings": [{"where": w.where, "message": w.message} for w in plan.warnings],
+            }
+        )
+        return
+    grid = Table(title=f"plan {plan.source}")
+    for name in ("table", "column", "type", "searchable", "context", "state"):
+        grid.add_column(name)
+    for c in plan.columns:
+        grid.add_row(
+            c.table,
+            c.column,
+            c.type,
+            f"yes ({c.normalize.value})" if c.searchable else "no",
+            c.context,
+            c.phase.value,
+        )
+    out.print(grid)
+    _warn(plan.warnings)
+    out.print(f"Plan OK: {len(plan.columns)} columns in {len(plan.tables)} tables.")
+
+
+def _column_document(c: Any) -> dict[str, Any]:
+    return {
+        "table": c.table,
+        "column": c.column,
+        "type": c.type,
+        "searchable": c.searchable,
+        "normalize": c.normalize.value,
+        "context": c.context,
+        "storage": c.storage,
+        "phase": c.phase.value,
+    }
+
+
+def _warn(warnings: Any) -> None:
+    for warning in warnings:
+        err.print(f"warning: {escape(warning.where)}: {escape(warning.message)}")
