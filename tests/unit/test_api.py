@@ -182,8 +182,10 @@ def test_optimized_cipher_is_the_batch_path_of_the_same_format() -> None:
 
 def test_batch_decrypt_of_text_envelopes_and_bad_text() -> None:
     cipher = get_cipher("c", keyring=Keyring.generate())
-    texts = [None if b is None else base64.b64encode(b).decode()
-             for b in cipher.batch_encrypt(["x", None, "y"])]
+    texts = [
+        None if b is None else base64.b64encode(b).decode()
+        for b in cipher.batch_encrypt(["x", None, "y"])
+    ]
     assert cipher.batch_decrypt(texts) == ["x", None, "y"]
     with pytest.raises(DecryptionError, match="not an encmigrate envelope"):
         cipher.batch_decrypt([texts[0], "%%%"])

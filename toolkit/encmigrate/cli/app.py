@@ -35,6 +35,8 @@ app.command("verify")(migrate.verify_command)
 app.command("create-views")(schema.create_views)
 app.command("drop-unencrypted")(schema.drop_unencrypted)
 app.command("status")(migrate.status_command)
+app.command("rewrap")(migrate.rewrap_command)
+app.command("decrypt-back")(migrate.decrypt_back_command)
 app.add_typer(keys.app, name="keys")
 app.command("demo")(demo.demo)
 

@@ -22,12 +22,25 @@ from rich.table import Table
 from encmigrate.cli.console import err, out, print_json
 from encmigrate.cli.context import engine_for, interruptible, keyring_for, plan_for
 from encmigrate.cli.state import reports_errors, state_of
-from encmigrate.migrate import MigrateOptions, migrate_data, status, verify
+from encmigrate.migrate import (
+    MigrateOptions,
+    decrypt_back,
+    migrate_data,
+    rewrap,
+    status,
+    verify,
+)
 from encmigrate.migrate.runner import Progress as RunProgress
 from encmigrate.migrate.runner import TableReport, eta_text
 from encmigrate.migrate.verify import ColumnVerdict
 
-__all__ = ["migrate_data_command", "status_command", "verify_command"]
+__all__ = [
+    "decrypt_back_command",
+    "migrate_data_command",
+    "rewrap_command",
+    "status_command",
+    "verify_command",
+]
 
 TableOption = Annotated[
     list[str] | None, typer.Option("--table", "-t", help="Only this table (repeatable).")
@@ -328,3 +341,99 @@ def status_command(ctx: typer.Context, table: TableOption = None) -> None:
             escape(s.last_error or ""),
         )
     out.print(grid)
+
+
+BatchSize = Annotated[int | None, typer.Option("--batch-size", min=1, help="Rows per batch.")]
+Workers = Annotated[int, typer.Option("--workers", min=1, help="Worker threads.")]
+
+
+@reports_errors
+def rewrap_command(
+    ctx: typer.Context,
+    table: TableOption = None,
+    from_version: Annotated[
+        int | None, typer.Option("--from-version", min=1, help="Only values under this version.")
+    ] = None,
+    batch_size: BatchSize = None,
+    workers: Workers = 1,
+    sleep: Annotated[int, typer.Option("--sleep", min=0, help="Pause between batches, ms.")] = 0,
+) -> None:
+    """Re-encrypt values under older key versions to the current one (after `keys rotate`).
+
+    Example: [bold]encmigrate rewrap --from-version 1[/]
+    """
+    plan = plan_for(ctx)
+    keyring = keyring_for(ctx, plan)
+    engine = engine_for(ctx, plan, workers=workers)
+    options = MigrateOptions(
+        batch_size=batch_size or plan.migration.batch_size, workers=workers, sleep_ms=sleep
+    )
+    json_output = state_of(ctx).json
+    with interruptible() as stop, _Reporter(json_output) as reporter:
+        reports = rewrap(
+            plan,
+            engine,
+            keyring,
+            tables=table,
+            from_version=from_version,
+            options=options,
+            progress=reporter,
+            stop=stop,
+        )
+    engine.dispose()
+    _report_rekey(reports, json_output, f"moved to key version {keyring.current}")
+    if not json_output and not any(r.interrupted for r in reports):
+        out.print("Check with `encmigrate status` (key versions) before retiring old versions.")
+
+
+@reports_errors
+def decrypt_back_command(
+    ctx: typer.Context,
+    table: TableOption = None,
+    batch_size: BatchSize = None,
+    workers: Workers = 1,
+) -> None:
+    """Rollback: refill re-added plaintext columns from the ciphertext.
+
+    Run `alembic downgrade -1` first to undo drop-unencrypted (it re-adds the
+    plaintext columns, empty). Example: [bold]encmigrate decrypt-back --table customers[/]
+    """
+    plan = plan_for(ctx)
+    keyring = keyring_for(ctx, plan)
+    engine = engine_for(ctx, plan, workers=workers)
+    options = MigrateOptions(batch_size=batch_size or plan.migration.batch_size, workers=workers)
+    json_output = state_of(ctx).json
+    with interruptible() as stop, _Reporter(json_output) as reporter:
+        reports = decrypt_back(
+            plan, engine, keyring, tables=table, options=options, progress=reporter, stop=stop
+        )
+    engine.dispose()
+    _report_rekey(reports, json_output, "plaintext restored")
+
+
+def _report_rekey(reports: list[TableReport], json_output: bool, what: str) -> None:
+    if json_output:
+        print_json(
+            [
+                {
+                    "table": r.table,
+                    "columns": r.columns,
+                    "rows_done": r.rows_done,
+                    "rows_failed": r.rows_failed,
+                    "seconds": round(r.seconds, 3),
+                    "interrupted": r.interrupted,
+                }
+                for r in reports
+            ]
+        )
+    else:
+        for r in reports:
+            out.print(
+                f"{r.table}: {r.rows_done:,} rows {what} in {r.seconds:.1f}s"
+                + (f"; {r.rows_failed:,} failed" if r.rows_failed else "")
+            )
+    if any(r.interrupted for r in reports):
+        err.print("Interrupted: progress is saved. Run the same command again to resume.")
+        raise typer.Exit(130)
+    if any(r.rows_failed for r in reports):
+        raise typer.Exit(1)

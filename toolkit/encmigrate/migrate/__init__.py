@@ -1,4 +1,4 @@
-"""The batch machinery of steps 2 and 3: migrate-data, verify, status.
+"""The batch machinery: migrate-data (step 2), verify (3), status, rewrap, decrypt-back.
 
 Usable from Python as well as from the CLI::
 
@@ -10,7 +10,14 @@ Usable from Python as well as from the CLI::
 """
 
 from encmigrate.migrate.database import RetryPolicy, connect, is_transient
-from encmigrate.migrate.runner import MigrateOptions, Progress, TableReport, migrate_data
+from encmigrate.migrate.runner import (
+    MigrateOptions,
+    Progress,
+    TableReport,
+    decrypt_back,
+    migrate_data,
+    rewrap,
+)
 from encmigrate.migrate.status import ColumnStatus, key_versions, status
 from encmigrate.migrate.verify import ColumnVerdict, verify
 
@@ -22,9 +29,11 @@ __all__ = [
     "RetryPolicy",
     "TableReport",
     "connect",
+    "decrypt_back",
     "is_transient",
     "key_versions",
     "migrate_data",
+    "rewrap",
     "status",
     "verify",
 ]

@@ -18,7 +18,7 @@ from encmigrate.migrate.keyset import Cursor
 from encmigrate.migrate.table import TableWork
 from encmigrate.tracking import failures
 
-__all__ = ["BatchResult", "encrypt_batch", "set_timeouts"]
+__all__ = ["BatchResult", "encrypt_batch", "record_failures", "set_timeouts", "write_rows"]
 
 
 @dataclass(slots=True)
@@ -71,7 +71,7 @@ def encrypt_batch(
             updates.append(sealed.tokens)
         for row_index, blob in enumerate(sealed.ciphertexts):
             written[row_index] = written[row_index] or blob is not None
-    _write(conn, work, keys, updates)
+    write_rows(conn, work, keys, updates)
     result.rows_written = sum(written)
     result.rows_failed = len({(k) for _, k, _ in result.failed_keys})
     if result.failed_keys:
@@ -88,17 +88,35 @@ def _targets(work: TableWork) -> list[sa.Column[Any]]:
     return targets
 
 
-def _write(
-    conn: sa.Connection, work: TableWork, keys: list[Cursor], updates: list[list[Any]]
+def write_rows(
+    conn: sa.Connection,
+    work: TableWork,
+    keys: list[Cursor],
+    updates: list[list[Any]],
+    targets: Sequence[sa.Column[Any]] | None = None,
 ) -> None:
-    if conn.dialect.name == "postgresql":
-        _write_postgresql(conn, work, keys, updates)
+    """Set ``targets`` (default: every shadow column) of the rows ``keys``, one statement.
+
+    ``updates`` holds one list per target; a None keeps the stored value.
+    """
+    columns = list(targets) if targets is not None else _targets(work)
+    if conn.dialect.name == "postgresql" and not any(_needs_adapter(c) for c in columns):
+        _write_postgresql(conn, work, keys, updates, columns)
     else:
-        _write_generic(conn, work, keys, updates)
+        _write_generic(conn, work, keys, updates, columns)
+
+
+def _needs_adapter(column: sa.Column[Any]) -> bool:
+    """JSON values need SQLAlchemy's bind processing; the unnest path sends raw arrays."""
+    return isinstance(column.type, sa.JSON)
 
 
 def _write_postgresql(
-    conn: sa.Connection, work: TableWork, keys: list[Cursor], updates: list[list[Any]]
+    conn: sa.Connection,
+    work: TableWork,
+    keys: list[Cursor],
+    updates: list[list[Any]],
+    targets: list[sa.Column[Any]],
 ) -> None:
     """``UPDATE … FROM unnest(…)`` with binary parameters: one statement per batch.
 
@@ -113,7 +131,6 @@ def _write_postgresql(
     for i, column in enumerate(work.primary_key):
         arrays.append(f"%s::{column.type.compile(dialect=dialect)}[]")
         aliases.append(f"k{i}")
-    targets = _targets(work)
     sets: list[str] = []
     for i, column in enumerate(targets):
         arrays.append(f"%s::{column.type.compile(dialect=dialect)}[]")
@@ -134,9 +151,12 @@ def _write_postgresql(
 
 
 def _write_generic(
-    conn: sa.Connection, work: TableWork, keys: list[Cursor], updates: list[list[Any]]
+    conn: sa.Connection,
+    work: TableWork,
+    keys: list[Cursor],
+    updates: list[list[Any]],
+    targets: list[sa.Column[Any]],
 ) -> None:
-    targets = _targets(work)
     statement = (
         sa.update(work.table)
         .where(

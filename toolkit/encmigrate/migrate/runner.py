@@ -16,23 +16,31 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import sqlalchemy as sa
 
 from encmigrate.errors import DatabaseError, EncmigrateError
 from encmigrate.keys.keyring import Keyring
 from encmigrate.migrate import chunks as chunking
-from encmigrate.migrate.batch import BatchResult, encrypt_batch, set_timeouts
+from encmigrate.migrate.batch import BatchResult, set_timeouts
 from encmigrate.migrate.database import RetryPolicy, sqlstate
 from encmigrate.migrate.keyset import Cursor
+from encmigrate.migrate.rekey import DECRYPT_BACK, ENCRYPT, Operation, rewrap_operation
 from encmigrate.migrate.table import TableWork
 from encmigrate.plan import Plan
 from encmigrate.tracking import MigrationStatus, failures, migrations
 
-__all__ = ["MigrateOptions", "Progress", "TableReport", "migrate_data"]
+__all__ = [
+    "MigrateOptions",
+    "Progress",
+    "TableReport",
+    "decrypt_back",
+    "migrate_data",
+    "rewrap",
+]
 
 logger = logging.getLogger(__name__)
-OPERATION = "encrypt"
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,12 +134,56 @@ def migrate_data(
     ``stop`` ends the run after the current batches (Ctrl-C): checkpoints are
     saved and the next invocation resumes.
     """
+    return _run(ENCRYPT, plan, engine, keyring, tables, columns, options, progress, stop)
+
+
+def rewrap(
+    plan: Plan,
+    engine: sa.Engine,
+    keyring: Keyring,
+    *,
+    tables: Sequence[str] | None = None,
+    from_version: int | None = None,
+    options: MigrateOptions | None = None,
+    progress: ProgressCallback | None = None,
+    stop: threading.Event | None = None,
+) -> list[TableReport]:
+    """Re-encrypt values under older key versions (or ``from_version``) to the current one."""
+    operation = rewrap_operation(keyring.current, from_version)
+    return _run(operation, plan, engine, keyring, tables, None, options, progress, stop)
+
+
+def decrypt_back(
+    plan: Plan,
+    engine: sa.Engine,
+    keyring: Keyring,
+    *,
+    tables: Sequence[str] | None = None,
+    options: MigrateOptions | None = None,
+    progress: ProgressCallback | None = None,
+    stop: threading.Event | None = None,
+) -> list[TableReport]:
+    """Refill re-added plaintext columns from the ciphertext (the rollback path)."""
+    return _run(DECRYPT_BACK, plan, engine, keyring, tables, None, options, progress, stop)
+
+
+def _run(
+    operation: Operation,
+    plan: Plan,
+    engine: sa.Engine,
+    keyring: Keyring,
+    tables: Sequence[str] | None,
+    columns: Sequence[str] | None,
+    options: MigrateOptions | None,
+    progress: ProgressCallback | None,
+    stop: threading.Event | None,
+) -> list[TableReport]:
     opts = options or MigrateOptions()
     halt = stop or threading.Event()
     reports = []
     for table_plan in plan.select(tables):
         work = TableWork(engine, table_plan, keyring, columns=columns)
-        runner = _TableRun(engine, work, keyring, opts, progress, halt)
+        runner = _TableRun(engine, work, keyring, opts, progress, halt, operation)
         reports.append(runner.run())
         if halt.is_set():
             break
@@ -147,7 +199,9 @@ class _TableRun:
         options: MigrateOptions,
         progress: ProgressCallback | None,
         stop: threading.Event,
+        operation: Operation = ENCRYPT,
     ) -> None:
+        self.op = operation
         self.engine = engine
         self.work = work
         self.keyring = keyring
@@ -231,21 +285,28 @@ class _TableRun:
                     # Two invocations starting together must not both create chunks.
                     conn.execute(
                         sa.text("SELECT pg_advisory_xact_lock(hashtext(:k))"),
-                        {"k": f"encmigrate:{self.work.name}:{OPERATION}"},
+                        {"k": f"encmigrate:{self.work.name}:{self.op.name}"},
                     )
-                holders = chunking.live_holders(conn, self.work, OPERATION)
+                holders = chunking.live_holders(conn, self.work, self.op.name)
                 if not self.opts.join:
-                    chunking.refuse_second_runner(holders, self.work, OPERATION)
-                counts = chunking.chunk_counts(conn, self.work, OPERATION)
+                    chunking.refuse_second_runner(holders, self.work, self.op.name)
+                counts = chunking.chunk_counts(conn, self.work, self.op.name)
                 open_chunks = counts.get("pending", 0) + counts.get("running", 0)
-                self.report.rows_total = conn.execute(self.work.count_pending()).scalar_one()
+                self.report.rows_total = conn.execute(self._count_pending()).scalar_one()
                 if self.opts.restart or (not open_chunks and not self.opts.join):
                     boundaries = chunking.plan_boundaries(conn, self.work, self._chunk_rows())
-                    chunking.create_chunks(conn, self.work, OPERATION, boundaries)
+                    chunking.create_chunks(conn, self.work, self.op.name, boundaries)
                     logger.info("%s: %d chunks", self.work.name, len(boundaries) + 1)
                 self._mark_running(conn)
 
         self.opts.retry.run(setup)
+
+    def _count_pending(self) -> sa.Select[int]:
+        return (
+            sa.select(sa.func.count())
+            .select_from(self.work.table)
+            .where(self.op.pending(self.work))
+        )
 
     def _chunk_rows(self) -> int:
         return max(self.opts.rows_per_chunk, self.opts.batch_size * 10)
@@ -253,6 +314,16 @@ class _TableRun:
     def _mark_running(self, conn: sa.Connection) -> None:
         now = _now()
         worker = chunking.new_worker_id()
+        if self.op is not ENCRYPT:  # rewrap and decrypt-back leave the step's status alone
+            conn.execute(
+                migrations.update()
+                .where(
+                    migrations.c.table_name == self.work.name,
+                    migrations.c.column_name.in_(self.work.column_names),
+                )
+                .values(worker=worker, heartbeat_at=now, updated_at=now)
+            )
+            return
         for column in self.work.column_names:
             key = {"table_name": self.work.name, "column_name": column}
             values = {
@@ -311,13 +382,13 @@ class _TableRun:
 
     def _others_live(self) -> bool:
         with self.engine.connect() as conn:
-            return bool(chunking.live_holders(conn, self.work, OPERATION))
+            return bool(chunking.live_holders(conn, self.work, self.op.name))
 
     def _wait_for_other_workers(self) -> None:
         """Joined workers elsewhere may still hold chunks: wait, reclaiming dead ones."""
         while not self._halted():
             with self.engine.connect() as conn:
-                counts = chunking.chunk_counts(conn, self.work, OPERATION)
+                counts = chunking.chunk_counts(conn, self.work, self.op.name)
             if not counts.get("pending", 0) and not counts.get("running", 0):
                 return
             self._work_chunks(chunking.new_worker_id(99))
@@ -338,7 +409,9 @@ class _TableRun:
     def _claim(self, connection: list[sa.Connection], worker: str) -> chunking.Chunk | None:
         conn = self._usable(connection)
         with conn.begin():
-            return chunking.claim_chunk(conn, self.work, OPERATION, worker, self.opts.lease_seconds)
+            return chunking.claim_chunk(
+                conn, self.work, self.op.name, worker, self.opts.lease_seconds
+            )
 
     def _usable(self, connection: list[sa.Connection]) -> sa.Connection:
         """The worker's connection, replaced when a fault invalidated it."""
@@ -364,14 +437,14 @@ class _TableRun:
                         set_timeouts(
                             conn, self.opts.lock_timeout_ms, self.opts.statement_timeout_ms
                         )
-                        result = encrypt_batch(
+                        result = self.op.batch(
                             conn, self.work, start, chunk.upper, self.opts.batch_size
                         )
                         finished = result.rows_read < self.opts.batch_size
                         chunking.save_progress(
                             conn,
                             self.work,
-                            OPERATION,
+                            self.op.name,
                             chunk,
                             worker,
                             cursor=result.last_key,
@@ -431,7 +504,7 @@ class _TableRun:
                         set_timeouts(
                             conn, self.opts.lock_timeout_ms, self.opts.statement_timeout_ms
                         )
-                        result = encrypt_batch(conn, self.work, start, None, self.opts.batch_size)
+                        result = self.op.batch(conn, self.work, start, None, self.opts.batch_size)
                     except BaseException:
                         transaction.rollback()
                         raise
@@ -457,7 +530,7 @@ class _TableRun:
     def _dry_run(self) -> None:
         """Every batch for real, each rolled back: nothing changes, the rate is measured."""
         with self.engine.connect() as conn:
-            self.report.rows_total = conn.execute(self.work.count_pending()).scalar_one()
+            self.report.rows_total = conn.execute(self._count_pending()).scalar_one()
         self._pass(phase="dry-run", commit=False)
 
     # -- bookkeeping ----------------------------------------------------------------
@@ -493,24 +566,30 @@ class _TableRun:
                             migrations.c.table_name == self.work.name,
                             migrations.c.column_name == column,
                         )
-                        .values(
-                            status=MigrationStatus.COMPLETED.value,
-                            rows_done=migrations.c.rows_done + self.tally.rows_done,
-                            rows_failed=failed,
-                            finished_at=now,
-                            updated_at=now,
-                            heartbeat_at=now,
-                            last_error=(
-                                f"{failed} rows could not be encrypted: "
-                                "see encryption_migration_failures"
-                                if failed
-                                else None
-                            ),
-                        )
+                        .values(self._final_values(now, failed))
                     )
 
         self.opts.retry.run(finish)
         self._emit("done")
+
+    def _final_values(self, now: dt.datetime, failed: int) -> dict[str, Any]:
+        problem = (
+            f"{failed} rows could not be processed: see encryption_migration_failures"
+            if failed
+            else None
+        )
+        common: dict[str, Any] = {"updated_at": now, "heartbeat_at": now, "last_error": problem}
+        if self.op is ENCRYPT:
+            return {
+                **common,
+                "status": MigrationStatus.COMPLETED.value,
+                "rows_done": migrations.c.rows_done + self.tally.rows_done,
+                "rows_failed": failed,
+                "finished_at": now,
+            }
+        if self.op is DECRYPT_BACK:  # plaintext and ciphertext both present again
+            return {**common, "status": MigrationStatus.COMPLETED.value, "finished_at": now}
+        return {**common, "key_version": self.keyring.current}  # rewrap
 
     def _mark_failed(self, error: BaseException) -> None:
         if self.opts.dry_run:

@@ -1,0 +1,184 @@
+"""rewrap (old key versions -> current) and decrypt-back (the rollback) on real databases."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from encmigrate import Keyring
+from encmigrate.errors import ConfigError
+from encmigrate.migrate import (
+    MigrateOptions,
+    connect,
+    decrypt_back,
+    migrate_data,
+    rewrap,
+    status,
+    verify,
+)
+from support import shadow_schema
+
+
+@pytest.fixture
+def migrated(db_url: str, tmp_path: Path):  # type: ignore[no-untyped-def]
+    engine, plan_path = shadow_schema.build(db_url, 1500, tmp_path)
+    engine.dispose()
+    keyring = Keyring.generate()
+    plan = shadow_schema.load_plan(plan_path)
+    engine = connect(db_url)
+    migrate_data(plan, engine, keyring, options=MigrateOptions(batch_size=200))
+    yield engine, plan, keyring
+    engine.dispose()
+
+
+def _versions(engine: sa.Engine, plan: object) -> dict[str, dict[int, int]]:
+    return {s.column: dict(s.versions) for s in status(plan, engine)}  # type: ignore[arg-type]
+
+
+def test_rewrap_moves_every_value_to_the_current_version(migrated) -> None:  # type: ignore[no-untyped-def]
+    engine, plan, keyring = migrated
+    rotated = keyring.rotated()
+    assert _versions(engine, plan)["balance"] == {1: 1500}
+    reports = rewrap(plan, engine, rotated, options=MigrateOptions(batch_size=128))
+    assert reports[0].rows_done == 1500
+    versions = _versions(engine, plan)
+    assert versions["balance"] == {2: 1500}
+    assert versions["email"] == {2: 1500 - 1500 // 97}
+    for verdict in verify(plan, engine, rotated):
+        assert verdict.ok, verdict.summary()
+        assert set(verdict.versions) == {2}
+    # the old version can now go: nothing depends on it
+    retired = rotated.destroyed(1)
+    for verdict in verify(plan, engine, retired, record=False):
+        assert verdict.ok
+
+
+def test_rewrap_from_a_given_version_leaves_others(migrated) -> None:  # type: ignore[no-untyped-def]
+    engine, plan, keyring = migrated
+    two = keyring.rotated()
+    with engine.begin() as conn:  # some rows re-encrypted under v2 by the application
+        conn.execute(sa.text("UPDATE customers SET balance_encrypted = NULL WHERE id <= 100"))
+    migrate_data(plan, engine, two)
+    three = two.rotated()
+    rewrap(plan, engine, three, from_version=1)
+    balance = _versions(engine, plan)["balance"]
+    assert balance == {2: 100, 3: 1400}
+
+
+def test_decrypt_back_after_drop_and_downgrade_restores_exact_values(
+    db_url: str, tmp_path: Path
+) -> None:
+    """The rollback path for real: drop the plaintext, downgrade, decrypt-back, compare."""
+    import datetime as dt
+    from decimal import Decimal
+
+    from encmigrate import revisions
+    from support.revisions import make_project
+
+    source = sa.create_engine(db_url)
+    with source.begin() as conn:
+        conn.execute(
+            sa.text(
+                "CREATE TABLE accounts (id integer PRIMARY KEY, owner varchar(100), "
+                "balance numeric(14, 2), opened timestamp, prefs text)"
+            )
+        )
+        conn.execute(
+            sa.text("INSERT INTO accounts VALUES (:i, :o, :b, :t, :p)"),
+            [
+                {
+                    "i": i,
+                    "o": f"Zoë O'Brien-Łukasz {i} ☃" if i % 5 else None,
+                    "b": str(Decimal(i * 1001) / 100),
+                    "t": dt.datetime(2020, 1, 1, 12, 0, i % 60, 123456).isoformat(sep=" "),
+                    "p": '{"b":1,"a":[1,"ü"]}',
+                }
+                for i in range(1, 401)
+            ],
+        )
+    source.dispose()
+    columns = "".join(
+        f'[[columns]]\ntable = "accounts"\ncolumn = "{name}"\ntype = "{kind}"\n'
+        for name, kind in (
+            ("owner", "string"),
+            ("balance", "numeric"),
+            ("opened", "datetime"),
+            ("prefs", "json"),
+        )
+    )
+    project = make_project(tmp_path, db_url, columns)
+    keyring = Keyring.generate()
+    revisions.add_columns(project.plan(), apply=True)
+    engine = connect(db_url)
+    with engine.connect() as conn:
+        before = conn.execute(sa.text("SELECT * FROM accounts ORDER BY id")).all()
+    migrate_data(project.plan(), engine, keyring)
+    assert all(v.ok for v in verify(project.plan(), engine, keyring))
+    revisions.create_views(project.plan(), apply=True)
+    revisions.drop_unencrypted(project.plan(), confirm=True, apply=True)
+    project.downgrade("-1")  # re-adds the plaintext columns, empty
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(owner) FROM accounts")).scalar() == 0
+    engine.dispose()
+    engine = connect(db_url)
+    reports = decrypt_back(project.plan(), engine, keyring, options=MigrateOptions(batch_size=64))
+    assert reports[0].rows_done == 400
+    with engine.connect() as conn:
+        after = conn.execute(
+            sa.text("SELECT id, owner, balance, opened, prefs FROM accounts ORDER BY id")
+        ).all()
+    assert [tuple(r) for r in after] == [tuple(r[:5]) for r in before]
+    assert all(v.ok for v in verify(project.plan(), engine, keyring))
+    engine.dispose()
+
+
+def test_decrypt_back_refuses_when_the_plaintext_columns_are_gone(
+    pg_url: str, tmp_path: Path
+) -> None:
+    engine, plan_path = shadow_schema.build(pg_url, 50, tmp_path)
+    keyring = Keyring.generate()
+    plan = shadow_schema.load_plan(plan_path)
+    work_engine = connect(pg_url)
+    migrate_data(plan, work_engine, keyring)
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP TRIGGER encmigrate_shadow ON customers"))
+        conn.execute(sa.text("ALTER TABLE customers DROP COLUMN balance"))
+    engine.dispose()
+    with pytest.raises(ConfigError, match="alembic downgrade"):
+        decrypt_back(plan, work_engine, keyring)
+    work_engine.dispose()
+
+
+def test_cli_rotate_then_rewrap_then_status(pg_url: str, tmp_path: Path) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from encmigrate.keys import FileProvider
+
+    engine, plan_path = shadow_schema.build(pg_url, 600, tmp_path)
+    engine.dispose()
+    FileProvider(tmp_path / "keyring.json").save(Keyring.generate())
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ENCMIGRATE_")}
+    env["ENCMIGRATE_KEYRING_FILE"] = str(tmp_path / "keyring.json")
+
+    def run(*args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "encmigrate", *args],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert done.returncode == 0, (args, done.stderr)
+        return done.stdout
+
+    run("migrate-data")
+    run("keys", "rotate")
+    run("rewrap", "--batch-size", "100")
+    state = json.loads(run("--json", "status"))
+    assert {s["column"]: s["key_versions"] for s in state}["balance"] == {"2": 600}

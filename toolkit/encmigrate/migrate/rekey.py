@@ -1,0 +1,259 @@
+"""Batches of ``rewrap`` (old key version -> current) and ``decrypt-back`` (the rollback).
+
+Both run on the same chunk, checkpoint, retry and progress machinery as the
+backfill; only which rows need work and what a batch writes differ.
+
+* rewrap: rows whose ciphertext is under another version than the current
+  one (or under ``--from-version``), read from the envelope header in SQL;
+  each value is decrypted and sealed again with a fresh nonce, its search
+  token recomputed. Old and new versions stay readable throughout.
+* decrypt-back: rows with a ciphertext and no plaintext (the plaintext
+  columns that the drop revision's downgrade re-added empty) get their
+  plaintext back. The ciphertext is sealed again in the same statement, so
+  the shadow trigger, which clears a ciphertext whose plaintext changed
+  alone, keeps it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from encmigrate.crypto.envelope import envelope_from_text, header_bytes
+from encmigrate.errors import ConfigError, DecryptionError
+from encmigrate.migrate.batch import BatchResult, encrypt_batch, record_failures, write_rows
+from encmigrate.migrate.keyset import Cursor
+from encmigrate.migrate.table import ShadowColumns, TableWork
+
+__all__ = ["DECRYPT_BACK", "ENCRYPT", "Operation", "rewrap_operation"]
+
+Batch = Callable[[sa.Connection, TableWork, Cursor | None, Cursor | None, int], BatchResult]
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """What a run does: its name (chunk bookkeeping), which rows need it, one batch of it."""
+
+    name: str
+    pending: Callable[[TableWork], sa.ColumnElement[bool]]
+    batch: Batch
+    needs_plaintext: bool = True
+
+
+def _encrypt_pending(work: TableWork) -> sa.ColumnElement[bool]:
+    return work.needs_work()
+
+
+ENCRYPT = Operation("encrypt", _encrypt_pending, encrypt_batch)
+
+
+# -- rewrap --------------------------------------------------------------------
+
+
+def rewrap_operation(current: int, from_version: int | None = None) -> Operation:
+    """Re-encrypt values under ``from_version`` (default: any version but ``current``)."""
+
+    def pending(work: TableWork) -> sa.ColumnElement[bool]:
+        return sa.or_(*(_stale(s, current, from_version) for s in work.shadows))
+
+    def batch(
+        conn: sa.Connection, work: TableWork, lower: Cursor | None, upper: Cursor | None, limit: int
+    ) -> BatchResult:
+        return _rewrap_batch(conn, work, lower, upper, limit, pending(work), from_version)
+
+    return Operation("rewrap", pending, batch, needs_plaintext=False)
+
+
+def _stale(shadow: ShadowColumns, current: int, from_version: int | None) -> sa.ColumnElement[bool]:
+    column = shadow.ciphertext
+    if shadow.work.plan.storage == "text":
+        # The version is not cut cleanly by base64 characters: decide per row in Python.
+        return column.is_not(None)
+    head = sa.func.substr(column, 1, 5)
+    if from_version is not None:
+        return head == sa.literal(header_bytes(from_version), sa.LargeBinary)
+    return sa.and_(column.is_not(None), head != sa.literal(header_bytes(current), sa.LargeBinary))
+
+
+def _version_of(blob: Any) -> int | None:
+    raw = envelope_from_text(blob) if isinstance(blob, str) else blob
+    if raw is None or len(raw) < 5:
+        return None
+    return int.from_bytes(bytes(raw[1:5]), "big")
+
+
+def _rewrap_batch(
+    conn: sa.Connection,
+    work: TableWork,
+    lower: Cursor | None,
+    upper: Cursor | None,
+    limit: int,
+    pending: sa.ColumnElement[bool],
+    from_version: int | None,
+) -> BatchResult:
+    selected = [*work.primary_key, *(s.ciphertext for s in work.shadows)]
+    rows = _locked_rows(conn, work, selected, pending, lower, upper, limit)
+    result = BatchResult(rows_read=len(rows))
+    if not rows:
+        return result
+    width = len(work.primary_key)
+    keys = [tuple(row[:width]) for row in rows]
+    result.last_key = keys[-1]
+    targets: list[sa.Column[Any]] = []
+    updates: list[list[Any]] = []
+    written = [False] * len(rows)
+    current = work.shadows[0].work.cipher.keys.current_version if work.shadows else 0
+    for index, shadow in enumerate(work.shadows):
+        blobs = [row[width + index] for row in rows]
+        wanted = [
+            b is not None
+            and (_version_of(b) == from_version if from_version else _version_of(b) != current)
+            for b in blobs
+        ]
+        values, failed = _open(
+            shadow, [b if w else None for b, w in zip(blobs, wanted, strict=True)]
+        )
+        for row_index in failed:
+            result.failed_keys.append(
+                (shadow.work.plan.column, keys[row_index], "cannot decrypt the stored value")
+            )
+        sealed = shadow.work.seal(values)
+        targets.append(shadow.ciphertext)
+        updates.append(sealed.ciphertexts)
+        if shadow.search is not None:
+            targets.append(shadow.search)
+            updates.append(sealed.tokens or [None] * len(rows))
+        for row_index, blob in enumerate(sealed.ciphertexts):
+            written[row_index] = written[row_index] or blob is not None
+    write_rows(conn, work, keys, updates, targets)
+    result.rows_written = sum(written)
+    result.rows_failed = len({key for _, key, _ in result.failed_keys})
+    if result.failed_keys:
+        record_failures(conn, work, result.failed_keys)
+    return result
+
+
+def _open(shadow: ShadowColumns, blobs: list[Any]) -> tuple[list[Any], list[int]]:
+    """Decrypted values (None where nothing to do or failed) and the failed indexes."""
+    cipher = shadow.work.cipher
+    try:
+        return cipher.batch_decrypt(blobs), []
+    except DecryptionError:
+        values: list[Any] = []
+        failed: list[int] = []
+        for index, blob in enumerate(blobs):
+            try:
+                values.append(cipher.decrypt(blob))
+            except DecryptionError:
+                values.append(None)
+                failed.append(index)
+        return values, failed
+
+
+def _locked_rows(
+    conn: sa.Connection,
+    work: TableWork,
+    selected: list[Any],
+    pending: sa.ColumnElement[bool],
+    lower: Cursor | None,
+    upper: Cursor | None,
+    limit: int,
+) -> list[Any]:
+    query = (
+        sa.select(*selected)
+        .where(*work.key_range(lower, upper), pending)
+        .order_by(*work.primary_key)
+        .limit(limit)
+    )
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update(key_share=True)
+    return list(conn.execute(query).all())
+
+
+# -- decrypt-back ----------------------------------------------------------------
+
+
+def _decrypt_back_pending(work: TableWork) -> sa.ColumnElement[bool]:
+    missing = [s for s in work.shadows if s.plaintext is None]
+    if missing:
+        names = ", ".join(f"{work.name}.{s.work.plan.column}" for s in missing)
+        raise ConfigError(
+            f"plaintext column(s) {names} do not exist: re-add them first "
+            "(`alembic downgrade -1` undoes the drop-unencrypted revision), then run decrypt-back"
+        )
+    return sa.or_(
+        *(
+            sa.and_(s.ciphertext.is_not(None), s.plaintext.is_(None))  # type: ignore[union-attr]
+            for s in work.shadows
+        )
+    )
+
+
+def _decrypt_back_batch(
+    conn: sa.Connection, work: TableWork, lower: Cursor | None, upper: Cursor | None, limit: int
+) -> BatchResult:
+    selected: list[Any] = list(work.primary_key)
+    for shadow in work.shadows:
+        assert shadow.plaintext is not None
+        selected += [shadow.plaintext, shadow.ciphertext]
+    rows = _locked_rows(conn, work, selected, _decrypt_back_pending(work), lower, upper, limit)
+    result = BatchResult(rows_read=len(rows))
+    if not rows:
+        return result
+    width = len(work.primary_key)
+    keys = [tuple(row[:width]) for row in rows]
+    result.last_key = keys[-1]
+    targets: list[sa.Column[Any]] = []
+    updates: list[list[Any]] = []
+    written = [False] * len(rows)
+    for index, shadow in enumerate(work.shadows):
+        assert shadow.plaintext is not None
+        plain = [row[width + 2 * index] for row in rows]
+        blobs = [row[width + 2 * index + 1] for row in rows]
+        todo = [b if p is None else None for p, b in zip(plain, blobs, strict=True)]
+        values, failed = _open(shadow, todo)
+        for row_index in failed:
+            result.failed_keys.append(
+                (shadow.work.plan.column, keys[row_index], "cannot decrypt the stored value")
+            )
+        sealed = shadow.work.seal(values)
+        targets += [shadow.plaintext, shadow.ciphertext]
+        updates += [[_for_column(v, shadow.plaintext) for v in values], sealed.ciphertexts]
+        if shadow.search is not None:
+            targets.append(shadow.search)
+            updates.append(sealed.tokens or [None] * len(rows))
+        for row_index, value in enumerate(values):
+            written[row_index] = written[row_index] or value is not None
+    write_rows(conn, work, keys, updates, targets)
+    result.rows_written = sum(written)
+    result.rows_failed = len({key for _, key, _ in result.failed_keys})
+    if result.failed_keys:
+        record_failures(conn, work, result.failed_keys)
+    return result
+
+
+def _for_column(value: Any, column: sa.Column[Any]) -> Any:
+    """A decrypted value in the form its (re-added) plaintext column stores."""
+    if value is None:
+        return None
+    if isinstance(column.type, sa.String) and not isinstance(value, str):
+        if isinstance(value, dt.date | dt.time):
+            return value.isoformat()
+        if isinstance(value, dict | list):
+            return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, int | float | decimal.Decimal):
+            return str(value)
+    return value
+
+
+DECRYPT_BACK = Operation(
+    "decrypt-back", _decrypt_back_pending, _decrypt_back_batch, needs_plaintext=True
+)
