@@ -431,3 +431,34 @@ def test_cli_verify_exit_codes(pg_url: str, tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 3
+
+
+def test_ctrl_c_stops_after_the_batch_saves_progress_and_exits_130(
+    pg_url: str, tmp_path: Path
+) -> None:
+    import signal
+
+    engine, _, keyring = _setup(pg_url, tmp_path, 5000)
+    env = _cli_env(tmp_path, keyring)
+    command = ["migrate-data", "--batch-size", "100", "--sleep", "20"]
+    with _cli(command, tmp_path, env) as process:
+        assert process.stdout is not None and process.stderr is not None
+        for line in process.stdout:
+            if '"event": "progress"' in line:
+                process.send_signal(signal.SIGINT)
+                break
+        remaining = process.stdout.read()
+        errors = process.stderr.read()
+        process.wait()
+    assert process.returncode == 130, errors
+    assert "progress is saved" in errors and "Traceback" not in errors
+    assert '"interrupted": true' in remaining
+    with engine.connect() as conn:
+        done = conn.execute(
+            sa.text("SELECT count(*) FROM customers WHERE email_encrypted IS NOT NULL")
+        ).scalar()
+        saved = conn.execute(
+            sa.text("SELECT coalesce(sum(rows_done), 0) FROM encryption_migration_chunks")
+        ).scalar()
+    assert 0 < done < 5000
+    assert saved > 0

@@ -108,7 +108,8 @@ def connect(url: str | sa.URL, *, pool_size: int = 5, echo: bool = False) -> sa.
     parsed = make_url(url)
     if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg")
-    kwargs: dict[str, Any] = {"echo": echo}
+    # hide_parameters: with --debug the SQL is logged, never the values bound to it.
+    kwargs: dict[str, Any] = {"echo": echo, "hide_parameters": True}
     if parsed.get_backend_name() == "postgresql":
         kwargs.update(pool_size=pool_size, max_overflow=2, pool_pre_ping=True)
     try:
