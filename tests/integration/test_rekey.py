@@ -159,7 +159,7 @@ def test_cli_rotate_then_rewrap_then_status(pg_url: str, tmp_path: Path) -> None
 
     from encmigrate.keys import FileProvider
 
-    engine, plan_path = shadow_schema.build(pg_url, 600, tmp_path)
+    engine, _ = shadow_schema.build(pg_url, 600, tmp_path)
     engine.dispose()
     FileProvider(tmp_path / "keyring.json").save(Keyring.generate())
     env = {k: v for k, v in os.environ.items() if not k.startswith("ENCMIGRATE_")}
