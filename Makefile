@@ -35,4 +35,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_crypto.py
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis encmigrate-demo.db
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis encmigrate-demo.db encmigrate-demo

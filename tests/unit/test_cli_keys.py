@@ -169,9 +169,18 @@ def test_installed_script_runs_as_a_real_process(project: Path) -> None:
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
 
 
-def test_demo_runs_end_to_end(tmp_path: Path) -> None:
-    code, out, err = _run("demo", "--rows", "300", "--dir", str(tmp_path))
-    assert code == 0, err
-    assert "key version 1" in out and "key version 2" in out
-    assert "chain intact" in out
-    assert (tmp_path / "keyring.json").stat().st_mode & 0o777 == 0o600
+def test_demo_runs_the_five_steps_and_starts_clean_when_rerun(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    for name in list(os.environ):
+        if name.startswith("ENCMIGRATE_"):
+            monkeypatch.delenv(name)
+    for _ in range(2):
+        code, out, err = _run("demo", "--rows", "300")
+        assert code == 0, err
+        assert "Step 5: drop-unencrypted" in out
+        assert "v2: 300" in out  # every value rewrapped to the new key version
+        assert "chain intact" in out and "FAILED" not in out
+    assert (tmp_path / "encmigrate-demo" / "keyring.json").stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "encmigrate-demo.db").exists()

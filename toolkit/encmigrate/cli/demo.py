@@ -1,37 +1,103 @@
-"""``encmigrate demo``: a short tour of the crypto core on an embedded SQLite database.
+"""``encmigrate demo``: the five steps on a sample table, through the real code paths.
 
-It generates a keyring, encrypts a sample customers table with the batch
-path, searches it by email through blind-index tokens, rotates the key and
-shows that old rows still decrypt and are still found. (The five-step
-migration demo replaces this as the migrator lands.)
+On an embedded SQLite file (``./encmigrate-demo.db``; ``--database-url``
+for PostgreSQL) it creates a ``customers`` table with realistic data, a
+keyring, an Alembic environment and a plan in ``./encmigrate-demo/``, then
+runs add-columns, migrate-data, verify, create-views and drop-unencrypted
+with the same functions the commands call, searches by email, rotates the
+key, rewraps and verifies again. Re-running starts clean.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import random
-import tempfile
+import shutil
 import time
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import sqlalchemy as sa
 import typer
 from rich.table import Table
 
+from encmigrate import plan as plan_module
+from encmigrate import revisions, scaffold
 from encmigrate.api import get_cipher, get_searchable_cipher
 from encmigrate.cli.console import out
-from encmigrate.cli.state import reports_errors
+from encmigrate.cli.migrate import _Reporter
+from encmigrate.cli.state import reports_errors, state_of
+from encmigrate.errors import RefusedError
 from encmigrate.keys import AuditLog, FileProvider, KeyManager, load_keyring, verify_audit_log
 from encmigrate.keys.resolve import AUDIT_FILE, KeySetup
+from encmigrate.migrate import MigrateOptions, connect, migrate_data, rewrap, status, verify
+from encmigrate.tracking import TRACKING_TABLES
 
 __all__ = ["demo"]
 
-FIRST = ["Zoë", "Łukasz", "Amélie", "Søren", "Chidi", "Mei", "José", "Ana", "Björn", "Priya"]
-LAST = ["Müller", "O'Brien", "Nakamura", "García", "Okafor", "Kowalski", "Dubois", "Singh"]
+FIRST = [
+    "Zoë",
+    "Łukasz",
+    "Amélie",
+    "Søren",
+    "Chidi",
+    "Mei",
+    "José",
+    "Ana",
+    "Björn",
+    "Priya",
+    "Oluwaseun",
+    "Ngọc",
+    "Ævar",
+    "Dagný",
+    "Renée",
+]
+LAST = [
+    "Müller",
+    "O'Brien",
+    "Nakamura",
+    "García",
+    "Okafor",
+    "Kowalski",
+    "Dubois",
+    "Singh",
+    "Ångström",
+    "Nguyễn",
+]
+PLAN = """
+[database]
+url = "{url}"
+
+[keys]
+path = "keyring.json"
+
+[migration]
+batch_size = 1000
+
+[[columns]]
+table = "customers"
+column = "email"
+searchable = true
+normalize = "lower"
+
+[[columns]]
+table = "customers"
+column = "phone"
+
+[[columns]]
+table = "customers"
+column = "birth_date"
+type = "date"
+
+[[columns]]
+table = "customers"
+column = "balance"
+type = "numeric"
+"""
 
 
-def _customers(count: int, seed: int = 7) -> list[dict[str, object]]:
+def _customers(count: int, seed: int = 7) -> list[dict[str, Any]]:
     rng = random.Random(seed)  # noqa: S311 - sample data, not secrets
     rows = []
     for i in range(1, count + 1):
@@ -40,8 +106,10 @@ def _customers(count: int, seed: int = 7) -> list[dict[str, object]]:
             {
                 "id": i,
                 "name": f"{first} {last}",
-                "email": f"{first.lower()}.{i}@example.com",
-                "balance": Decimal(rng.randrange(0, 10_000_00)) / 100,
+                "email": f"{first.lower()}.{last.lower().replace(chr(39), '')}.{i}@example.com",
+                "phone": f"+{rng.randrange(1, 99)} {rng.randrange(10**9):09d}",
+                "birth_date": dt.date(1940, 1, 1) + dt.timedelta(days=rng.randrange(25_000)),
+                "balance": Decimal(rng.randrange(-50_000_00, 500_000_00)) / 100,
             }
         )
     return rows
@@ -49,147 +117,194 @@ def _customers(count: int, seed: int = 7) -> list[dict[str, object]]:
 
 @reports_errors
 def demo(
-    rows: Annotated[
-        int, typer.Option("--rows", min=1, help="Sample customers to create.")
-    ] = 20_000,
+    ctx: typer.Context,
+    rows: Annotated[int, typer.Option("--rows", min=1, help="Sample customers.")] = 20_000,
     workdir: Annotated[
-        Path | None,
-        typer.Option("--dir", help="Where to put the keyring and database (default: a temp dir)."),
-    ] = None,
+        Path, typer.Option("--dir", help="Where the demo's plan, keyring and Alembic files go.")
+    ] = Path("encmigrate-demo"),
+    reset: Annotated[
+        bool, typer.Option("--reset", help="On PostgreSQL: drop the demo's tables first.")
+    ] = False,
 ) -> None:
-    """Generate keys, encrypt a sample table, search it, rotate, and read it back.
+    """The five steps on a sample customers table, then search, rotate, rewrap, verify.
 
-    Example: [bold]encmigrate demo --rows 5000[/]
+    Example: [bold]encmigrate demo --rows 5000[/]  (PostgreSQL: add --database-url URL --reset)
     """
-    with tempfile.TemporaryDirectory(prefix="encmigrate-demo-") as scratch:
-        base = workdir or Path(scratch)
-        base.mkdir(parents=True, exist_ok=True)
-        _tour(base, rows)
+    url = state_of(ctx).database_url or "sqlite:///encmigrate-demo.db"
+    started = time.monotonic()
+    directory = _fresh_directory(workdir)
+    engine = connect(url)
+    try:
+        _fresh_database(engine, reset)
+        _run(engine, url, directory, rows)
+    finally:
+        engine.dispose()
+    out.rule(f"Done in {time.monotonic() - started:.1f}s")
+    out.print(
+        f"Files: {directory}/ (plan, keyring, audit log, Alembic revisions). "
+        "Try `encmigrate --config "
+        f"{directory / 'encmigrate.toml'} status`."
+    )
 
 
-def _tour(base: Path, count: int) -> None:
-    keyring_path = base / "keyring.json"
-    keyring_path.unlink(missing_ok=True)
-    (base / AUDIT_FILE).unlink(missing_ok=True)
-    setup = KeySetup(FileProvider(keyring_path), AuditLog(base / AUDIT_FILE), "ENCMIGRATE_", "demo")
-    manager = KeyManager(setup.provider, setup.audit, actor="demo")
-    manager.generate()
-    out.rule("1. Keys")
-    out.print(f"Generated {keyring_path} (mode 0600) with key version 1; audit log beside it.")
+def _fresh_directory(workdir: Path) -> Path:
+    directory = workdir.resolve()
+    if directory.exists():
+        if not (directory / "encmigrate.toml").exists() and any(directory.iterdir()):
+            raise RefusedError(f"{directory} exists and is not a demo directory; pass --dir")
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True)
+    return directory
 
-    engine = sa.create_engine(f"sqlite:///{base / 'demo.db'}")
-    meta = sa.MetaData()
+
+def _fresh_database(engine: sa.Engine, reset: bool) -> None:
+    inspector = sa.inspect(engine)
+    present = inspector.has_table("customers")
+    if engine.dialect.name == "sqlite":
+        database = engine.url.database
+        if database and database != ":memory:":
+            engine.dispose()
+            Path(database).unlink(missing_ok=True)
+        return
+    if present and not reset:
+        raise RefusedError(
+            "this database already has a customers table; pass --reset to let the demo drop "
+            "customers, its view, the tracking tables and alembic_version"
+        )
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP VIEW IF EXISTS customers_secure")
+        for table in ("customers", "alembic_version", *(t.name for t in TRACKING_TABLES)):
+            conn.exec_driver_sql(f"DROP TABLE IF EXISTS {table} CASCADE")
+
+
+def _run(engine: sa.Engine, url: str, directory: Path, count: int) -> None:
+    out.rule("Setup: a live table, a keyring, a plan")
+    metadata = sa.MetaData()
     customers = sa.Table(
         "customers",
-        meta,
-        sa.Column("id", sa.Integer, primary_key=True),
-        sa.Column("name", sa.Text),
-        sa.Column("email", sa.Text),
-        sa.Column("balance", sa.Numeric),
-        sa.Column("email_encrypted", sa.LargeBinary),
-        sa.Column("email_search", sa.LargeBinary, index=True),
-        sa.Column("balance_encrypted", sa.LargeBinary),
+        metadata,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("name", sa.String(200), nullable=False),
+        sa.Column("email", sa.String(200), nullable=False),
+        sa.Column("phone", sa.String(40)),
+        sa.Column("birth_date", sa.Date),
+        sa.Column("balance", sa.Numeric(14, 2)),
     )
-    meta.drop_all(engine)
-    meta.create_all(engine)
+    metadata.create_all(engine)
     sample = _customers(count)
     with engine.begin() as conn:
-        conn.execute(customers.insert(), sample)
-
-    out.rule("2. Encrypt")
-    keyring = load_keyring(setup)
-    email = get_searchable_cipher("customers.email", normalize="lower", keyring=keyring)
-    balance = get_cipher("customers.balance", type="numeric", keyring=keyring)
-    started = time.perf_counter()
-    emails = [r["email"] for r in sample]
-    updates = [
-        {"k": r["id"], "e": blob, "t": token, "b": bal}
-        for r, blob, token, bal in zip(
-            sample,
-            email.batch_encrypt(emails),
-            email.batch_tokens(emails),
-            balance.batch_encrypt([r["balance"] for r in sample]),
-            strict=True,
-        )
-    ]
-    with engine.begin() as conn:
-        conn.execute(
-            customers.update()
-            .where(customers.c.id == sa.bindparam("k"))
-            .values(
-                email_encrypted=sa.bindparam("e"),
-                email_search=sa.bindparam("t"),
-                balance_encrypted=sa.bindparam("b"),
-            ),
-            updates,
-        )
-    elapsed = time.perf_counter() - started
-    out.print(
-        f"Encrypted {count:,} emails and balances in {elapsed:.2f}s "
-        f"({count / elapsed:,.0f} rows/s), with search tokens for email."
+        for start in range(0, count, 5000):
+            conn.execute(customers.insert(), sample[start : start + 5000])
+    out.print(f"customers: {count:,} rows with names, emails, phones, birth dates, balances")
+    scaffold.init(directory)
+    plan_path = directory / "encmigrate.toml"
+    plan_path.write_text(PLAN.format(url=url), encoding="utf-8")
+    setup = KeySetup(
+        FileProvider(directory / "keyring.json"),
+        AuditLog(directory / AUDIT_FILE),
+        "ENCMIGRATE_",
+        "demo",
     )
-    with engine.connect() as conn:
-        first = (
-            conn.execute(sa.select(customers).order_by(customers.c.id).limit(3)).mappings().all()
-        )
-    table = Table("id", "email (plaintext)", "email_encrypted", "balance (decrypted)")
-    for row in first:
-        table.add_row(
-            str(row["id"]),
-            row["email"],
-            row["email_encrypted"][:12].hex() + "…",
-            str(balance.decrypt(row["balance_encrypted"])),
-        )
-    out.print(table)
+    manager = KeyManager(setup.provider, setup.audit, actor="demo")
+    manager.generate()
+    out.print(f"keyring: {directory / 'keyring.json'} (mode 0600), key version 1")
+    plan = plan_module.load(plan_path, environ={})
+    for warning in plan.warnings:
+        out.print(f"warning: {warning.message}", markup=False)
 
-    out.rule("3. Search")
-    target = sample[count // 2]["email"]
-    _search(engine, customers, email, str(target).upper())
+    out.rule("Step 1: add-columns --apply")
+    _revision(revisions.add_columns(plan, apply=True))
 
-    out.rule("4. Rotate")
+    out.rule("Step 2: migrate-data")
+    keyring = load_keyring(setup)
+    plan = plan_module.load(plan_path, environ={})
+    with _Reporter(False) as reporter:
+        report = migrate_data(
+            plan, engine, keyring, options=MigrateOptions(batch_size=1000), progress=reporter
+        )[0]
+    out.print(
+        f"encrypted {report.rows_done:,} rows x {len(report.columns)} columns in "
+        f"{report.seconds:.1f}s ({report.rate:,.0f} rows/s)"
+    )
+
+    out.rule("Step 3: verify")
+    _verify(plan, engine, keyring)
+
+    out.rule("Step 4: create-views --apply")
+    _revision(revisions.create_views(plan_module.load(plan_path, environ={}), apply=True))
+
+    out.rule("Step 5: drop-unencrypted --confirm --apply")
+    _revision(
+        revisions.drop_unencrypted(
+            plan_module.load(plan_path, environ={}), confirm=True, apply=True
+        )
+    )
+    plan = plan_module.load(plan_path, environ={})
+    _status(plan, engine)
+
+    out.rule("Search by email (blind index)")
+    target = str(sample[count // 2]["email"]).upper()
+    _search(engine, keyring, target)
+
+    out.rule("Rotate the key, then rewrap")
     new_version = manager.rotate(reason="demo")
     keyring = load_keyring(setup)
-    email = get_searchable_cipher("customers.email", normalize="lower", keyring=keyring)
-    out.print(f"Version {new_version} is current; version 1 is retired (decrypt only).")
-    with engine.begin() as conn:
-        conn.execute(
-            customers.insert(),
-            [
-                {
-                    "id": count + 1,
-                    "name": "New Customer",
-                    "email": "new@example.com",
-                    "email_encrypted": email.encrypt("new@example.com"),
-                    "email_search": email.token("new@example.com"),
-                }
-            ],
-        )
-    _search(engine, customers, email, str(target))
-    _search(engine, customers, email, "NEW@example.com")
-
-    out.rule("5. Audit")
-    report = verify_audit_log(
-        setup.audit.path if setup.audit else base / AUDIT_FILE, manager.load().audit_head
+    out.print(f"key version {new_version} is current; version 1 is retired (decrypt only)")
+    _search(engine, keyring, target)
+    with _Reporter(False) as reporter:
+        rewrapped = rewrap(plan, engine, keyring, progress=reporter)[0]
+    out.print(
+        f"rewrapped {rewrapped.rows_done:,} rows to version {new_version} "
+        f"in {rewrapped.seconds:.1f}s"
     )
-    out.print(f"Audit log: {report.lines} events, chain {'intact' if report.ok else 'BROKEN'}.")
+    _status(plan, engine)
+
+    out.rule("Final verify and audit")
+    _verify(plan, engine, keyring)
+    report_audit = verify_audit_log(directory / AUDIT_FILE, manager.load().audit_head)
+    out.print(
+        f"audit log: {report_audit.lines} events, chain {'intact' if report_audit.ok else 'BROKEN'}"
+    )
 
 
-def _search(engine: sa.Engine, customers: sa.Table, email: object, value: str) -> None:
-    from encmigrate.crypto.search import SearchableCipher
+def _revision(result: revisions.RevisionResult) -> None:
+    out.print(f"applied revision {result.revision}: {result.path}", markup=False)
+    for note in result.notes:
+        out.print(f"note: {note}", markup=False)
 
-    assert isinstance(email, SearchableCipher)
-    tokens = email.lookup_tokens(value)
+
+def _verify(plan: plan_module.Plan, engine: sa.Engine, keyring: Any) -> None:
+    for v in verify(plan, engine, keyring):
+        state = "[green]ok[/]" if v.ok else "[red]FAILED[/]"
+        out.print(f"{v.table}.{v.column}: {v.rows_checked:,} rows checked, {state}")
+
+
+def _status(plan: plan_module.Plan, engine: sa.Engine) -> None:
+    grid = Table("column", "status", "rows", "key versions")
+    for s in status(plan, engine):
+        versions = ", ".join(f"v{v}: {n:,}" for v, n in sorted(s.versions.items()))
+        grid.add_row(s.column, s.status, f"{s.rows_done:,}", versions)
+    out.print(grid)
+
+
+def _search(engine: sa.Engine, keyring: Any, value: str) -> None:
+    search = get_searchable_cipher("customers.email", normalize="lower", keyring=keyring)
+    email = get_cipher("customers.email", keyring=keyring)
+    table = sa.table(
+        "customers", sa.column("id"), sa.column("email_encrypted"), sa.column("email_search")
+    )
     with engine.connect() as conn:
         found = conn.execute(
-            sa.select(customers.c.id, customers.c.email_encrypted).where(
-                customers.c.email_search.in_(tokens)
+            sa.select(table.c.id, table.c.email_encrypted).where(
+                table.c.email_search.in_(search.lookup_tokens(value))
             )
         ).all()
     for row in found:
-        version = int.from_bytes(row.email_encrypted[1:5], "big")
+        version = int.from_bytes(bytes(row.email_encrypted[1:5]), "big")
         out.print(
-            f"find {value!r}: id {row.id}, key version {version}, "
-            f"decrypts to {email.decrypt(row.email_encrypted)!r}"
+            f"find {value!r}: id {row.id} (key version {version}) -> "
+            f"{email.decrypt(row.email_encrypted)!r}",
+            markup=False,
         )
     if not found:
-        out.print(f"find {value!r}: no match")
+        out.print(f"find {value!r}: no match", markup=False)
