@@ -468,6 +468,11 @@ def _validate_columns(found: ConfigFile, problems: list[str]) -> list[ColumnPlan
             problems.append(f"{found.where(location)}: must be a table")
             continue
         key = (str(entry.get("table")), str(entry.get("column")))
+        parsed: ColumnEntry | None = None
+        try:
+            parsed = ColumnEntry.model_validate(entry)
+        except ValidationError as exc:
+            problems.extend(_problems_from(exc, found, location))
         if key in seen:
             problems.append(
                 f"{found.where(location)}: duplicate of columns[{seen[key]}] "
@@ -475,10 +480,7 @@ def _validate_columns(found: ConfigFile, problems: list[str]) -> list[ColumnPlan
             )
             continue
         seen[key] = index
-        try:
-            parsed = ColumnEntry.model_validate(entry)
-        except ValidationError as exc:
-            problems.extend(_problems_from(exc, found, location))
+        if parsed is None:
             continue
         longest = parsed.column + max(ENCRYPTED_SUFFIX, SEARCH_SUFFIX, key=len)
         if len(longest) > _MAX_IDENTIFIER:
