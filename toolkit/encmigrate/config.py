@@ -20,7 +20,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from encmigrate.errors import ConfigError
 
-__all__ = ["CONFIG_ENV", "ConfigFile", "KeysSettings", "find_config", "keys_settings"]
+__all__ = [
+    "CONFIG_ENV",
+    "AwsSettings",
+    "ConfigFile",
+    "KeysSettings",
+    "VaultSettings",
+    "find_config",
+    "keys_settings",
+]
 
 CONFIG_ENV = "ENCMIGRATE_CONFIG"
 PLAN_FILE = "encmigrate.toml"
@@ -90,16 +98,48 @@ def _read(path: Path, origin: str) -> ConfigFile:
     return ConfigFile(path=path.resolve(), table=table, origin=origin)
 
 
+ProviderName = Literal["env", "file", "vault", "aws-secrets-manager", "aws-kms"]
+
+
+class VaultSettings(BaseModel):
+    """The ``[keys.vault]`` table (``VAULT_ADDR`` and friends override; see docs/providers.md)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str | None = None
+    mount: str = Field(default="secret", min_length=1)
+    path: str = Field(default="encmigrate/keyring", min_length=1)
+    namespace: str | None = None
+    approle_mount: str = Field(default="approle", min_length=1)
+    transit_key: str | None = None
+    transit_mount: str = Field(default="transit", min_length=1)
+
+
+class AwsSettings(BaseModel):
+    """The ``[keys.aws]`` table (``AWS_REGION``, ``AWS_ENDPOINT_URL`` and friends also apply)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    region: str | None = None
+    secret_id: str = Field(default="encmigrate/keyring", min_length=1)
+    kms_key_id: str | None = None
+    # aws-kms only: where the wrapped keyring lives ("secrets-manager" or a file).
+    store: Literal["secrets-manager", "file"] = "secrets-manager"
+
+
 class KeysSettings(BaseModel):
     """The ``[keys]`` table."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    provider: Literal["env", "file"] = "file"
+    provider: ProviderName = "file"
     path: str = Field(default="keyring.json", min_length=1)
     audit_log: str | None = None
     env_prefix: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     rotation_days: int = Field(default=90, ge=1)
+    cache_ttl: float = Field(default=300.0, ge=0)
+    vault: VaultSettings = VaultSettings()
+    aws: AwsSettings = AwsSettings()
 
 
 def keys_settings(config: ConfigFile | None) -> KeysSettings:

@@ -1,9 +1,11 @@
 """Which keyring the library uses when it is given none.
 
 Order (DESIGN.md): ``<P>KEYRING`` (the JSON) > ``<P>MASTER_KEY`` (with
-``<P>KEY_VERSION``, default 1) > ``<P>KEYRING_FILE`` > the plan's ``[keys]``
-> an error naming these. ``<P>`` is ``ENCMIGRATE_`` unless
-``ENCMIGRATE_ENV_PREFIX`` or the plan's ``[keys] env_prefix`` replaces it.
+``<P>KEY_VERSION``, default 1) > ``<P>KEYRING_FILE`` > ``<P>KEY_PROVIDER`` (a
+Vault or AWS provider, configured by the environment and the plan, see
+docs/providers.md) > the plan's ``[keys]`` > an error naming these. ``<P>`` is
+``ENCMIGRATE_`` unless ``ENCMIGRATE_ENV_PREFIX`` or the plan's ``[keys]
+env_prefix`` replaces it.
 
 The keyring file defaults to ``keyring.json`` beside the plan, the audit log
 to ``encmigrate-audit.jsonl`` beside the keyring file (``[keys] audit_log``
@@ -27,6 +29,7 @@ from encmigrate.errors import AuditLogError, KeyConfigError
 from encmigrate.keys.audit import AuditEvent, AuditLog
 from encmigrate.keys.keyring import Keyring
 from encmigrate.keys.providers import DEFAULT_PREFIX, EnvProvider, FileProvider, KeyProvider
+from encmigrate.keys.remote import REMOTE_PROVIDERS, build_provider
 
 __all__ = [
     "AUDIT_FILE",
@@ -41,6 +44,7 @@ __all__ = [
 PREFIX_ENV = "ENCMIGRATE_ENV_PREFIX"
 AUDIT_FILE = "encmigrate-audit.jsonl"
 logger = logging.getLogger(__name__)
+audit_logger = logging.getLogger("encmigrate.audit")
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +91,23 @@ def resolve_key_setup(
             f"{prefix}KEYRING_FILE",
             settings.rotation_days,
         )
+    remote = env.get(f"{prefix}KEY_PROVIDER") or (settings.provider if plan is not None else "")
+    if remote in REMOTE_PROVIDERS:
+        directory = plan.directory if plan is not None else Path.cwd()
+        default_audit = plan.directory / AUDIT_FILE if plan is not None else None
+        return KeySetup(
+            build_provider(remote, settings, env, prefix, directory),
+            _audit(explicit_audit or default_audit),
+            prefix,
+            f"{prefix}KEY_PROVIDER" if env.get(f"{prefix}KEY_PROVIDER") else _where(plan),
+            settings.rotation_days,
+        )
+    if env.get(f"{prefix}KEY_PROVIDER"):
+        raise KeyConfigError(
+            f"{prefix}KEY_PROVIDER: unknown provider {remote!r}; choose one of "
+            f"{', '.join(REMOTE_PROVIDERS)} (for a file or the environment use "
+            f"{prefix}KEYRING_FILE, {prefix}KEYRING or {prefix}MASTER_KEY)"
+        )
     if plan is not None:
         if settings.provider == "env":
             return KeySetup(
@@ -109,6 +130,10 @@ def resolve_key_setup(
         "or add a [keys] table to encmigrate.toml "
         "(`encmigrate keys generate` creates a keyring)"
     )
+
+
+def _where(plan: ConfigFile | None) -> str:
+    return plan.where("keys.provider") if plan is not None else "keys.provider"
 
 
 def _audit(path: str | os.PathLike[str] | None) -> AuditLog | None:
@@ -144,7 +169,16 @@ def load_keyring(setup: KeySetup) -> Keyring:
 def _record(setup: KeySetup, event: AuditEvent) -> None:
     """Audit a key *access*; a log that cannot be written is reported, not fatal."""
     if setup.audit is None:
-        logger.info("key access: %s (version %s)", event.action, event.version)
+        # No audit file: the event still reaches logging as a structured record (a SIEM ships it).
+        record = {
+            "actor": event.actor,
+            "action": event.action,
+            "version": event.version,
+            "outcome": event.outcome,
+            "reason": event.reason,
+            **event.extra,
+        }
+        audit_logger.info("key audit event", extra={"audit": record})
         return
     try:
         setup.audit.append(event)
@@ -193,4 +227,8 @@ def _fingerprint(setup: KeySetup, env: Mapping[str, str]) -> str:
             digest.update(stamp.encode())
         except OSError:
             digest.update(b"missing")
+    # Remote providers cache with a TTL; their generation moves once per TTL, so does ours.
+    generation = getattr(setup.provider, "generation", None)
+    if callable(generation):
+        digest.update(str(generation()).encode())
     return digest.hexdigest()

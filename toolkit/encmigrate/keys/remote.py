@@ -1,0 +1,299 @@
+"""What the networked providers (Vault, AWS) share: caching, retries, wrapping, redaction.
+
+* :class:`KeyringCache` keeps the last keyring for a TTL, so the application's
+  read path asks the secret store at most once per TTL per process, and
+  serves the same :class:`Keyring` object (with its derived-key cache) meanwhile.
+* :func:`call_with_retries` retries throttling and transient failures, and
+  only those, with capped exponential backoff and jitter (tenacity).
+* :func:`wrap_keyring` / :func:`unwrap_keyring` store a keyring whose master
+  keys are wrapped by a KMS (Vault Transit, AWS KMS): the stored document has
+  no plaintext key, and the keyring format itself is unchanged once unwrapped.
+* :class:`Redacted` holds a credential so that no ``repr`` shows it.
+* :func:`build_provider` makes the provider the plan and environment name,
+  importing its module (and so hvac or boto3) only then.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential,
+    wait_random,
+)
+
+from encmigrate.errors import KeyConfigError
+from encmigrate.keys.audit import current_actor
+from encmigrate.keys.keyring import Keyring
+
+if TYPE_CHECKING:
+    from encmigrate.config import KeysSettings
+    from encmigrate.keys.providers import KeyProvider
+
+__all__ = [
+    "ADMIN_ROLE_REFUSED",
+    "REMOTE_PROVIDERS",
+    "WRAPPED_FORMAT",
+    "KeyringCache",
+    "Redacted",
+    "RetryPolicy",
+    "audit_load_failure",
+    "build_provider",
+    "call_with_retries",
+    "missing_extra",
+    "read_wrapped",
+    "unwrap_keyring",
+    "wrap_keyring",
+]
+
+T = TypeVar("T")
+logger = logging.getLogger(__name__)
+audit_logger = logging.getLogger("encmigrate.audit")
+
+WRAPPED_FORMAT = "encmigrate-wrapped-keyring/1"
+ADMIN_ROLE_REFUSED = "permission denied: needs the key-administrator role"
+
+
+def missing_extra(extra: str, module: str) -> KeyConfigError:
+    """The error for a provider whose optional dependency is not installed."""
+    return KeyConfigError(
+        f"the {extra} key provider needs the {module} package: pip install 'encmigrate[{extra}]'"
+    )
+
+
+class Redacted:
+    """A credential that never shows in ``repr``, ``str`` or an f-string."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Redacted(<hidden>)"
+
+    __str__ = __repr__
+
+    def __format__(self, spec: str) -> str:
+        return repr(self)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How often and how long to retry a transient failure (``max_wait`` in seconds)."""
+
+    attempts: int = 5
+    initial_wait: float = 0.2
+    max_wait: float = 5.0
+
+
+def call_with_retries(
+    call: Callable[[], T],
+    transient: Callable[[BaseException], bool],
+    policy: RetryPolicy,
+    what: str,
+) -> T:
+    """``call()``, retried while it raises an error ``transient`` accepts; the last error wins.
+
+    Anything else (permission denied, not found, a CAS conflict) is raised at
+    once: retrying those only delays a clear answer.
+    """
+
+    def log_retry(state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        logger.warning(
+            "%s: transient failure (%s), attempt %d of %d",
+            what,
+            type(error).__name__,
+            state.attempt_number,
+            policy.attempts,
+        )
+
+    retrying = Retrying(
+        stop=stop_after_attempt(policy.attempts),
+        # Exponential backoff capped at max_wait, plus jitter so retrying clients spread out.
+        wait=wait_exponential(multiplier=policy.initial_wait, max=policy.max_wait)
+        + wait_random(0, policy.initial_wait),
+        retry=retry_if_exception(transient),
+        before_sleep=log_retry,
+        reraise=True,
+    )
+    return retrying(call)
+
+
+class KeyringCache:
+    """The last keyring read, served for ``ttl`` seconds (0 disables the cache).
+
+    Inside :meth:`bypass` (a key operation's load-modify-save) every load goes
+    to the store: an administrator must change the newest keyring, not a copy
+    that may be up to a TTL old.
+    """
+
+    def __init__(self, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
+        if ttl < 0:
+            raise ValueError("ttl must be 0 or more seconds")
+        self.ttl = ttl
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._keyring: Keyring | None = None
+        self._stamp = 0.0
+        self._bypass = threading.local()
+
+    def get(self) -> Keyring | None:
+        if getattr(self._bypass, "on", False):
+            return None
+        with self._lock:
+            if self._keyring is not None and self._clock() - self._stamp < self.ttl:
+                return self._keyring
+            return None
+
+    def put(self, keyring: Keyring) -> Keyring:
+        with self._lock:
+            self._keyring, self._stamp = keyring, self._clock()
+        return keyring
+
+    def clear(self) -> None:
+        with self._lock:
+            self._keyring = None
+
+    def generation(self) -> int:
+        """A number that changes at most once per TTL (for callers' own caches)."""
+        if self.ttl <= 0:
+            return time.monotonic_ns()
+        return int(self._clock() // self.ttl)
+
+    @contextmanager
+    def bypass(self) -> Iterator[None]:
+        self._bypass.on = True
+        try:
+            yield
+        finally:
+            self._bypass.on = False
+
+
+def wrap_keyring(
+    keyring: Keyring,
+    wrap: Callable[[int, bytes], str],
+    wrapping: str,
+    extra: Mapping[str, Any] | None = None,
+) -> str:
+    """The stored document: ``keyring`` with each master key replaced by ``wrap(version, key)``."""
+    document = json.loads(keyring.to_json())
+    for entry in document["versions"]:
+        if entry.get("key") is not None:
+            entry["key"] = wrap(entry["version"], base64.b64decode(entry["key"]))
+    stored = {"format": WRAPPED_FORMAT, "wrapping": wrapping, **(extra or {}), "keyring": document}
+    return json.dumps(stored, indent=2) + "\n"
+
+
+def read_wrapped(text: str, wrapping: str, source: str) -> dict[str, Any]:
+    """The stored document, checked to be a wrapped keyring for ``wrapping``."""
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError:
+        raise KeyConfigError(
+            f"{source}: not valid JSON; expected a {WRAPPED_FORMAT} document"
+        ) from None
+    if not isinstance(document, dict) or document.get("format") != WRAPPED_FORMAT:
+        raise KeyConfigError(
+            f"{source}: not a {WRAPPED_FORMAT} document (was it written by another provider?)"
+        )
+    if document.get("wrapping") != wrapping:
+        raise KeyConfigError(
+            f"{source}: keys are wrapped by {document.get('wrapping')!r}, "
+            f"but this provider is configured for {wrapping!r}"
+        )
+    if not isinstance(document.get("keyring"), dict):
+        raise KeyConfigError(f"{source}: the wrapped document has no keyring")
+    return document
+
+
+def unwrap_keyring(
+    document: Mapping[str, Any], unwrap: Callable[[int, str], bytes], source: str
+) -> Keyring:
+    """The keyring of a stored document, master keys unwrapped into memory only."""
+    ring = json.loads(json.dumps(document["keyring"]))
+    for entry in ring.get("versions", []):
+        if isinstance(entry, dict) and entry.get("key") is not None:
+            entry["key"] = base64.b64encode(unwrap(entry["version"], entry["key"])).decode()
+    return Keyring.from_json(json.dumps(ring), source=source)
+
+
+def audit_load_failure(provider: str, where: str, error: BaseException) -> None:
+    """A failed key retrieval as a structured audit event on the ``encmigrate.audit`` logger."""
+    record = {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "actor": current_actor(),
+        "action": "keyring.load",
+        "version": None,
+        "outcome": "failed",
+        "reason": str(error).splitlines()[0] if str(error) else type(error).__name__,
+        "provider": provider,
+        "where": where,
+    }
+    audit_logger.warning("key retrieval failed", extra={"audit": record})
+
+
+REMOTE_PROVIDERS = ("vault", "aws-secrets-manager", "aws-kms")
+
+
+def build_provider(
+    kind: str, settings: KeysSettings, environ: Mapping[str, str], prefix: str, directory: Path
+) -> KeyProvider:
+    """The Vault or AWS provider ``kind``, from the plan's ``[keys]`` and the environment.
+
+    The provider modules are imported here, on demand, so that importing
+    encmigrate never imports hvac or boto3.
+    """
+    ttl_text = environ.get(f"{prefix}KEY_CACHE_TTL")
+    try:
+        ttl = float(ttl_text) if ttl_text else settings.cache_ttl
+    except ValueError:
+        raise KeyConfigError(
+            f"{prefix}KEY_CACHE_TTL: must be a number of seconds, got {ttl_text!r}"
+        ) from None
+    if kind == "vault":
+        from encmigrate.keys.vault import VaultProvider
+
+        return VaultProvider.from_settings(settings.vault, environ, prefix, cache_ttl=ttl)
+    aws = settings.aws
+    secret_id = environ.get(f"{prefix}AWS_SECRET_ID") or aws.secret_id
+    region = environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION") or aws.region
+    if kind == "aws-secrets-manager":
+        from encmigrate.keys.aws import SecretsManagerProvider
+
+        return SecretsManagerProvider(secret_id, region=region, cache_ttl=ttl)
+    if kind == "aws-kms":
+        from encmigrate.keys.aws_kms import KmsProvider
+
+        key_id = environ.get(f"{prefix}KMS_KEY_ID") or aws.kms_key_id
+        if not key_id:
+            raise KeyConfigError(
+                f"the aws-kms provider needs a KMS key: set [keys.aws] kms_key_id or "
+                f"{prefix}KMS_KEY_ID"
+            )
+        file = environ.get(f"{prefix}KMS_KEYRING_FILE")
+        if file or aws.store == "file":
+            return KmsProvider.with_file(
+                key_id, Path(file) if file else directory / settings.path, region, cache_ttl=ttl
+            )
+        return KmsProvider.with_secret(key_id, secret_id, region, cache_ttl=ttl)
+    raise KeyConfigError(
+        f"unknown key provider {kind!r}: choose env, file, {', '.join(REMOTE_PROVIDERS)}"
+    )
