@@ -462,3 +462,40 @@ def test_ctrl_c_stops_after_the_batch_saves_progress_and_exits_130(
         ).scalar()
     assert 0 < done < 5000
     assert saved > 0
+
+
+def test_metrics_file_reports_migration_rows_and_lag(pg_url: str, tmp_path: Path) -> None:
+    _, _, keyring = _setup(pg_url, tmp_path, 800)
+    env = _cli_env(tmp_path, keyring)
+    metrics = tmp_path / "encmigrate.prom"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "encmigrate",
+            "migrate-data",
+            "--batch-size",
+            "200",
+            "--metrics-file",
+            str(metrics),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    text = metrics.read_text()
+    rows = [
+        line
+        for line in text.splitlines()
+        if line.startswith("encmigrate_migration_rows_total{") and 'column="email"' in line
+    ]
+    assert rows and float(rows[0].split()[-1]) == 800
+    lag = [
+        line
+        for line in text.splitlines()
+        if line.startswith("encmigrate_migration_lag_rows{") and 'column="email"' in line
+    ]
+    assert lag and float(lag[0].split()[-1]) == 0

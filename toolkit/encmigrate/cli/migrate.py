@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -47,15 +48,43 @@ TableOption = Annotated[
 ]
 
 
+class _MetricsSink:
+    """Feeds migration progress to Prometheus metrics written to a textfile (node exporter)."""
+
+    def __init__(self, path: Path, columns: dict[str, list[str]]) -> None:
+        from encmigrate.monitoring import get_metrics
+
+        self.path = path
+        self.metrics = get_metrics()
+        self.columns = columns
+        self.seen: dict[str, tuple[int, float]] = {}
+        self.written = 0.0
+
+    def __call__(self, event: RunProgress) -> None:
+        rows, elapsed = self.seen.get(event.table, (0, 0.0))
+        delta, seconds = event.rows_done - rows, event.elapsed - elapsed
+        self.seen[event.table] = (event.rows_done, event.elapsed)
+        lag = max(event.rows_total - event.rows_done, 0)
+        for column in self.columns.get(event.table, []):
+            self.metrics.observe_migration(
+                event.table, column, rows=max(delta, 0), seconds=seconds, lag_rows=lag
+            )
+        now = time.monotonic()
+        if now - self.written >= 5 or event.phase in ("done", "interrupted", "paused"):
+            self.written = now
+            self.metrics.write_textfile(self.path)
+
+
 class _Reporter:
     """Progress as a rich bar on a terminal, plain lines otherwise, JSON lines with --json."""
 
-    def __init__(self, json_lines: bool) -> None:
+    def __init__(self, json_lines: bool, sink: _MetricsSink | None = None) -> None:
         self.json = json_lines
         self.tty = sys.stderr.isatty() and not json_lines
         self.bar: Progress | None = None
         self.tasks: dict[str, TaskID] = {}
         self._last_line = 0.0
+        self.sink = sink
 
     def __enter__(self) -> _Reporter:
         if self.tty:
@@ -75,6 +104,8 @@ class _Reporter:
             self.bar.stop()
 
     def __call__(self, event: RunProgress) -> None:
+        if self.sink is not None:
+            self.sink(event)
         if self.bar is not None:
             task = self.tasks.get(event.table)
             if task is None:
@@ -143,6 +174,13 @@ def migrate_data_command(
     restart: Annotated[
         bool, typer.Option("--restart", help="Forget the checkpoints and start over.")
     ] = False,
+    metrics_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--metrics-file",
+            help="Write Prometheus metrics (rows, rate, lag) to this textfile while running.",
+        ),
+    ] = None,
 ) -> None:
     """Step 2: encrypt the existing plaintext into the shadow columns, in resumable batches.
 
@@ -162,7 +200,12 @@ def migrate_data_command(
         join=join,
     )
     json_output = state_of(ctx).json
-    with interruptible() as stop, _Reporter(json_output) as reporter:
+    sink = None
+    if metrics_file is not None:
+        sink = _MetricsSink(
+            metrics_file, {t.table: [c.column for c in t.columns] for t in plan.tables}
+        )
+    with interruptible() as stop, _Reporter(json_output, sink) as reporter:
         reports = migrate_data(
             plan,
             engine,
