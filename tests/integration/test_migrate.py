@@ -499,3 +499,30 @@ def test_metrics_file_reports_migration_rows_and_lag(pg_url: str, tmp_path: Path
         if line.startswith("encmigrate_migration_lag_rows{") and 'column="email"' in line
     ]
     assert lag and float(lag[0].split()[-1]) == 0
+
+
+def test_debug_output_shows_sql_but_never_values_or_keys(pg_url: str, tmp_path: Path) -> None:
+    import base64
+
+    engine, _, keyring = _setup(pg_url, tmp_path, 120)
+    env = _cli_env(tmp_path, keyring)
+    with engine.connect() as conn:
+        emails = (
+            conn.execute(sa.text("SELECT email FROM customers WHERE email IS NOT NULL"))
+            .scalars()
+            .all()
+        )
+    done = subprocess.run(
+        [sys.executable, "-m", "encmigrate", "--debug", "migrate-data", "--batch-size", "50"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    output = done.stdout + done.stderr
+    assert "UPDATE" in output or "SELECT" in output  # the SQL is there
+    assert not [e for e in emails if e in output]
+    material = keyring.master_key(1)
+    assert base64.b64encode(material).decode() not in output and material.hex() not in output
