@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from encmigrate import __version__
-from encmigrate.cli import demo, keys, migrate, schema
+from encmigrate.cli import demo, keys, lookup, migrate, rehearse, schema
 from encmigrate.cli.console import out
 from encmigrate.cli.state import CliState
 
@@ -35,8 +35,11 @@ app.command("verify")(migrate.verify_command)
 app.command("create-views")(schema.create_views)
 app.command("drop-unencrypted")(schema.drop_unencrypted)
 app.command("status")(migrate.status_command)
+app.command("find")(lookup.find_command)
+app.command("inspect")(lookup.inspect_command)
 app.command("rewrap")(migrate.rewrap_command)
 app.command("decrypt-back")(migrate.decrypt_back_command)
+app.command("rehearse")(rehearse.rehearse_command)
 app.add_typer(keys.app, name="keys")
 app.command("demo")(demo.demo)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import signal
 import threading
 from collections.abc import Iterator
@@ -39,7 +40,11 @@ def engine_for(ctx: typer.Context, plan: plan_module.Plan, *, workers: int = 1) 
             "no database URL: pass --database-url, set ENCMIGRATE_DATABASE_URL "
             "or add [database] url to encmigrate.toml"
         )
-    return connect(plan.database_url, pool_size=workers + 2, echo=state_of(ctx).debug)
+    if state_of(ctx).debug:
+        # SQL to stderr through logging (``echo`` would print to stdout and break --json);
+        # bound parameters are hidden by connect().
+        logging.getLogger("sqlalchemy.engine").setLevel(logging.INFO)
+    return connect(plan.database_url, pool_size=workers + 2)
 
 
 @contextlib.contextmanager
