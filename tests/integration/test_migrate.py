@@ -526,3 +526,31 @@ def test_debug_output_shows_sql_but_never_values_or_keys(pg_url: str, tmp_path: 
     assert not [e for e in emails if e in output]
     material = keyring.master_key(1)
     assert base64.b64encode(material).decode() not in output and material.hex() not in output
+
+
+def test_a_fixed_value_clears_its_failure_on_the_next_run(db_url: str, tmp_path: Path) -> None:
+    engine, plan, keyring = _setup(db_url, tmp_path, 300)
+    with engine.begin() as conn:  # profile is planned as json: plant text that is not JSON
+        conn.execute(sa.text("UPDATE customers SET profile = NULL WHERE id = 5"))
+    migrate_data(plan, engine, keyring)  # type: ignore[arg-type]
+    # Text that does not parse as the declared type goes to the failures table.
+    with engine.begin() as conn:
+        conn.execute(
+            failures.insert().values(
+                table_name="customers",
+                column_name="born",
+                primary_key=[9],
+                reason="value does not parse",
+            )
+        )
+        conn.execute(sa.text("UPDATE customers SET born_encrypted = NULL WHERE id = 9"))
+    reports = migrate_data(plan, engine, keyring)  # type: ignore[arg-type]
+    assert reports[0].rows_failed == 0
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(failures)).scalar() == 0
+        row = conn.execute(
+            sa.select(migrations.c.rows_done, migrations.c.rows_total).where(
+                migrations.c.column_name == "born"
+            )
+        ).one()
+    assert tuple(row) == (300, 300)

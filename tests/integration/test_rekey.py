@@ -182,3 +182,35 @@ def test_cli_rotate_then_rewrap_then_status(pg_url: str, tmp_path: Path) -> None
     run("rewrap", "--batch-size", "100")
     state = json.loads(run("--json", "status"))
     assert {s["column"]: s["key_versions"] for s in state}["balance"] == {"2": 600}
+
+
+def test_keys_destroy_refuses_a_version_still_in_use(pg_url: str, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from encmigrate.keys import FileProvider
+
+    engine, _ = shadow_schema.build(pg_url, 200, tmp_path)
+    engine.dispose()
+    FileProvider(tmp_path / "keyring.json").save(Keyring.generate())
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ENCMIGRATE_")}
+    env["ENCMIGRATE_KEYRING_FILE"] = str(tmp_path / "keyring.json")
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "encmigrate", *args],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+
+    assert run("migrate-data").returncode == 0
+    assert run("keys", "rotate").returncode == 0
+    refused = run("keys", "destroy", "1", "--confirm")
+    assert refused.returncode == 5
+    assert "customers.balance: 200" in refused.stderr and "rewrap" in refused.stderr
+    assert run("rewrap").returncode == 0
+    assert run("keys", "destroy", "1", "--confirm").returncode == 0

@@ -10,10 +10,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from encmigrate.api import get_cipher
-from encmigrate.cli.console import out, print_json
+from encmigrate.cli.console import err, out, print_json
 from encmigrate.cli.state import reports_errors, state_of
 from encmigrate.crypto.kdf import Kdf
-from encmigrate.errors import ConfigError, EncmigrateError, KeyConfigError
+from encmigrate.errors import ConfigError, EncmigrateError, KeyConfigError, RefusedError
 from encmigrate.keys import (
     AuditEvent,
     AuditLog,
@@ -235,17 +235,54 @@ def destroy(
         bool, typer.Option("--confirm", help="Required: destroying a version is permanent.")
     ] = False,
     reason: Reason = "",
+    force: Annotated[
+        bool, typer.Option("--force", help="Destroy even if `status` finds values under it.")
+    ] = False,
 ) -> None:
-    """Erase a version's material for good.
+    """Erase a version's material for good; refused while planned columns still use it.
 
     Example: [bold]encmigrate keys destroy 1 --confirm --reason "rewrap done"[/]
     """
+    if confirm and not force:
+        _refuse_if_in_use(ctx, version)
     _manager(ctx).destroy(version, confirm=confirm, reason=reason)
     _say(
         ctx,
         {"version": version, "state": "destroyed"},
         f"Key version {version} is destroyed; values under it can never be decrypted again.",
     )
+
+
+def _refuse_if_in_use(ctx: typer.Context, version: int) -> None:
+    """Count values under ``version`` in the planned columns (envelope headers, no keys)."""
+    from encmigrate.cli.context import engine_for, plan_for
+    from encmigrate.migrate import status
+
+    try:
+        plan = plan_for(ctx, check_database=False)
+    except ConfigError:
+        err.print(
+            f"warning: no plan found, so nothing checked whether key version {version} still "
+            "protects data; `encmigrate status` shows the versions in use"
+        )
+        return
+    if plan.database_url is None:
+        return
+    engine = engine_for(ctx, plan)
+    try:
+        in_use = {
+            f"{s.table}.{s.column}": s.versions[version]
+            for s in status(plan, engine)
+            if s.versions.get(version)
+        }
+    finally:
+        engine.dispose()
+    if in_use:
+        where = ", ".join(f"{name}: {count:,}" for name, count in in_use.items())
+        raise RefusedError(
+            f"key version {version} still protects values ({where}); run `encmigrate rewrap` "
+            "first (then `encmigrate status` shows none), or pass --force to lose them"
+        )
 
 
 @app.command()

@@ -234,7 +234,11 @@ class _TableRun:
         except EncmigrateError as exc:
             self._mark_failed(exc)
             raise
-        except sa.exc.SQLAlchemyError as exc:
+        except Exception as exc:
+            # The batch write runs on the raw driver cursor (binary parameters), so the
+            # driver's own errors arrive unwrapped by SQLAlchemy: both mean "database error".
+            if not isinstance(exc, sa.exc.SQLAlchemyError | self.engine.dialect.loaded_dbapi.Error):
+                raise
             error = DatabaseError(
                 f"{self.work.name}: database error after retries ({_error_kind(exc)}); "
                 "progress is saved: fix the cause and run `encmigrate migrate-data` again"
@@ -405,6 +409,18 @@ class _TableRun:
                     self._work_chunk(connection, worker, chunk)
                 except chunking.LostLeaseError as lost:
                     logger.warning("%s", lost)
+                finally:
+                    # A chunk left unfinished (error, stop, --max-batches) goes back to pending:
+                    # the session that claimed it may live on in the pool, and a resume from
+                    # this same process would otherwise be refused until the lease expires.
+                    self._release(chunk, worker)
+
+    def _release(self, chunk: chunking.Chunk, worker: str) -> None:
+        try:
+            with self.engine.begin() as conn:
+                chunking.release_chunk(conn, self.work, self.op.name, chunk, worker)
+        except sa.exc.SQLAlchemyError:
+            logger.warning("could not release chunk %d of %s", chunk.chunk_id, self.work.name)
 
     def _claim(self, connection: list[sa.Connection], worker: str) -> chunking.Chunk | None:
         conn = self._usable(connection)
@@ -543,6 +559,7 @@ class _TableRun:
 
         def finish() -> None:
             with self.engine.begin() as conn:
+                self._forget_resolved_failures(conn)
                 self.failed_rows = conn.execute(
                     sa.select(
                         sa.func.count(sa.distinct(sa.cast(failures.c.primary_key, sa.Text)))
@@ -560,17 +577,61 @@ class _TableRun:
                             failures.c.column_name == column,
                         )
                     ).scalar_one()
+                    values = self._final_values(now, failed)
+                    if self.op is ENCRYPT:
+                        values.update(self._counts(conn, column))
                     conn.execute(
                         migrations.update()
                         .where(
                             migrations.c.table_name == self.work.name,
                             migrations.c.column_name == column,
                         )
-                        .values(self._final_values(now, failed))
+                        .values(values)
                     )
 
         self.opts.retry.run(finish)
         self._emit("done")
+
+    def _forget_resolved_failures(self, conn: sa.Connection) -> None:
+        """Drop failure entries whose row is gone or no longer needs this operation.
+
+        A value fixed by the application and encrypted by a later run must not
+        keep the column "failed" (and the command's exit code 1) forever.
+        """
+        entries = conn.execute(
+            sa.select(failures.c.id, failures.c.primary_key).where(
+                failures.c.table_name == self.work.name,
+                failures.c.column_name.in_(self.work.column_names),
+            )
+        ).all()
+        pending = self.op.pending(self.work)
+        resolved = []
+        for entry_id, document in entries:
+            key = self.work.keys.from_json(document)
+            if key is None:
+                continue
+            match = [c == v for c, v in zip(self.work.primary_key, key, strict=True)]
+            still = conn.execute(
+                sa.select(sa.literal(1)).select_from(self.work.table).where(*match, pending)
+            ).first()
+            if still is None:
+                resolved.append(entry_id)
+        if resolved:
+            conn.execute(failures.delete().where(failures.c.id.in_(resolved)))
+
+    def _counts(self, conn: sa.Connection, column: str) -> dict[str, int]:
+        """rows_done / rows_total from the table itself: values encrypted / values to encrypt."""
+        shadow = next(s for s in self.work.shadows if s.work.plan.column == column)
+        conditions = [shadow.ciphertext.is_not(None)]
+        if shadow.plaintext is not None:
+            conditions.append(shadow.plaintext.is_not(None))
+        done, total = conn.execute(
+            sa.select(
+                sa.func.count(shadow.ciphertext),
+                sa.func.count().filter(sa.or_(*conditions)),
+            ).select_from(self.work.table)
+        ).one()
+        return {"rows_done": int(done), "rows_total": int(total)}
 
     def _final_values(self, now: dt.datetime, failed: int) -> dict[str, Any]:
         problem = (
@@ -583,7 +644,6 @@ class _TableRun:
             return {
                 **common,
                 "status": MigrationStatus.COMPLETED.value,
-                "rows_done": migrations.c.rows_done + self.tally.rows_done,
                 "rows_failed": failed,
                 "finished_at": now,
             }
