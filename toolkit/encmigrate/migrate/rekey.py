@@ -99,44 +99,63 @@ def _rewrap_batch(
 ) -> BatchResult:
     selected = [*work.primary_key, *(s.ciphertext for s in work.shadows)]
     rows = _locked_rows(conn, work, selected, pending, lower, upper, limit)
-    result = BatchResult(rows_read=len(rows))
+    batch = _Writes(work, rows)
     if not rows:
-        return result
-    width = len(work.primary_key)
-    keys = [tuple(row[:width]) for row in rows]
-    result.last_key = keys[-1]
-    targets: list[sa.Column[Any]] = []
-    updates: list[list[Any]] = []
-    written = [False] * len(rows)
+        return batch.result
     current = work.shadows[0].work.cipher.keys.current_version if work.shadows else 0
     for index, shadow in enumerate(work.shadows):
-        blobs = [row[width + index] for row in rows]
+        blobs = [row[batch.width + index] for row in rows]
         wanted = [
             b is not None
             and (_version_of(b) == from_version if from_version else _version_of(b) != current)
             for b in blobs
         ]
-        values, failed = _open(
-            shadow, [b if w else None for b, w in zip(blobs, wanted, strict=True)]
-        )
+        values = batch.open(shadow, [b if w else None for b, w in zip(blobs, wanted, strict=True)])
+        batch.seal(shadow, values)
+    return batch.write(conn)
+
+
+class _Writes:
+    """The new values of one batch, per target column, and its outcome."""
+
+    def __init__(self, work: TableWork, rows: list[Any]) -> None:
+        self.work = work
+        self.width = len(work.primary_key)
+        self.keys = [tuple(row[: self.width]) for row in rows]
+        self.result = BatchResult(rows_read=len(rows), last_key=self.keys[-1] if rows else None)
+        self.targets: list[sa.Column[Any]] = []
+        self.updates: list[list[Any]] = []
+        self.written = [False] * len(rows)
+
+    def open(self, shadow: ShadowColumns, blobs: list[Any]) -> list[Any]:
+        """Decrypted values; a value that fails is recorded and left alone (None)."""
+        values, failed = _open(shadow, blobs)
         for row_index in failed:
-            result.failed_keys.append(
-                (shadow.work.plan.column, keys[row_index], "cannot decrypt the stored value")
+            self.result.failed_keys.append(
+                (shadow.work.plan.column, self.keys[row_index], "cannot decrypt the stored value")
             )
+        return values
+
+    def set(self, column: sa.Column[Any], values: list[Any]) -> None:
+        self.targets.append(column)
+        self.updates.append(values)
+
+    def seal(self, shadow: ShadowColumns, values: list[Any]) -> None:
+        """A fresh ciphertext (and token) of each value; None keeps the stored one."""
         sealed = shadow.work.seal(values)
-        targets.append(shadow.ciphertext)
-        updates.append(sealed.ciphertexts)
+        self.set(shadow.ciphertext, sealed.ciphertexts)
         if shadow.search is not None:
-            targets.append(shadow.search)
-            updates.append(sealed.tokens or [None] * len(rows))
-        for row_index, blob in enumerate(sealed.ciphertexts):
-            written[row_index] = written[row_index] or blob is not None
-    write_rows(conn, work, keys, updates, targets)
-    result.rows_written = sum(written)
-    result.rows_failed = len({key for _, key, _ in result.failed_keys})
-    if result.failed_keys:
-        record_failures(conn, work, result.failed_keys)
-    return result
+            self.set(shadow.search, sealed.tokens or [None] * len(values))
+        for row_index, value in enumerate(values):
+            self.written[row_index] = self.written[row_index] or value is not None
+
+    def write(self, conn: sa.Connection) -> BatchResult:
+        write_rows(conn, self.work, self.keys, self.updates, self.targets)
+        self.result.rows_written = sum(self.written)
+        self.result.rows_failed = len({key for _, key, _ in self.result.failed_keys})
+        if self.result.failed_keys:
+            record_failures(conn, self.work, self.result.failed_keys)
+        return self.result
 
 
 def _open(shadow: ShadowColumns, blobs: list[Any]) -> tuple[list[Any], list[int]]:
@@ -203,39 +222,19 @@ def _decrypt_back_batch(
         assert shadow.plaintext is not None
         selected += [shadow.plaintext, shadow.ciphertext]
     rows = _locked_rows(conn, work, selected, _decrypt_back_pending(work), lower, upper, limit)
-    result = BatchResult(rows_read=len(rows))
+    batch = _Writes(work, rows)
     if not rows:
-        return result
-    width = len(work.primary_key)
-    keys = [tuple(row[:width]) for row in rows]
-    result.last_key = keys[-1]
-    targets: list[sa.Column[Any]] = []
-    updates: list[list[Any]] = []
-    written = [False] * len(rows)
+        return batch.result
     for index, shadow in enumerate(work.shadows):
         assert shadow.plaintext is not None
-        plain = [row[width + 2 * index] for row in rows]
-        blobs = [row[width + 2 * index + 1] for row in rows]
-        todo = [b if p is None else None for p, b in zip(plain, blobs, strict=True)]
-        values, failed = _open(shadow, todo)
-        for row_index in failed:
-            result.failed_keys.append(
-                (shadow.work.plan.column, keys[row_index], "cannot decrypt the stored value")
-            )
-        sealed = shadow.work.seal(values)
-        targets += [shadow.plaintext, shadow.ciphertext]
-        updates += [[_for_column(v, shadow.plaintext) for v in values], sealed.ciphertexts]
-        if shadow.search is not None:
-            targets.append(shadow.search)
-            updates.append(sealed.tokens or [None] * len(rows))
-        for row_index, value in enumerate(values):
-            written[row_index] = written[row_index] or value is not None
-    write_rows(conn, work, keys, updates, targets)
-    result.rows_written = sum(written)
-    result.rows_failed = len({key for _, key, _ in result.failed_keys})
-    if result.failed_keys:
-        record_failures(conn, work, result.failed_keys)
-    return result
+        plain = [row[batch.width + 2 * index] for row in rows]
+        blobs = [row[batch.width + 2 * index + 1] for row in rows]
+        values = batch.open(
+            shadow, [b if p is None else None for p, b in zip(plain, blobs, strict=True)]
+        )
+        batch.set(shadow.plaintext, [_for_column(v, shadow.plaintext) for v in values])
+        batch.seal(shadow, values)  # in the same statement, so the trigger keeps the ciphertext
+    return batch.write(conn)
 
 
 def _for_column(value: Any, column: sa.Column[Any]) -> Any:
