@@ -1,0 +1,218 @@
+"""How an encrypted column type learns its column, its context and its keyring.
+
+A type instance is a SQLAlchemy :class:`~sqlalchemy.sql.base.SchemaEventTarget`
+(as ``Enum`` is): ``Column`` hands it the column it belongs to, and the type
+derives the default context from that column the first time it encrypts or
+decrypts, exactly as DESIGN.md "Ciphertext envelope" defines it:
+``<table>.<column>`` or ``<schema>.<table>.<column>``, the column's database
+name, case kept (for a ``<column>_encrypted`` shadow column, the planned
+column's name). The migrator derives the same string from the plan, so a
+value written by the ORM and one written by ``migrate-data`` are alike.
+
+Three rules follow from that:
+
+* The context is resolved lazily (first bind or first result), not when the
+  model is defined: declarative names a column and attaches it to its table
+  only after the class body has run.
+* A type instance shared by two columns would otherwise end up with one
+  context for both. The second column gets its own copy of the type, so each
+  column encrypts under its own context.
+* A type used outside a table column (``literal(v, EncryptedString())``)
+  without ``context=`` raises :class:`ConfigError` at first use instead of
+  silently sharing the library's ``"default"`` context with every other
+  unbound value.
+
+Keys: ``keyring=None`` means :func:`encmigrate.keys.default_keyring`, resolved
+at first use and re-resolved when it changes: at most once a second
+(:data:`REFRESH_SECONDS`), or at once after
+:func:`encmigrate.keys.reset_default_keyring`. ``default_keyring`` itself
+rereads the environment and the keyring file, which costs far too much to do
+per value.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, cast
+
+from sqlalchemy import Column, Table
+from sqlalchemy.sql.base import SchemaEventTarget
+
+from encmigrate.crypto.cipher import FieldCipher
+from encmigrate.errors import ConfigError
+from encmigrate.fields.hotpath import HotPath
+from encmigrate.keys import resolve
+from encmigrate.keys.keyring import Keyring
+
+__all__ = [
+    "REFRESH_SECONDS",
+    "SHADOW_SUFFIX",
+    "ColumnBound",
+    "column_context",
+    "current_default_keyring",
+]
+
+REFRESH_SECONDS = 1.0
+"""How long a default keyring is used before ``default_keyring()`` is asked again."""
+
+
+SHADOW_SUFFIX = "_encrypted"
+"""Suffix of the shadow columns ``add-columns`` creates (as ``plan.ENCRYPTED_SUFFIX``)."""
+
+
+def column_context(column: Column[Any]) -> str:
+    """The default context of ``column``: ``[<schema>.]<table>.<column>``.
+
+    A column named ``<name>_encrypted`` is the shadow column of the planned
+    column ``<name>`` (DESIGN.md, step 1), and ``migrate-data`` encrypts into
+    it under the planned column's context, ``<table>.<name>``. The suffix is
+    dropped here too, so a model mapped onto the shadow columns reads what
+    the migrator wrote, and the migrator's ``verify`` reads what the model
+    wrote.
+    """
+    table = getattr(column, "table", None)
+    if not isinstance(table, Table):
+        raise ConfigError(
+            f"encrypted column {column.name!r} is not part of a Table: "
+            "pass context='...' to its type"
+        )
+    prefix = f"{table.schema}.{table.name}" if table.schema else str(table.name)
+    name = str(column.name)
+    if name.endswith(SHADOW_SUFFIX) and len(name) > len(SHADOW_SUFFIX):
+        name = name[: -len(SHADOW_SUFFIX)]
+    return f"{prefix}.{name}"
+
+
+class _DefaultKeyring:
+    """The configuration's keyring, asked for at most once per refresh period."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._state: tuple[Keyring, float] | None = None
+
+    def get(self) -> Keyring:
+        state = self._state
+        if state is not None and time.monotonic() < state[1] and _still_cached(state[0]):
+            return state[0]
+        with self._lock:
+            ring = resolve.default_keyring()
+            self._state = (ring, time.monotonic() + REFRESH_SECONDS)
+            return ring
+
+
+def _still_cached(ring: Keyring) -> bool:
+    """Whether ``default_keyring()`` still holds ``ring`` (reset empties its cache).
+
+    Identity, not ``==``: an equal keyring reloaded after a reset is a new
+    object with a fresh derived-key cache, and comparing pydantic models per
+    value would cost more than the encryption.
+    """
+    return any(cached is ring for cached in resolve._cache.values())
+
+
+_DEFAULT = _DefaultKeyring()
+
+
+def current_default_keyring() -> Keyring:
+    """The keyring types with ``keyring=None`` use right now."""
+    return _DEFAULT.get()
+
+
+class ColumnBound(SchemaEventTarget):
+    """Mixin for types that derive their context from the column they belong to.
+
+    Subclasses set ``context`` (explicit or None) and ``_keyring`` in
+    ``__init__`` and implement :meth:`_make_cipher`.
+    """
+
+    context: str | None
+    _keyring: Keyring | None
+    _column: Column[Any] | None = None
+    _resolved_context: str | None = None
+    _cipher_state: tuple[Keyring, HotPath] | None = None
+
+    def _set_parent(self, parent: SchemaEventTarget, outer: bool = False, **kw: Any) -> None:
+        if not isinstance(parent, Column):
+            return
+        bound = self._column
+        if bound is None or bound is parent:
+            self._bind(parent)
+        elif bound.type is cast(Any, self):
+            # One instance given to two columns: the first keeps it, the
+            # second gets a copy, so each encrypts under its own context.
+            own = self._unbound_copy()
+            parent.type = cast(Any, own)
+            own._set_parent_with_dispatch(parent)
+        else:
+            # A copy made for this column (Column._copy, declarative mixins).
+            self._bind(parent)
+
+    def _bind(self, column: Column[Any]) -> None:
+        self._column = column
+        self._resolved_context = None
+        self._cipher_state = None
+
+    def _unbound_copy(self) -> ColumnBound:
+        copy = self.__class__.__new__(self.__class__)
+        copy.__dict__.update(self.__dict__)
+        copy._column = None
+        copy._resolved_context = None
+        copy._cipher_state = None
+        return copy
+
+    @property
+    def bound_column(self) -> Column[Any] | None:
+        """The column this type belongs to, if any."""
+        return self._column
+
+    def resolve_context(self) -> str:
+        """The context this type encrypts under (explicit, or from its column)."""
+        found = self._resolved_context
+        if found is not None:
+            return found
+        if self.context is not None:
+            found = self.context
+        elif self._column is None:
+            raise ConfigError(
+                f"{type(self).__name__} is not attached to a table column: "
+                "pass context='...' to use it elsewhere"
+            )
+        else:
+            found = column_context(self._column)
+        self._resolved_context = found
+        return found
+
+    def keyring(self) -> Keyring:
+        """The keyring in force for this type (explicit, or the default one now)."""
+        return self._keyring if self._keyring is not None else _DEFAULT.get()
+
+    def cipher(self) -> FieldCipher:
+        """This column's cipher under the keyring in force, built once per keyring."""
+        return self.hot().cipher
+
+    def hot(self) -> HotPath:
+        """The per-value path of this column under the keyring in force (see hotpath.py)."""
+        ring = self._keyring if self._keyring is not None else _DEFAULT.get()
+        state = self._cipher_state
+        if state is not None and state[0] is ring:
+            return state[1]
+        hot = HotPath(self._make_cipher(ring))
+        self._cipher_state = (ring, hot)
+        return hot
+
+    def _make_cipher(self, keyring: Keyring) -> FieldCipher:
+        raise NotImplementedError
+
+    def _cache_fields(self) -> tuple[Any, ...]:
+        """What makes two instances encrypt differently, for SQLAlchemy's statement cache."""
+        return (self.context, id(self._keyring))
+
+    @property
+    def _static_cache_key(self) -> tuple[Any, ...]:
+        # SQLAlchemy's default key only covers positional ``__init__`` arguments;
+        # ours are keyword-only, and a compiled statement carries the bind
+        # processors of the type it was compiled with. Two types that differ
+        # in context or keyring must never share one. ``id`` is safe: a cached
+        # statement keeps its type, and so its keyring, alive.
+        return (type(self), *self._cache_fields())

@@ -1,0 +1,274 @@
+"""The base of the encrypted column types: storage, processors, comparisons, repr.
+
+Every type stores the format-1 envelope (DESIGN.md) of its value, encoded by
+the crypto core's codec of the same type name, in ``bytea``/``BLOB`` or, with
+``storage="text"``, as standard base64 in a text column. The bytes are those
+``encmigrate.get_cipher(context, type=<type name>)`` produces, so the ORM, the
+batch migrator and ``decrypt_field`` read each other's values.
+
+Speed: the bind and result processors are written out by hand rather than
+through ``process_bind_param``: each is one closure over the column's hot
+path (hotpath.py: one key derivation per keyring, version and context, no
+object per row), so a value costs its encoding and its AES-GCM call; and
+``bytes`` go to psycopg and sqlite3 as they are (see NATIVE_BYTES_DRIVERS).
+bench/bench_orm.py measures both against a bare AES-GCM floor.
+
+Comparison: ciphertexts are randomised, so ``column == value`` could never
+match; it raises :class:`ValueTypeError` pointing at ``.search``, and so does
+``.search`` on a column that is not searchable. ``IS NULL`` works as usual.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar, Literal, TypeVar
+
+from sqlalchemy import LargeBinary, Text
+from sqlalchemy.engine import Dialect
+from sqlalchemy.sql import operators
+from sqlalchemy.sql.elements import ClauseElement, ColumnElement
+from sqlalchemy.sql.operators import OperatorType
+from sqlalchemy.types import TypeDecorator, TypeEngine
+
+from encmigrate.crypto.cipher import FieldCipher
+from encmigrate.crypto.codecs import codec_for
+from encmigrate.crypto.envelope import envelope_from_text, envelope_to_text
+from encmigrate.errors import ValueTypeError
+from encmigrate.fields.context import ColumnBound
+from encmigrate.keys.keyring import Keyring
+
+__all__ = ["NATIVE_BYTES_DRIVERS", "Check", "EncryptedType", "Storage", "check_storage"]
+
+_T = TypeVar("_T")
+Storage = Literal["binary", "text"]
+Check = Callable[[Any], None]
+
+# Comparisons that would compare a fresh ciphertext with stored ones.
+_VALUE_COMPARISONS = frozenset(
+    {
+        operators.eq,
+        operators.ne,
+        operators.in_op,
+        operators.not_in_op,
+        operators.lt,
+        operators.le,
+        operators.gt,
+        operators.ge,
+        operators.like_op,
+        operators.ilike_op,
+        operators.startswith_op,
+        operators.endswith_op,
+        operators.contains_op,
+        operators.between_op,
+    }
+)
+
+
+NATIVE_BYTES_DRIVERS = frozenset({"psycopg", "psycopg_async", "pysqlite", "aiosqlite", "asyncpg"})
+"""Drivers that take ``bytes`` for a bytea/BLOB parameter as they are.
+
+``LargeBinary`` wraps every value in ``dbapi.Binary``; for psycopg 3 that
+object switches the parameter to binary format, which measured slower than
+plain ``bytes`` by 1.5-3 us a value (most of what an encrypted column cost
+over a plaintext one in bench/bench_orm.py's inserts), and for sqlite3 it
+is a ``memoryview`` copy. Other drivers keep SQLAlchemy's wrapping.
+"""
+
+
+def check_storage(storage: str) -> Storage:
+    if storage == "binary":
+        return "binary"
+    if storage == "text":
+        return "text"
+    raise ValueError(f"storage must be 'binary' or 'text'; got {storage!r}")
+
+
+class EncryptedType(ColumnBound, TypeDecorator[_T]):
+    """Base of the encrypted types; ``type_name`` is the DESIGN.md type name.
+
+    ``context`` defaults to the column's ``[<schema>.]<table>.<column>``;
+    ``keyring`` defaults to the configured keyring (resolved at first use).
+    The keyring never takes part in ``repr`` (nor, being an object, in
+    Alembic's rendering of the type).
+    """
+
+    impl = LargeBinary
+    cache_ok = True
+    type_name: ClassVar[str] = "string"
+
+    class Comparator(TypeDecorator.Comparator[Any]):
+        """Refuses comparisons that can never match a randomised ciphertext."""
+
+        def operate(self, op: OperatorType, *other: Any, **kwargs: Any) -> ColumnElement[Any]:
+            if op in _VALUE_COMPARISONS and _has_plain_value(other):
+                raise ValueTypeError(
+                    f"{_describe(self.expr)} is encrypted: comparing it with a value never "
+                    "matches (ciphertexts are randomised); use .search on a searchable "
+                    "column (EncryptedSearchableString + SearchTokenIndex)"
+                )
+            return super().operate(op, *other, **kwargs)
+
+        @property
+        def search(self) -> Any:
+            raise ValueTypeError(
+                f"{_describe(self.expr)} is not searchable: declare it with an "
+                "EncryptedSearchable* type and a SearchTokenIndex column"
+            )
+
+    comparator_factory = Comparator
+
+    def __init__(
+        self,
+        *,
+        context: str | None = None,
+        keyring: Keyring | None = None,
+        storage: Storage = "binary",
+    ) -> None:
+        super().__init__()
+        if context is not None and (not isinstance(context, str) or not context):
+            raise ValueError("context must be a non-empty string")
+        if keyring is not None and not isinstance(keyring, Keyring):
+            raise TypeError(f"keyring must be a Keyring, got {type(keyring).__name__}")
+        self.context = context
+        self.storage = check_storage(storage)
+        self._keyring = keyring
+
+    # -- SQLAlchemy ------------------------------------------------------
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        return dialect.type_descriptor(Text() if self.storage == "text" else LargeBinary())
+
+    # The processors below keep a hot path (hotpath.py) per keyring. With an
+    # explicit keyring it never changes (keyrings are immutable), so it is
+    # looked up at the first value and kept in the closure; not at compile
+    # time, since compiling a statement must neither need the context nor
+    # derive keys. With the default keyring it is asked for per value: a
+    # clock read and an identity check (context.py).
+
+    def bind_processor(self, dialect: Dialect) -> Callable[[Any], Any] | None:
+        impl_process = (
+            None
+            if dialect.driver in NATIVE_BYTES_DRIVERS
+            else self.impl_instance.bind_processor(dialect)
+        )
+        finish: Callable[[bytes], Any] | None = (
+            envelope_to_text if self.storage == "text" else impl_process
+        )
+        check = self._value_check()
+        hot = self.hot
+        fixed = self._keyring is not None
+        seal: Callable[[Any], bytes] | None = None
+
+        def process(value: Any) -> Any:
+            nonlocal seal
+            if value is None:
+                return None
+            if check is not None:
+                check(value)
+            if seal is None:
+                if not fixed:
+                    blob = hot().seal(value)
+                    return blob if finish is None else finish(blob)
+                seal = hot().seal
+            blob = seal(value)
+            return blob if finish is None else finish(blob)
+
+        return process
+
+    def result_processor(self, dialect: Dialect, coltype: object) -> Callable[[Any], Any] | None:
+        impl_process = self.impl_instance.result_processor(dialect, coltype)
+        start: Callable[[Any], Any] | None = _from_text if self.storage == "text" else impl_process
+        hot = self.hot
+        fixed = self._keyring is not None
+        open_: Callable[[Any], Any] | None = None
+
+        def process(value: Any) -> Any:
+            nonlocal open_
+            if start is not None:
+                value = start(value)
+            if value is None:
+                return None
+            if open_ is None:
+                if not fixed:
+                    return hot().open(value)
+                open_ = hot().open
+            return open_(value)
+
+        return process
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        """Used only by SQLAlchemy paths that bypass :meth:`bind_processor` (literals)."""
+        process = self.bind_processor(dialect)
+        return process(value) if process is not None else value
+
+    def process_literal_param(self, value: Any, dialect: Dialect) -> str:
+        raise ValueTypeError(
+            f"{type(self).__name__} values cannot be rendered as SQL literals "
+            "(that would put plaintext or ciphertext into the statement text)"
+        )
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Any:
+        return None if value is None else self.cipher().decrypt(value)
+
+    def copy(self, **kw: Any) -> EncryptedType[_T]:
+        copy = self._unbound_copy()
+        copy._column = self._column
+        return copy  # type: ignore[return-value]
+
+    def coerce_compared_value(self, op: OperatorType | None, value: Any) -> TypeEngine[Any]:
+        return self
+
+    # -- encmigrate --------------------------------------------------------
+
+    def _make_cipher(self, keyring: Keyring) -> FieldCipher:
+        return FieldCipher(keyring.derived_keys, self.resolve_context(), codec_for(self.type_name))
+
+    def _value_check(self) -> Check | None:
+        """A check of what the codec cannot know (ranges, time zones), or None."""
+        return None
+
+    def _cache_fields(self) -> tuple[Any, ...]:
+        return (*super()._cache_fields(), self.storage, *self._repr_args())
+
+    def _repr_args(self) -> list[str]:
+        args = []
+        if self.context is not None:
+            args.append(f"context={self.context!r}")
+        if self.storage != "binary":
+            args.append(f"storage={self.storage!r}")
+        return args
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(self._repr_args())})"
+
+
+def _from_text(value: Any) -> Any:
+    """Envelope bytes of base64 text; text that is not base64 goes on as is, to be refused."""
+    if value is None:
+        return None
+    return envelope_from_text(value) or value
+
+
+def _has_plain_value(other: tuple[Any, ...]) -> bool:
+    """Whether a comparison involves a Python value (not NULL, not a SQL expression).
+
+    Column-to-column comparisons must keep working: SQLAlchemy itself uses
+    ``==`` between columns (dictionary lookups of annotated columns).
+    """
+    for item in other:
+        items = item if isinstance(item, list | tuple | set) else (item,)
+        for value in items:
+            if (
+                value is not None
+                and not hasattr(value, "__clause_element__")
+                and not (isinstance(value, ClauseElement))
+            ):
+                return True
+    return False
+
+
+def _describe(expr: Any) -> str:
+    table = getattr(expr, "table", None)
+    name = getattr(expr, "name", None) or "column"
+    table_name = getattr(table, "name", None)
+    return f"{table_name}.{name}" if table_name else str(name)

@@ -1,0 +1,150 @@
+"""The per-value path of the bind and result processors.
+
+SQLAlchemy calls a type's processors once per value, even for an
+executemany of 100,000 rows, so whatever is done per value is the cost of
+the types. :class:`HotPath` does per value only what the envelope needs and
+everything else once per (type, keyring):
+
+* sealing: the header, the associated data and the AES-GCM instance of the
+  current version are fixed for a keyring object (keyrings are immutable:
+  a rotation is a new keyring), so a value costs one encode, one nonce and
+  one ``AESGCM.encrypt``, with its nonce from ``os.urandom`` as the
+  crypto core draws it.
+* opening: a value whose 5 header bytes equal those of the previous value
+  is opened with that version's AES-GCM instance and associated data; any
+  other header is looked up (and learned) once per version. Anything else
+  (text input, unknown or unreadable version, a failed tag, a payload that
+  does not decode) goes to :meth:`FieldCipher.decrypt`, which checks everything and raises the one
+  :class:`~encmigrate.errors.DecryptionError`: the fast path never decides
+  that a value is bad, it only skips work for values that are good.
+
+The bytes are exactly :class:`FieldCipher`'s (tests decrypt each with the other).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+from encmigrate.crypto.cipher import FieldCipher
+from encmigrate.crypto.codecs import codec_for
+from encmigrate.crypto.envelope import (
+    FORMAT_1,
+    HEADER_SIZE,
+    NONCE_SIZE,
+    associated_data,
+    header_bytes,
+)
+from encmigrate.crypto.search import SearchableCipher
+from encmigrate.errors import EncmigrateError
+
+__all__ = ["HotPath"]
+
+assert (HEADER_SIZE, HEADER_SIZE + NONCE_SIZE) == (5, 17), "open_ uses these offsets"
+
+Opener = tuple[Callable[[bytes, bytes, bytes], bytes], bytes]
+
+
+class HotPath:
+    """Seal and open values of one type in one context under one keyring object."""
+
+    __slots__ = ("_current_header", "_decode", "_openers", "_readable", "cipher", "open", "seal")
+
+    def __init__(self, cipher: FieldCipher) -> None:
+        self.cipher = cipher
+        keys, context = cipher.keys, cipher.context
+        codec = codec_for(cipher.type_name)
+        version = keys.current_version
+        header = header_bytes(version)
+        aad = associated_data(header, context)
+        encrypt = keys.aead(version, context).encrypt
+        encode = codec.encode
+        nonces = os.urandom
+        self._decode = codec.decode
+        self._openers: dict[bytes, Opener] = {}
+        self._current_header = header
+        self._readable: tuple[int, ...] | None = None
+
+        def seal(value: Any) -> bytes:
+            nonce = nonces(NONCE_SIZE)
+            return header + nonce + encrypt(nonce, encode(value), aad)
+
+        self.seal = seal
+        self.open = self._make_open()
+
+    def _make_open(self) -> Callable[[Any], Any]:
+        decode = self._decode
+        slow = self.cipher.decrypt
+        learn = self._learn
+        # The version that opened the previous value is tried first. Its
+        # associated data is built from its header, so the value's own header
+        # must equal that header: a value whose format byte or version was
+        # rewritten would otherwise open under the old one (FieldCipher's
+        # batch path makes the same check).
+        header = self._current_header
+        current = learn(header)
+        assert current is not None  # the current version is always readable
+        decrypt, aad = current
+
+        # Literal offsets (HEADER_SIZE, HEADER_SIZE + NONCE_SIZE): this runs per value.
+        def open_(blob: Any) -> Any:
+            if blob[:5] == header:
+                try:
+                    return decode(decrypt(blob[5:17], blob[17:], aad))
+                except Exception:  # a bad tag or payload: let the full path name it
+                    return slow(blob)
+            return open_other(blob)
+
+        def open_other(blob: Any) -> Any:
+            nonlocal header, decrypt, aad
+            opener = learn(bytes(blob[:5])) if isinstance(blob, bytes | bytearray) else None
+            if opener is None:
+                return slow(blob)
+            try:
+                value = decode(opener[0](blob[5:17], blob[17:], opener[1]))
+            except Exception:
+                return slow(blob)
+            header, (decrypt, aad) = bytes(blob[:5]), opener
+            return value
+
+        return open_
+
+    def _learn(self, blob: bytes) -> Opener | None:
+        """The opener of ``blob``'s key version, if that version may be read."""
+        if len(blob) < HEADER_SIZE or blob[0] != FORMAT_1:
+            return None
+        header = blob[:HEADER_SIZE]
+        found = self._openers.get(header)
+        if found is not None:
+            return found
+        version = int.from_bytes(header[1:], "big")
+        if version == 0:
+            return None
+        try:
+            aead = self.cipher.keys.aead(version, self.cipher.context)
+        except EncmigrateError:
+            return None
+        opener = (aead.decrypt, associated_data(header, self.cipher.context))
+        self._openers[header] = opener
+        return opener
+
+    def lookup_tokens(self, value: Any) -> list[bytes]:
+        """``SearchableCipher.lookup_tokens`` with the readable versions listed once.
+
+        Sorting the keyring's versions costs more than the HMACs; the list
+        cannot change for one keyring object.
+        """
+        cipher = self.cipher
+        if not isinstance(cipher, SearchableCipher):
+            raise TypeError(f"{cipher!r} computes no search tokens")
+        if value is None:
+            return []
+        versions = self._readable
+        if versions is None:
+            versions = self._readable = cipher.keys.readable_versions()
+        token_under = cipher.token_under
+        return [token for v in versions if (token := token_under(value, v)) is not None]
+
+    def __repr__(self) -> str:
+        return f"HotPath({self.cipher!r})"
