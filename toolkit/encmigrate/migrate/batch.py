@@ -83,7 +83,8 @@ def encrypt_batch(
             updates.append(sealed.tokens)
         for row_index, blob in enumerate(sealed.ciphertexts):
             written[row_index] = written[row_index] or blob is not None
-    write_rows(conn, work, keys, updates)
+    ctids = [row[-1] for row in rows] if conn.dialect.name == "postgresql" else None
+    write_rows(conn, work, keys, updates, ctids=ctids)
     result.rows_written = sum(written)
     result.rows_failed = len({(k) for _, k, _ in result.failed_keys})
     if result.failed_keys:
@@ -106,14 +107,18 @@ def write_rows(
     keys: list[Cursor],
     updates: list[list[Any]],
     targets: Sequence[sa.Column[Any]] | None = None,
+    *,
+    ctids: list[Any] | None = None,
 ) -> None:
     """Set ``targets`` (default: every shadow column) of the rows ``keys``, one statement.
 
-    ``updates`` holds one list per target; a None keeps the stored value.
+    ``updates`` holds one list per target; a None keeps the stored value. On
+    PostgreSQL, ``ctids`` (of rows this transaction has locked) replaces the
+    primary-key match with a TID scan.
     """
     columns = list(targets) if targets is not None else _targets(work)
     if conn.dialect.name == "postgresql" and not any(_needs_adapter(c) for c in columns):
-        _write_postgresql(conn, work, keys, updates, columns)
+        _write_postgresql(conn, work, keys, updates, columns, ctids)
     else:
         _write_generic(conn, work, keys, updates, columns)
 
@@ -129,6 +134,7 @@ def _write_postgresql(
     keys: list[Cursor],
     updates: list[list[Any]],
     targets: list[sa.Column[Any]],
+    ctids: list[Any] | None = None,
 ) -> None:
     """``UPDATE … FROM unnest(…)`` with binary parameters: one statement per batch.
 
@@ -143,23 +149,30 @@ def _write_postgresql(
     # did 21.6k rows/s instead of 34.7k (bench/bench_migrate.py, 1,000,000 rows).
     arrays: list[str] = []
     aliases: list[str] = []
-    for i, column in enumerate(work.primary_key):
-        arrays.append(f"%b::{column.type.compile(dialect=dialect)}[]")
-        aliases.append(f"k{i}")
+    if ctids is not None:
+        arrays.append("%b::text[]::tid[]")
+        aliases.append("k0")
+        match = "t.ctid = u.k0"
+        key_params: list[list[Any]] = [ctids]
+    else:
+        for i, column in enumerate(work.primary_key):
+            arrays.append(f"%b::{column.type.compile(dialect=dialect)}[]")
+            aliases.append(f"k{i}")
+        match = " AND ".join(
+            f"t.{quote(column.name)} = u.k{i}" for i, column in enumerate(work.primary_key)
+        )
+        key_params = [[key[i] for key in keys] for i in range(len(work.primary_key))]
     sets: list[str] = []
     for i, column in enumerate(targets):
         arrays.append(f"%b::{column.type.compile(dialect=dialect)}[]")
         aliases.append(f"v{i}")
         sets.append(f"{quote(column.name)} = COALESCE(u.v{i}, t.{quote(column.name)})")
-    match = " AND ".join(
-        f"t.{quote(column.name)} = u.k{i}" for i, column in enumerate(work.primary_key)
-    )
     # Every identifier comes from reflection and is quoted by the dialect; values are parameters.
     sql = (
         f"UPDATE {table} AS t SET {', '.join(sets)} "
         f"FROM unnest({', '.join(arrays)}) AS u({', '.join(aliases)}) WHERE {match}"
     )
-    params = [[key[i] for key in keys] for i in range(len(work.primary_key))] + updates
+    params = key_params + updates
     raw: Any = conn.connection.dbapi_connection  # psycopg.Connection: binary parameters
     with raw.cursor() as cursor:
         cursor.execute(sql, params, binary=True)

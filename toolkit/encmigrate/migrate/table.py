@@ -123,6 +123,11 @@ class TableWork:
         for s in self.shadows:
             assert s.plaintext is not None
             wanted += [s.plaintext, s.ciphertext.is_(None).label(f"_need_{len(wanted)}")]
+        if self.dialect == "postgresql":
+            # The row's physical address: the batch's UPDATE finds each locked row with a
+            # TID scan instead of a primary-key probe. A locked row cannot move (only an
+            # UPDATE makes a new version, and ours is the only one allowed).
+            wanted.append(sa.literal_column("ctid", sa.Text).label("_ctid"))
         query = (
             sa.select(*wanted)
             .where(*self.key_range(lower, upper), self.needs_work())
