@@ -3,7 +3,9 @@
 The public surface is what ``__all__`` lists; everything else is internal.
 """
 
+from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
 
 from encmigrate.api import (
     decrypt_field,
@@ -25,27 +27,6 @@ from encmigrate.errors import (
     RefusedError,
     ValueTypeError,
 )
-from encmigrate.fields import (
-    EncryptedBigInteger,
-    EncryptedBinary,
-    EncryptedBoolean,
-    EncryptedDate,
-    EncryptedDateTime,
-    EncryptedFloat,
-    EncryptedInteger,
-    EncryptedJSON,
-    EncryptedNumeric,
-    EncryptedSearchableBigInteger,
-    EncryptedSearchableBinary,
-    EncryptedSearchableDate,
-    EncryptedSearchableInteger,
-    EncryptedSearchableString,
-    EncryptedSearchableText,
-    EncryptedString,
-    EncryptedText,
-    EncryptedTime,
-    SearchTokenIndex,
-)
 from encmigrate.keys import (
     EnvProvider,
     FileProvider,
@@ -54,6 +35,29 @@ from encmigrate.keys import (
     KeyState,
     verify_audit_log,
 )
+
+if TYPE_CHECKING:
+    from encmigrate.fields import (
+        EncryptedBigInteger,
+        EncryptedBinary,
+        EncryptedBoolean,
+        EncryptedDate,
+        EncryptedDateTime,
+        EncryptedFloat,
+        EncryptedInteger,
+        EncryptedJSON,
+        EncryptedNumeric,
+        EncryptedSearchableBigInteger,
+        EncryptedSearchableBinary,
+        EncryptedSearchableDate,
+        EncryptedSearchableInteger,
+        EncryptedSearchableString,
+        EncryptedSearchableText,
+        EncryptedString,
+        EncryptedText,
+        EncryptedTime,
+        SearchTokenIndex,
+    )
 
 try:
     __version__ = version("encmigrate")
@@ -108,3 +112,35 @@ __all__ = [
     "get_searchable_cipher",
     "verify_audit_log",
 ]
+
+# The column types import SQLAlchemy; they load on first use, so ``import encmigrate``
+# (and the pytest plugin, which every test run of an installing project imports) stays light.
+_FIELDS = frozenset(
+    {
+        "EncryptedBigInteger",
+        "EncryptedBinary",
+        "EncryptedBoolean",
+        "EncryptedDate",
+        "EncryptedDateTime",
+        "EncryptedFloat",
+        "EncryptedInteger",
+        "EncryptedJSON",
+        "EncryptedNumeric",
+        "EncryptedSearchableBigInteger",
+        "EncryptedSearchableBinary",
+        "EncryptedSearchableDate",
+        "EncryptedSearchableInteger",
+        "EncryptedSearchableString",
+        "EncryptedSearchableText",
+        "EncryptedString",
+        "EncryptedText",
+        "EncryptedTime",
+        "SearchTokenIndex",
+    }
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _FIELDS:
+        return getattr(import_module("encmigrate.fields"), name)
+    raise AttributeError(f"module 'encmigrate' has no attribute {name!r}")

@@ -34,6 +34,7 @@ __all__ = [
     "live_holders",
     "new_worker_id",
     "plan_boundaries",
+    "release_chunk",
     "save_progress",
 ]
 
@@ -233,6 +234,30 @@ def save_progress(
         raise LostLeaseError(
             f"chunk {chunk.chunk_id} of {work.name} was taken over by another worker"
         )
+
+
+def release_chunk(
+    conn: sa.Connection, work: TableWork, operation: str, chunk: Chunk, worker: str
+) -> None:
+    """Give an unfinished chunk back (pending, cursor kept) if ``worker`` still holds it."""
+    conn.execute(
+        chunks.update()
+        .where(
+            chunks.c.table_name == work.name,
+            chunks.c.operation == operation,
+            chunks.c.chunk_id == chunk.chunk_id,
+            chunks.c.lease_owner == worker,
+            chunks.c.status == ChunkStatus.RUNNING.value,
+        )
+        .values(
+            status=ChunkStatus.PENDING.value,
+            lease_owner=None,
+            owner_pid=None,
+            owner_backend_start=None,
+            lease_expires_at=None,
+            updated_at=_now(),
+        )
+    )
 
 
 def live_holders(conn: sa.Connection, work: TableWork, operation: str) -> list[dict[str, Any]]:

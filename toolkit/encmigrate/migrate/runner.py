@@ -9,12 +9,13 @@ that locks its rows, writes their shadows and its checkpoint together.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -399,8 +400,7 @@ class _TableRun:
             time.sleep(0.5)
 
     def _work_chunks(self, worker: str) -> None:
-        with self.engine.connect() as conn:
-            connection: list[sa.Connection] = [conn]
+        with self._connection() as connection:
             while not self._halted():
                 chunk = self.opts.retry.run(lambda: self._claim(connection, worker))
                 if chunk is None:
@@ -421,6 +421,15 @@ class _TableRun:
                 chunking.release_chunk(conn, self.work, self.op.name, chunk, worker)
         except sa.exc.SQLAlchemyError:
             logger.warning("could not release chunk %d of %s", chunk.chunk_id, self.work.name)
+
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[list[sa.Connection]]:
+        """A worker's connection slot; the replacement made after a fault is closed too."""
+        connection = [self.engine.connect()]
+        try:
+            yield connection
+        finally:
+            connection[0].close()
 
     def _claim(self, connection: list[sa.Connection], worker: str) -> chunking.Chunk | None:
         conn = self._usable(connection)
@@ -506,8 +515,7 @@ class _TableRun:
     def _pass(self, *, phase: str, commit: bool = True) -> int:
         written = 0
         cursor: Cursor | None = None
-        with self.engine.connect() as conn:
-            connection = [conn]
+        with self._connection() as connection:
             while not self._halted():
                 if not self._take_batch():
                     break
