@@ -107,9 +107,22 @@ class Cluster:
         return f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
 
     def restart(self) -> None:
-        """``pg_ctl restart -m fast``: every session is terminated, the server comes back."""
-        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60",
-                  "-m", "fast", "-o", self._options(), "restart")  # fmt: skip
+        """Stop with ``-m fast`` (every session is terminated), then start again.
+
+        The start is retried a few times: right after a fast stop the port can
+        still be held for a moment on a busy machine. A start that keeps failing
+        reports the end of the server log.
+        """
+        self.stop()
+        for attempt in range(5):
+            try:
+                self.start()
+                return
+            except RuntimeError:
+                if attempt == 4:
+                    tail = self.log.read_text(errors="replace").splitlines()[-5:]
+                    raise RuntimeError("server did not come back: " + " | ".join(tail)) from None
+                time.sleep(0.5 * (attempt + 1))
 
     def stop(self) -> None:
         self._run("pg_ctl", "-D", str(self.data), "-w", "-t", "60", "-m", "fast", "stop")
