@@ -134,13 +134,24 @@ def _claimable(conn: sa.Connection, now: dt.datetime) -> sa.ColumnElement[bool]:
     )
 
 
+_SESSION = "encmigrate.session"
+
+
 def _session(conn: sa.Connection) -> tuple[int | None, dt.datetime | None]:
+    """The database session (backend pid, start time) of ``conn``, asked once per connection.
+
+    Kept in the pool's per-DBAPI-connection ``info``: a reconnected connection
+    is a new session and asks again.
+    """
     if conn.dialect.name != "postgresql":
         return None, None
-    row = conn.exec_driver_sql(
-        "SELECT pid, backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()"
-    ).one()
-    return int(row[0]), row[1]
+    cached = conn.info.get(_SESSION)
+    if cached is None:
+        row = conn.exec_driver_sql(
+            "SELECT pid, backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()"
+        ).one()
+        cached = conn.info[_SESSION] = (int(row[0]), row[1])
+    return cached
 
 
 def claim_chunk(

@@ -507,10 +507,23 @@ class _TableRun:
         in the failures table) do not count as written.
         """
         for _ in range(self.opts.catch_up_passes):
+            if not self._anything_pending():
+                return
             written = self._pass(phase="catch-up")
             self.report.catch_up_rows += written
             if written == 0 or self._halted():
                 return
+
+    def _anything_pending(self) -> bool:
+        """One cheap probe before walking the whole key range again."""
+        probe = (
+            sa.select(sa.literal(1))
+            .select_from(self.work.table)
+            .where(self.op.pending(self.work))
+            .limit(1)
+        )
+        with self.engine.connect() as conn:
+            return conn.execute(probe).first() is not None
 
     def _pass(self, *, phase: str, commit: bool = True) -> int:
         written = 0
