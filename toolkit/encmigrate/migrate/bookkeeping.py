@@ -1,0 +1,206 @@
+"""What a run records in ``encryption_migrations`` and ``encryption_migration_failures``.
+
+The tracking rows say where each column stands; they never hold a value,
+and a database error is recorded by its SQLSTATE and class only, since its
+message can quote the row it failed on.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import Any
+
+import sqlalchemy as sa
+
+from encmigrate.errors import EncmigrateError
+from encmigrate.keys.keyring import Keyring
+from encmigrate.migrate import chunks as chunking
+from encmigrate.migrate.database import sqlstate
+from encmigrate.migrate.rekey import DECRYPT_BACK, ENCRYPT, Operation
+from encmigrate.migrate.report import MigrateOptions
+from encmigrate.migrate.table import TableWork
+from encmigrate.tracking import MigrationStatus, failures, migrations
+
+__all__ = ["error_kind", "mark_failed", "mark_running", "one_line", "record_finish"]
+
+logger = logging.getLogger(__name__)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def mark_running(
+    conn: sa.Connection,
+    work: TableWork,
+    operation: Operation,
+    keyring: Keyring,
+    options: MigrateOptions,
+    rows_total: int,
+) -> None:
+    """The columns' rows at the start of a run (created when missing)."""
+    now = _now()
+    worker = chunking.new_worker_id()
+    if operation is not ENCRYPT:  # rewrap and decrypt-back leave the step's status alone
+        conn.execute(
+            migrations.update()
+            .where(
+                migrations.c.table_name == work.name,
+                migrations.c.column_name.in_(work.column_names),
+            )
+            .values(worker=worker, heartbeat_at=now, updated_at=now)
+        )
+        return
+    for column in work.column_names:
+        key = {"table_name": work.name, "column_name": column}
+        values = {
+            "status": MigrationStatus.RUNNING.value,
+            "key_version": keyring.current,
+            "batch_size": options.batch_size,
+            "rows_total": rows_total,
+            "worker": worker,
+            "heartbeat_at": now,
+            "updated_at": now,
+            "last_error": None,
+        }
+        updated = conn.execute(
+            migrations.update()
+            .where(migrations.c.table_name == work.name, migrations.c.column_name == column)
+            .values(
+                **values,
+                attempts=migrations.c.attempts + 1,
+                started_at=sa.func.coalesce(migrations.c.started_at, now),
+                rows_done=0 if options.restart else migrations.c.rows_done,
+            )
+        )
+        if updated.rowcount == 0:
+            conn.execute(migrations.insert().values(**key, **values, attempts=1, started_at=now))
+
+
+def record_finish(
+    conn: sa.Connection, work: TableWork, operation: Operation, keyring: Keyring
+) -> int:
+    """The columns' rows at the end of a run; returns how many rows still fail."""
+    now = _now()
+    forget_resolved_failures(conn, work, operation)
+    failed_rows: int = conn.execute(
+        sa.select(sa.func.count(sa.distinct(sa.cast(failures.c.primary_key, sa.Text)))).where(
+            failures.c.table_name == work.name,
+            failures.c.column_name.in_(work.column_names),
+        )
+    ).scalar_one()
+    for column in work.column_names:
+        failed = conn.execute(
+            sa.select(sa.func.count())
+            .select_from(failures)
+            .where(failures.c.table_name == work.name, failures.c.column_name == column)
+        ).scalar_one()
+        values = _final_values(operation, keyring, now, failed)
+        if operation is ENCRYPT:
+            values.update(_counts(conn, work, column))
+        conn.execute(
+            migrations.update()
+            .where(migrations.c.table_name == work.name, migrations.c.column_name == column)
+            .values(values)
+        )
+    return failed_rows
+
+
+def forget_resolved_failures(conn: sa.Connection, work: TableWork, operation: Operation) -> None:
+    """Drop failure entries whose row is gone or no longer needs this operation.
+
+    A value fixed by the application and encrypted by a later run must not
+    keep the column "failed" (and the command's exit code 1) forever.
+    """
+    entries = conn.execute(
+        sa.select(failures.c.id, failures.c.primary_key).where(
+            failures.c.table_name == work.name,
+            failures.c.column_name.in_(work.column_names),
+        )
+    ).all()
+    pending = operation.pending(work)
+    resolved = []
+    for entry_id, document in entries:
+        key = work.keys.from_json(document)
+        if key is None:
+            continue
+        match = [c == v for c, v in zip(work.primary_key, key, strict=True)]
+        still = conn.execute(
+            sa.select(sa.literal(1)).select_from(work.table).where(*match, pending)
+        ).first()
+        if still is None:
+            resolved.append(entry_id)
+    if resolved:
+        conn.execute(failures.delete().where(failures.c.id.in_(resolved)))
+
+
+def _counts(conn: sa.Connection, work: TableWork, column: str) -> dict[str, int]:
+    """rows_done / rows_total from the table itself: values encrypted / values to encrypt."""
+    shadow = next(s for s in work.shadows if s.work.plan.column == column)
+    conditions = [shadow.ciphertext.is_not(None)]
+    if shadow.plaintext is not None:
+        conditions.append(shadow.plaintext.is_not(None))
+    done, total = conn.execute(
+        sa.select(
+            sa.func.count(shadow.ciphertext),
+            sa.func.count().filter(sa.or_(*conditions)),
+        ).select_from(work.table)
+    ).one()
+    return {"rows_done": int(done), "rows_total": int(total)}
+
+
+def _final_values(
+    operation: Operation, keyring: Keyring, now: dt.datetime, failed: int
+) -> dict[str, Any]:
+    problem = (
+        f"{failed} rows could not be processed: see encryption_migration_failures"
+        if failed
+        else None
+    )
+    common: dict[str, Any] = {"updated_at": now, "heartbeat_at": now, "last_error": problem}
+    if operation is ENCRYPT:
+        return {
+            **common,
+            "status": MigrationStatus.COMPLETED.value,
+            "rows_failed": failed,
+            "finished_at": now,
+        }
+    if operation is DECRYPT_BACK:  # plaintext and ciphertext both present again
+        return {**common, "status": MigrationStatus.COMPLETED.value, "finished_at": now}
+    return {**common, "key_version": keyring.current}  # rewrap
+
+
+def mark_failed(engine: sa.Engine, work: TableWork, error: BaseException) -> None:
+    """Record a failed run on its columns (best effort: the database may be the problem)."""
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                migrations.update()
+                .where(
+                    migrations.c.table_name == work.name,
+                    migrations.c.column_name.in_(work.column_names),
+                )
+                .values(
+                    status=MigrationStatus.FAILED.value,
+                    last_error=one_line(error)[:2000],
+                    updated_at=_now(),
+                )
+            )
+    except sa.exc.SQLAlchemyError:
+        logger.warning("could not record the failure of %s", work.name)
+
+
+def error_kind(exc: BaseException) -> str:
+    """SQLSTATE and class of a database error, never its message (which can quote values)."""
+    original = getattr(exc, "orig", None) or exc
+    state = sqlstate(exc)
+    kind = type(original).__name__
+    return f"SQLSTATE {state} {kind}" if state else kind
+
+
+def one_line(exc: BaseException) -> str:
+    if isinstance(exc, EncmigrateError):
+        text = str(exc).strip()
+        return text.splitlines()[0] if text else type(exc).__name__
+    return error_kind(exc)

@@ -1,0 +1,405 @@
+"""One run of one operation (encrypt, rewrap, decrypt-back) over one table.
+
+The run goes through the table's chunks with any number of workers (threads
+here, processes elsewhere that ``--join``), then through catch-up passes that
+finish the rows the trigger cleared behind the cursors (rows updated during
+the run) and rows inserted meanwhile. Each batch is one short transaction
+that locks its rows, writes their shadows and its checkpoint together.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Iterator
+
+import sqlalchemy as sa
+
+from encmigrate.errors import DatabaseError, EncmigrateError
+from encmigrate.keys.keyring import Keyring
+from encmigrate.migrate import bookkeeping
+from encmigrate.migrate import chunks as chunking
+from encmigrate.migrate.batch import BatchResult, set_timeouts
+from encmigrate.migrate.keyset import Cursor
+from encmigrate.migrate.rekey import ENCRYPT, Operation
+from encmigrate.migrate.report import MigrateOptions, Progress, ProgressCallback, TableReport
+from encmigrate.migrate.table import TableWork
+
+__all__ = ["TableRun"]
+
+logger = logging.getLogger(__name__)
+
+
+class _Tally:
+    """Counters shared by the workers of one run (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.rows_done = 0
+        self.rows_failed = 0
+        self.batches = 0
+
+    def add(self, result: BatchResult) -> None:
+        with self._lock:
+            self.rows_done += result.rows_written
+            self.rows_failed += result.rows_failed
+            self.batches += 1
+
+
+class TableRun:
+    """One run of one operation over one table: chunks, catch-up, bookkeeping."""
+
+    def __init__(
+        self,
+        engine: sa.Engine,
+        work: TableWork,
+        keyring: Keyring,
+        options: MigrateOptions,
+        progress: ProgressCallback | None,
+        stop: threading.Event,
+        operation: Operation = ENCRYPT,
+    ) -> None:
+        self.op = operation
+        self.engine = engine
+        self.work = work
+        self.keyring = keyring
+        self.opts = options
+        self.progress = progress
+        self.stop = stop
+        self.tally = _Tally()
+        self.report = TableReport(work.name, work.column_names, dry_run=options.dry_run)
+        self.started = time.monotonic()
+        self.batches_left = options.max_batches
+        self._budget_lock = threading.Lock()
+        self.failed_rows: int | None = None  # from the failures table, once the run is done
+
+    # -- the whole run -----------------------------------------------------------
+
+    def run(self) -> TableReport:
+        try:
+            if self.opts.dry_run:
+                self._dry_run()
+            else:
+                self._setup()
+                self._run_chunks()
+                if self.opts.join and self._others_live():
+                    pass  # the run's owner waits for every chunk, then catches up and finishes
+                else:
+                    self._wait_for_other_workers()
+                    if not self._halted():
+                        self._catch_up()
+                    self._finish()
+        except EncmigrateError as exc:
+            self._record_failure(exc)
+            raise
+        except Exception as exc:
+            # The batch write runs on the raw driver cursor (binary parameters), so the
+            # driver's own errors arrive unwrapped by SQLAlchemy: both mean "database error".
+            if not isinstance(exc, sa.exc.SQLAlchemyError | self.engine.dialect.loaded_dbapi.Error):
+                raise
+            error = DatabaseError(
+                f"{self.work.name}: database error after retries ({bookkeeping.error_kind(exc)}); "
+                "progress is saved: fix the cause and run `encmigrate migrate-data` again"
+            )
+            self._record_failure(error)
+            raise error from None
+        self.report.rows_done = self.tally.rows_done
+        self.report.rows_failed = (
+            self.tally.rows_failed if self.failed_rows is None else self.failed_rows
+        )
+        self.report.batches = self.tally.batches
+        self.report.seconds = time.monotonic() - self.started
+        self.report.interrupted = self.stop.is_set()
+        return self.report
+
+    def _halted(self) -> bool:
+        return self.stop.is_set() or self.batches_left == 0
+
+    def _take_batch(self) -> bool:
+        """One unit of the --max-batches budget; False when it is spent."""
+        with self._budget_lock:
+            if self.batches_left is None:
+                return True
+            if self.batches_left <= 0:
+                return False
+            self.batches_left -= 1
+            return True
+
+    def _emit(self, phase: str) -> None:
+        if self.progress is not None:
+            self.progress(
+                Progress(
+                    table=self.work.name,
+                    phase=phase,
+                    rows_done=self.tally.rows_done,
+                    rows_total=self.report.rows_total,
+                    rows_failed=self.tally.rows_failed,
+                    elapsed=time.monotonic() - self.started,
+                )
+            )
+
+    # -- setup -------------------------------------------------------------------
+
+    def _setup(self) -> None:
+        def setup() -> None:
+            with self.engine.begin() as conn:
+                if conn.dialect.name == "postgresql":
+                    # Two invocations starting together must not both create chunks.
+                    conn.execute(
+                        sa.text("SELECT pg_advisory_xact_lock(hashtext(:k))"),
+                        {"k": f"encmigrate:{self.work.name}:{self.op.name}"},
+                    )
+                holders = chunking.live_holders(conn, self.work, self.op.name)
+                if not self.opts.join:
+                    chunking.refuse_second_runner(holders, self.work, self.op.name)
+                counts = chunking.chunk_counts(conn, self.work, self.op.name)
+                open_chunks = counts.get("pending", 0) + counts.get("running", 0)
+                self.report.rows_total = conn.execute(self._count_pending()).scalar_one()
+                if self.opts.restart or (not open_chunks and not self.opts.join):
+                    boundaries = chunking.plan_boundaries(conn, self.work, self._chunk_rows())
+                    chunking.create_chunks(conn, self.work, self.op.name, boundaries)
+                    logger.info("%s: %d chunks", self.work.name, len(boundaries) + 1)
+                bookkeeping.mark_running(
+                    conn, self.work, self.op, self.keyring, self.opts, self.report.rows_total
+                )
+
+        self.opts.retry.run(setup)
+
+    def _count_pending(self) -> sa.Select[int]:
+        return (
+            sa.select(sa.func.count())
+            .select_from(self.work.table)
+            .where(self.op.pending(self.work))
+        )
+
+    def _chunk_rows(self) -> int:
+        return max(self.opts.rows_per_chunk, self.opts.batch_size * 10)
+
+    def _run_chunks(self) -> None:
+        count = max(1, self.opts.workers if self.engine.dialect.name == "postgresql" else 1)
+        errors: list[BaseException] = []
+
+        def worker(index: int) -> None:
+            try:
+                self._work_chunks(chunking.new_worker_id(index))
+            except BaseException as exc:  # reported by the caller after join
+                errors.append(exc)
+                self.stop.set()
+
+        if count == 1:
+            worker(0)
+        else:
+            threads = [
+                threading.Thread(target=worker, args=(i,), daemon=True) for i in range(count)
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        if errors:
+            raise errors[0]
+
+    def _others_live(self) -> bool:
+        with self.engine.connect() as conn:
+            return bool(chunking.live_holders(conn, self.work, self.op.name))
+
+    def _wait_for_other_workers(self) -> None:
+        """Joined workers elsewhere may still hold chunks: wait, reclaiming dead ones."""
+        while not self._halted():
+            with self.engine.connect() as conn:
+                counts = chunking.chunk_counts(conn, self.work, self.op.name)
+            if not counts.get("pending", 0) and not counts.get("running", 0):
+                return
+            self._work_chunks(chunking.new_worker_id(99))
+            time.sleep(0.5)
+
+    def _work_chunks(self, worker: str) -> None:
+        with self._connection() as connection:
+            while not self._halted():
+                chunk = self.opts.retry.run(lambda: self._claim(connection, worker))
+                if chunk is None:
+                    return
+                try:
+                    self._work_chunk(connection, worker, chunk)
+                except chunking.LostLeaseError as lost:
+                    logger.warning("%s", lost)
+                finally:
+                    # A chunk left unfinished (error, stop, --max-batches) goes back to pending:
+                    # the session that claimed it may live on in the pool, and a resume from
+                    # this same process would otherwise be refused until the lease expires.
+                    self._release(chunk, worker)
+
+    def _release(self, chunk: chunking.Chunk, worker: str) -> None:
+        try:
+            with self.engine.begin() as conn:
+                chunking.release_chunk(conn, self.work, self.op.name, chunk, worker)
+        except sa.exc.SQLAlchemyError:
+            logger.warning("could not release chunk %d of %s", chunk.chunk_id, self.work.name)
+
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[list[sa.Connection]]:
+        """A worker's connection slot; the replacement made after a fault is closed too."""
+        connection = [self.engine.connect()]
+        try:
+            yield connection
+        finally:
+            connection[0].close()
+
+    def _claim(self, connection: list[sa.Connection], worker: str) -> chunking.Chunk | None:
+        conn = self._usable(connection)
+        with conn.begin():
+            return chunking.claim_chunk(
+                conn, self.work, self.op.name, worker, self.opts.lease_seconds
+            )
+
+    def _usable(self, connection: list[sa.Connection]) -> sa.Connection:
+        """The worker's connection, replaced when a fault invalidated it."""
+        conn = connection[0]
+        if conn.invalidated or conn.closed:
+            conn.close()
+            connection[0] = self.engine.connect()
+        return connection[0]
+
+    def _work_chunk(
+        self, connection: list[sa.Connection], worker: str, chunk: chunking.Chunk
+    ) -> None:
+        cursor = chunk.start
+        while not self.stop.is_set():
+            if not self._take_batch():
+                return
+            start = cursor
+
+            def one_batch(start: Cursor | None = start) -> BatchResult:
+                conn = self._usable(connection)
+                try:
+                    with conn.begin():
+                        set_timeouts(
+                            conn, self.opts.lock_timeout_ms, self.opts.statement_timeout_ms
+                        )
+                        result = self.op.batch(
+                            conn, self.work, start, chunk.upper, self.opts.batch_size
+                        )
+                        finished = result.rows_read < self.opts.batch_size
+                        chunking.save_progress(
+                            conn,
+                            self.work,
+                            self.op.name,
+                            chunk,
+                            worker,
+                            cursor=result.last_key,
+                            rows_done=result.rows_written,
+                            rows_failed=result.rows_failed,
+                            finished=finished,
+                            lease_seconds=self.opts.lease_seconds,
+                        )
+                        return result
+                except sa.exc.DBAPIError:
+                    if conn.invalidated:
+                        connection[0] = self.engine.connect()
+                    raise
+
+            result = self.opts.retry.run(one_batch)
+            self.tally.add(result)
+            self._emit("chunks")
+            if result.rows_read < self.opts.batch_size:
+                return
+            cursor = result.last_key
+            self._pause()
+
+    def _pause(self) -> None:
+        if self.opts.sleep_ms:
+            self.stop.wait(self.opts.sleep_ms / 1000)
+
+    # -- catch-up ------------------------------------------------------------------
+
+    def _catch_up(self) -> None:
+        """Passes over the whole table for rows changed or inserted behind the cursors.
+
+        The trigger cleared the shadows of every row whose plaintext changed
+        after its batch, so "plaintext set, ciphertext NULL" finds them all.
+        A pass that writes nothing ends it; rows that keep failing (already
+        in the failures table) do not count as written.
+        """
+        for _ in range(self.opts.catch_up_passes):
+            if not self._anything_pending():
+                return
+            written = self._pass(phase="catch-up")
+            self.report.catch_up_rows += written
+            if written == 0 or self._halted():
+                return
+
+    def _anything_pending(self) -> bool:
+        """One cheap probe before walking the whole key range again."""
+        probe = (
+            sa.select(sa.literal(1))
+            .select_from(self.work.table)
+            .where(self.op.pending(self.work))
+            .limit(1)
+        )
+        with self.engine.connect() as conn:
+            return conn.execute(probe).first() is not None
+
+    def _pass(self, *, phase: str, commit: bool = True) -> int:
+        written = 0
+        cursor: Cursor | None = None
+        with self._connection() as connection:
+            while not self._halted():
+                if not self._take_batch():
+                    break
+                start = cursor
+
+                def one_batch(start: Cursor | None = start) -> BatchResult:
+                    conn = self._usable(connection)
+                    transaction = conn.begin()
+                    try:
+                        set_timeouts(
+                            conn, self.opts.lock_timeout_ms, self.opts.statement_timeout_ms
+                        )
+                        result = self.op.batch(conn, self.work, start, None, self.opts.batch_size)
+                    except BaseException:
+                        transaction.rollback()
+                        raise
+                    if commit:
+                        transaction.commit()
+                    else:
+                        transaction.rollback()
+                    return result
+
+                result = self.opts.retry.run(one_batch)
+                if result.rows_read:
+                    self.tally.add(result)
+                    written += result.rows_written
+                    self._emit(phase)
+                if result.rows_read < self.opts.batch_size:
+                    break
+                cursor = result.last_key
+                self._pause()
+        return written
+
+    # -- dry run -------------------------------------------------------------------
+
+    def _dry_run(self) -> None:
+        """Every batch for real, each rolled back: nothing changes, the rate is measured."""
+        with self.engine.connect() as conn:
+            self.report.rows_total = conn.execute(self._count_pending()).scalar_one()
+        self._pass(phase="dry-run", commit=False)
+
+    # -- bookkeeping ----------------------------------------------------------------
+
+    def _finish(self) -> None:
+        if self._halted():
+            self._emit("interrupted" if self.stop.is_set() else "paused")
+            return
+
+        def finish() -> None:
+            with self.engine.begin() as conn:
+                self.failed_rows = bookkeeping.record_finish(conn, self.work, self.op, self.keyring)
+
+        self.opts.retry.run(finish)
+        self._emit("done")
+
+    def _record_failure(self, error: BaseException) -> None:
+        if not self.opts.dry_run:
+            bookkeeping.mark_failed(self.engine, self.work, error)
