@@ -342,12 +342,6 @@ def test_a_plan_naming_a_statement_as_a_table_is_refused(pg_url: str, tmp_path: 
     engine.dispose()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug (reported to the lead): a JSON 'null' plaintext reads as None in Python, "
-    "so the migrator writes no ciphertext and verify counts it as both-NULL, while SQL sees "
-    "NOT NULL and the drop's check refuses forever",
-)
 def test_json_null_plaintext_does_not_block_the_drop(pg_url: str, prepare: Prepare) -> None:
     migration = prepare(pg_url, 100)
     migration.execute("UPDATE customers SET profile = 'null'::json WHERE id IN (5, 6, 7)")

@@ -31,7 +31,7 @@ from typing import Any
 
 from encmigrate.errors import ValueTypeError
 
-__all__ = ["CODECS", "TYPE_NAMES", "Codec", "codec_for"]
+__all__ = ["CODECS", "JSON_NULL", "TYPE_NAMES", "Codec", "codec_for"]
 
 _FLOAT = struct.Struct(">d")
 
@@ -165,7 +165,25 @@ def _decode_binary(data: bytes) -> bytes:
     return bytes(data)
 
 
+class _JsonNull:
+    """A JSON ``null`` stored in a column (not SQL NULL): encrypted as the text ``null``.
+
+    Python reads both as None, so the migrator hands this marker over when the
+    column's text says ``null``; decrypting gives None back.
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "JSON_NULL"
+
+
+JSON_NULL: Any = _JsonNull()
+
+
 def _encode_json(value: Any) -> bytes:
+    if value is JSON_NULL:
+        return b"null"
     if value is None or not isinstance(value, dict | list | str | int | float):
         raise _refuse("json", "a JSON value (dict, list, str, number, bool)", value)
     try:

@@ -195,7 +195,9 @@ def _write_generic(
         )
         .values(
             {
-                column.name: sa.func.coalesce(sa.bindparam(f"_v{i}", type_=column.type), column)
+                column.name: sa.func.coalesce(
+                    sa.bindparam(f"_v{i}", type_=_bind_type(column)), column
+                )
                 for i, column in enumerate(targets)
             }
         )
@@ -229,3 +231,14 @@ def record_failures(
                     table_name=work.name, column_name=column, primary_key=document, reason=reason
                 )
             )
+
+
+def _bind_type(column: sa.Column[Any]) -> Any:
+    """The column's type for binding; None must stay SQL NULL ("keep the stored value").
+
+    SQLAlchemy's JSON type writes Python None as a JSON ``null`` unless told
+    otherwise; a JSON null to store is passed as ``sa.JSON.NULL``.
+    """
+    if isinstance(column.type, sa.JSON):
+        return sa.JSON(none_as_null=True)
+    return column.type

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from encmigrate.crypto.cipher import FieldCipher
-from encmigrate.crypto.codecs import codec_for
+from encmigrate.crypto.codecs import JSON_NULL, codec_for
 from encmigrate.crypto.envelope import envelope_to_text
 from encmigrate.crypto.search import SearchableCipher
 from encmigrate.errors import ValueTypeError
@@ -91,7 +91,10 @@ def _parsed(parse: Callable[[str], Any], kind: type) -> Callable[[Any], Any]:
 
 
 def _to_json(value: Any) -> Any:
-    return json.loads(value) if isinstance(value, str) else value
+    if not isinstance(value, str):
+        return value
+    parsed = json.loads(value)
+    return JSON_NULL if parsed is None else parsed  # a stored JSON null is a value
 
 
 def _to_binary(value: Any) -> Any:

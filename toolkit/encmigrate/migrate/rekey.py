@@ -25,6 +25,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from encmigrate.crypto.codecs import JSON_NULL
 from encmigrate.crypto.envelope import envelope_from_text, header_bytes
 from encmigrate.errors import ConfigError, DecryptionError
 from encmigrate.migrate.batch import BatchResult, encrypt_batch, record_failures, write_rows
@@ -134,6 +135,11 @@ class _Writes:
             self.result.failed_keys.append(
                 (shadow.work.plan.column, self.keys[row_index], "cannot decrypt the stored value")
             )
+        if shadow.work.plan.type == "json":  # an encrypted JSON null decrypts to None
+            values = [
+                JSON_NULL if v is None and b is not None and i not in failed else v
+                for i, (v, b) in enumerate(zip(values, blobs, strict=True))
+            ]
         return values
 
     def set(self, column: sa.Column[Any], values: list[Any]) -> None:
@@ -241,6 +247,8 @@ def _for_column(value: Any, column: sa.Column[Any]) -> Any:
     """A decrypted value in the form its (re-added) plaintext column stores."""
     if value is None:
         return None
+    if value is JSON_NULL:
+        return sa.JSON.NULL if isinstance(column.type, sa.JSON) else "null"
     if isinstance(column.type, sa.String) and not isinstance(value, str):
         if isinstance(value, dt.date | dt.time):
             return value.isoformat()

@@ -122,7 +122,7 @@ class TableWork:
         wanted: list[Any] = list(self.primary_key)
         for s in self.shadows:
             assert s.plaintext is not None
-            wanted += [s.plaintext, s.ciphertext.is_(None).label(f"_need_{len(wanted)}")]
+            wanted += [_as_read(s), s.ciphertext.is_(None).label(f"_need_{len(wanted)}")]
         if self.dialect == "postgresql":
             # The row's physical address: the batch's UPDATE finds each locked row with a
             # TID scan instead of a primary-key probe. A locked row cannot move (only an
@@ -142,3 +142,12 @@ class TableWork:
 
     def count_pending(self) -> sa.Select[Any]:
         return sa.select(sa.func.count()).select_from(self.table).where(self.needs_work())
+
+
+def _as_read(shadow: ShadowColumns) -> Any:
+    """The plaintext as the batch reads it: json as its text, so a stored JSON null
+    (which the driver would turn into None, like SQL NULL) stays a value."""
+    assert shadow.plaintext is not None
+    if shadow.work.plan.type == "json":
+        return sa.cast(shadow.plaintext, sa.Text)
+    return shadow.plaintext

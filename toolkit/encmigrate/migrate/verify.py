@@ -18,6 +18,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from encmigrate.crypto.codecs import JSON_NULL
 from encmigrate.crypto.envelope import envelope_from_text
 from encmigrate.errors import DecryptionError
 from encmigrate.keys.keyring import Keyring
@@ -190,6 +191,8 @@ def _check(
             continue
         try:
             expected = shadow.work.coerce(plain)
+            if expected is JSON_NULL:  # a stored JSON null decrypts to None
+                expected = None
         except (ValueError, TypeError, ArithmeticError):
             expected = _Never()
         if value != expected:
