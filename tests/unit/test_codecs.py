@@ -275,3 +275,16 @@ def test_a_float_too_large_for_binary64_is_refused() -> None:
 def test_boolean_decoding_accepts_only_one_byte_zero_or_one(payload: bytes) -> None:
     with pytest.raises(ValueError, match="0x00 or 0x01"):
         codec_for("boolean").decode(payload)
+
+
+@pytest.mark.parametrize("type_name", ["datetime", "time"])
+def test_a_sub_second_utc_offset_is_refused_since_it_would_not_round_trip(type_name: str) -> None:
+    odd = dt.timezone(dt.timedelta(microseconds=1))
+    value = (
+        dt.datetime(2020, 1, 1, tzinfo=odd) if type_name == "datetime" else dt.time(0, tzinfo=odd)
+    )
+    with pytest.raises(ValueTypeError, match="whole number of seconds"):
+        CODECS[type_name].encode(value)
+    lmt = dt.timezone(dt.timedelta(seconds=561))  # Dublin mean time: seconds are fine
+    fine = value.replace(tzinfo=lmt)
+    assert CODECS[type_name].decode(CODECS[type_name].encode(fine)) == fine

@@ -32,10 +32,10 @@ ROTATED = RING.rotated()  # version 1 retired, version 2 current: reads both
 
 # -- a strategy per type ------------------------------------------------------------------
 
-FIXED_OFFSETS = st.timedeltas(
-    min_value=-dt.timedelta(hours=23, minutes=59, seconds=59),
-    max_value=dt.timedelta(hours=23, minutes=59, seconds=59),
-).map(dt.timezone)
+# Whole seconds: the codecs refuse sub-second offsets (test_codecs.py), which no zone has.
+FIXED_OFFSETS = st.integers(min_value=-86_399, max_value=86_399).map(
+    lambda seconds: dt.timezone(dt.timedelta(seconds=seconds))
+)
 # Named zones are kept as their offset only; the wall time and the offset must survive.
 DATETIME_ZONES = st.none() | FIXED_OFFSETS | st.timezones()
 JSON_LEAVES = (

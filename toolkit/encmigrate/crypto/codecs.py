@@ -135,9 +135,21 @@ def _decode_date(data: bytes) -> dt.date:
     return dt.date.fromisoformat(data.decode("ascii"))
 
 
+def _whole_second_offset(type_name: str, value: dt.datetime | dt.time) -> None:
+    """Refuse a UTC offset with a fraction of a second.
+
+    No real zone has one, and ``fromisoformat`` reads some of them back wrong
+    (``+00:00:00.000001`` comes back as UTC), so they could not round-trip.
+    """
+    offset = value.utcoffset()
+    if offset is not None and offset.microseconds:
+        raise ValueTypeError(f"{type_name} field: a UTC offset must be a whole number of seconds")
+
+
 def _encode_datetime(value: Any) -> bytes:
     if not isinstance(value, dt.datetime):
         raise _refuse("datetime", "datetime.datetime", value)
+    _whole_second_offset("datetime", value)
     return value.isoformat().encode("ascii")
 
 
@@ -148,6 +160,7 @@ def _decode_datetime(data: bytes) -> dt.datetime:
 def _encode_time(value: Any) -> bytes:
     if not isinstance(value, dt.time):
         raise _refuse("time", "datetime.time", value)
+    _whole_second_offset("time", value)
     return value.isoformat().encode("ascii")
 
 
