@@ -189,3 +189,13 @@ def test_batch_decrypt_of_text_envelopes_and_bad_text() -> None:
     assert cipher.batch_decrypt(texts) == ["x", None, "y"]
     with pytest.raises(DecryptionError, match="not an encmigrate envelope"):
         cipher.batch_decrypt([texts[0], "%%%"])
+
+
+def test_lazily_exported_column_types_are_listed_consistently() -> None:
+    import encmigrate.fields
+
+    lazy = encmigrate._FIELDS
+    assert lazy <= set(encmigrate.fields.__all__)
+    assert lazy <= set(encmigrate.__all__)
+    for name in lazy:
+        assert getattr(encmigrate, name) is getattr(encmigrate.fields, name)

@@ -186,12 +186,16 @@ def _render_drop(autogen_context: AutogenContext, op: DropShadowTriggerOp) -> st
 # --- search-token indexes ---------------------------------------------------------------------
 
 
-@Operations.register_operation("create_search_index")
-class CreateSearchIndexOp(MigrateOperation):
-    """Index a search-token column; ``CREATE INDEX CONCURRENTLY`` on PostgreSQL."""
+class _SearchIndexOp(MigrateOperation):
+    """The arguments both index operations carry, so each can ``reverse()`` into the other."""
 
     def __init__(self, index: str, table: str, column: str, *, schema: str | None = None) -> None:
         self.index, self.table, self.column, self.schema = index, table, column, schema
+
+
+@Operations.register_operation("create_search_index")
+class CreateSearchIndexOp(_SearchIndexOp):
+    """Index a search-token column; ``CREATE INDEX CONCURRENTLY`` on PostgreSQL."""
 
     @classmethod
     def create_search_index(
@@ -211,11 +215,8 @@ class CreateSearchIndexOp(MigrateOperation):
 
 
 @Operations.register_operation("drop_search_index")
-class DropSearchIndexOp(MigrateOperation):
+class DropSearchIndexOp(_SearchIndexOp):
     """Drop a search-token index; ``DROP INDEX CONCURRENTLY`` on PostgreSQL."""
-
-    def __init__(self, index: str, table: str, column: str, *, schema: str | None = None) -> None:
-        self.index, self.table, self.column, self.schema = index, table, column, schema
 
     @classmethod
     def drop_search_index(
@@ -279,9 +280,8 @@ def _view_pairs(columns: Sequence[Sequence[str]]) -> list[tuple[str, str]]:
     return [(str(name), str(source)) for name, source in columns]
 
 
-@Operations.register_operation("create_secure_view")
-class CreateSecureViewOp(MigrateOperation):
-    """``CREATE VIEW view AS SELECT source AS name, ... FROM table``."""
+class _SecureViewOp(MigrateOperation):
+    """The arguments both view operations carry, so each can ``reverse()`` into the other."""
 
     def __init__(
         self,
@@ -293,6 +293,11 @@ class CreateSecureViewOp(MigrateOperation):
     ) -> None:
         self.view, self.table, self.schema = view, table, schema
         self.columns = _view_pairs(columns)
+
+
+@Operations.register_operation("create_secure_view")
+class CreateSecureViewOp(_SecureViewOp):
+    """``CREATE VIEW view AS SELECT source AS name, ... FROM table``."""
 
     @classmethod
     def create_secure_view(
@@ -312,19 +317,8 @@ class CreateSecureViewOp(MigrateOperation):
 
 
 @Operations.register_operation("drop_secure_view")
-class DropSecureViewOp(MigrateOperation):
+class DropSecureViewOp(_SecureViewOp):
     """``DROP VIEW view``."""
-
-    def __init__(
-        self,
-        view: str,
-        table: str,
-        columns: Sequence[Sequence[str]],
-        *,
-        schema: str | None = None,
-    ) -> None:
-        self.view, self.table, self.schema = view, table, schema
-        self.columns = _view_pairs(columns)
 
     @classmethod
     def drop_secure_view(
