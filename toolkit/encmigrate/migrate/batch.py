@@ -14,11 +14,20 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from encmigrate.migrate import pgarrays
 from encmigrate.migrate.keyset import Cursor
-from encmigrate.migrate.table import TableWork
+from encmigrate.migrate.table import ShadowColumns, TableWork
 from encmigrate.tracking import failures
 
-__all__ = ["BatchResult", "encrypt_batch", "record_failures", "set_timeouts", "write_rows"]
+__all__ = [
+    "BatchResult",
+    "PreparedBatch",
+    "encrypt_batch",
+    "prepare_encrypt",
+    "record_failures",
+    "set_timeouts",
+    "write_rows",
+]
 
 
 @dataclass(slots=True)
@@ -51,6 +60,78 @@ def set_timeouts(conn: sa.Connection, lock_timeout_ms: int, statement_timeout_ms
         )
 
 
+class PreparedBatch:
+    """One batch read (its rows locked by the open transaction) and computed, not yet written.
+
+    The migrator's pipeline writes batch N on one connection while it reads and
+    encrypts batch N + 1 on another: everything a batch needs between those two
+    moments lives here.
+    """
+
+    def __init__(self, work: TableWork, rows: Sequence[Any], *, ctids: list[Any] | None = None):
+        self.work = work
+        self.width = len(work.primary_key)
+        self.keys: list[Cursor] = [tuple(row[: self.width]) for row in rows]
+        self.ctids = ctids
+        self.result = BatchResult(rows_read=len(rows), last_key=self.keys[-1] if rows else None)
+        self.targets: list[sa.Column[Any]] = []
+        self.updates: list[list[Any]] = []
+        self.written = [False] * len(rows)
+
+    def fail(self, column: str, row_index: int, reason: str) -> None:
+        self.result.failed_keys.append((column, self.keys[row_index], reason))
+
+    def set(self, column: sa.Column[Any], values: list[Any]) -> None:
+        """Write ``values`` to ``column``; a None keeps the stored value."""
+        self.targets.append(column)
+        self.updates.append(values)
+
+    def seal(self, shadow: ShadowColumns, values: list[Any]) -> None:
+        """A fresh ciphertext (and token) of each value; None keeps the stored one.
+
+        A value that does not fit the column's type is recorded as failed.
+        """
+        sealed = shadow.work.seal(values)
+        for row_index, reason in sealed.failures.items():
+            self.fail(shadow.work.plan.column, row_index, reason)
+        self.set(shadow.ciphertext, sealed.ciphertexts)
+        if shadow.search is not None:
+            self.set(shadow.search, sealed.tokens or [None] * len(values))
+        for row_index, blob in enumerate(sealed.ciphertexts):
+            self.written[row_index] = self.written[row_index] or blob is not None
+
+    def write(self, conn: sa.Connection) -> BatchResult:
+        """One statement for every target column, then the failures; in the caller's transaction."""
+        if self.keys:
+            write_rows(conn, self.work, self.keys, self.updates, self.targets, ctids=self.ctids)
+        self.result.rows_written = sum(self.written)
+        self.result.rows_failed = len({key for _, key, _ in self.result.failed_keys})
+        if self.result.failed_keys:
+            record_failures(conn, self.work, self.result.failed_keys)
+        return self.result
+
+
+def prepare_encrypt(
+    conn: sa.Connection,
+    work: TableWork,
+    lower: Cursor | None,
+    upper: Cursor | None,
+    limit: int,
+) -> PreparedBatch:
+    """Lock and encrypt the next ``limit`` rows after ``lower`` (up to ``upper``) that need it."""
+    rows = conn.execute(work.select_pending(lower, upper, limit, lock=True)).all()
+    ctids = [row[-1] for row in rows] if conn.dialect.name == "postgresql" else None
+    batch = PreparedBatch(work, rows, ctids=ctids)
+    width = batch.width
+    for index, shadow in enumerate(work.shadows):
+        plain = [row[width + 2 * index] for row in rows]
+        needed = [row[width + 2 * index + 1] for row in rows]
+        # A column that already has its ciphertext (written by the application) is left as
+        # it is: None here keeps the stored value (COALESCE in the UPDATE).
+        batch.seal(shadow, [p if need else None for p, need in zip(plain, needed, strict=True)])
+    return batch
+
+
 def encrypt_batch(
     conn: sa.Connection,
     work: TableWork,
@@ -59,46 +140,7 @@ def encrypt_batch(
     limit: int,
 ) -> BatchResult:
     """Encrypt the next ``limit`` rows after ``lower`` (up to ``upper``) that need it."""
-    rows = conn.execute(work.select_pending(lower, upper, limit, lock=True)).all()
-    result = BatchResult(rows_read=len(rows))
-    if not rows:
-        return result
-    width = len(work.primary_key)
-    keys = [tuple(row[:width]) for row in rows]
-    result.last_key = keys[-1]
-    updates: list[list[Any]] = []  # per shadow column: ciphertexts, then tokens when searchable
-    written = [False] * len(rows)
-    for index, shadow in enumerate(work.shadows):
-        plain = [row[width + 2 * index] for row in rows]
-        needed = [row[width + 2 * index + 1] for row in rows]
-        # A column that already has its ciphertext (written by the application) is left as
-        # it is: None here keeps the stored value (COALESCE in the UPDATE).
-        values = [p if need else None for p, need in zip(plain, needed, strict=True)]
-        sealed = shadow.work.seal(values)
-        for row_index, reason in sealed.failures.items():
-            result.failed_keys.append((shadow.work.plan.column, keys[row_index], reason))
-        updates.append(sealed.ciphertexts)
-        if shadow.search is not None:
-            assert sealed.tokens is not None
-            updates.append(sealed.tokens)
-        for row_index, blob in enumerate(sealed.ciphertexts):
-            written[row_index] = written[row_index] or blob is not None
-    ctids = [row[-1] for row in rows] if conn.dialect.name == "postgresql" else None
-    write_rows(conn, work, keys, updates, ctids=ctids)
-    result.rows_written = sum(written)
-    result.rows_failed = len({(k) for _, k, _ in result.failed_keys})
-    if result.failed_keys:
-        record_failures(conn, work, result.failed_keys)
-    return result
-
-
-def _targets(work: TableWork) -> list[sa.Column[Any]]:
-    targets: list[sa.Column[Any]] = []
-    for shadow in work.shadows:
-        targets.append(shadow.ciphertext)
-        if shadow.search is not None:
-            targets.append(shadow.search)
-    return targets
+    return prepare_encrypt(conn, work, lower, upper, limit).write(conn)
 
 
 def write_rows(
@@ -106,17 +148,17 @@ def write_rows(
     work: TableWork,
     keys: list[Cursor],
     updates: list[list[Any]],
-    targets: Sequence[sa.Column[Any]] | None = None,
+    targets: Sequence[sa.Column[Any]],
     *,
     ctids: list[Any] | None = None,
 ) -> None:
-    """Set ``targets`` (default: every shadow column) of the rows ``keys``, one statement.
+    """Set ``targets`` of the rows ``keys``, one statement.
 
     ``updates`` holds one list per target; a None keeps the stored value. On
     PostgreSQL, ``ctids`` (of rows this transaction has locked) replaces the
     primary-key match with a TID scan.
     """
-    columns = list(targets) if targets is not None else _targets(work)
+    columns = list(targets)
     if conn.dialect.name == "postgresql" and not any(_needs_adapter(c) for c in columns):
         _write_postgresql(conn, work, keys, updates, columns, ctids)
     else:
@@ -153,7 +195,7 @@ def _write_postgresql(
         arrays.append("%b::text[]::tid[]")
         aliases.append("k0")
         match = "t.ctid = u.k0"
-        key_params: list[list[Any]] = [ctids]
+        key_params: list[list[Any]] = [pgarrays.TextArray(ctids)]
     else:
         for i, column in enumerate(work.primary_key):
             arrays.append(f"%b::{column.type.compile(dialect=dialect)}[]")
@@ -172,10 +214,28 @@ def _write_postgresql(
         f"UPDATE {table} AS t SET {', '.join(sets)} "
         f"FROM unnest({', '.join(arrays)}) AS u({', '.join(aliases)}) WHERE {match}"
     )
-    params = key_params + updates
+    params = key_params + [_array(c, v) for c, v in zip(targets, updates, strict=True)]
     raw: Any = conn.connection.dbapi_connection  # psycopg.Connection: binary parameters
+    if not conn.info.get(_ARRAYS):
+        pgarrays.register(raw.adapters)
+        conn.info[_ARRAYS] = True
     with raw.cursor() as cursor:
         cursor.execute(sql, params, binary=True)
+
+
+_ARRAYS = "encmigrate.pgarrays"
+
+
+def _array(column: sa.Column[Any], values: list[Any]) -> list[Any]:
+    """Bytes and text arrays take the fast binary framing; anything else psycopg's own."""
+    if isinstance(column.type, sa.LargeBinary) and all(
+        v is None or type(v) is bytes for v in values
+    ):
+        return pgarrays.ByteaArray(values)
+    text = isinstance(column.type, sa.String) and not isinstance(column.type, sa.Enum)
+    if text and all(v is None or type(v) is str for v in values):
+        return pgarrays.TextArray(values)
+    return values
 
 
 def _write_generic(

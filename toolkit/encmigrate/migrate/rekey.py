@@ -28,30 +28,45 @@ import sqlalchemy as sa
 from encmigrate.crypto.codecs import JSON_NULL
 from encmigrate.crypto.envelope import envelope_from_text, header_bytes
 from encmigrate.errors import ConfigError, DecryptionError
-from encmigrate.migrate.batch import BatchResult, encrypt_batch, record_failures, write_rows
+from encmigrate.migrate.batch import BatchResult, PreparedBatch, prepare_encrypt
 from encmigrate.migrate.keyset import Cursor
 from encmigrate.migrate.table import ShadowColumns, TableWork
 
 __all__ = ["DECRYPT_BACK", "ENCRYPT", "Operation", "rewrap_operation"]
 
-Batch = Callable[[sa.Connection, TableWork, Cursor | None, Cursor | None, int], BatchResult]
+Prepare = Callable[[sa.Connection, TableWork, Cursor | None, Cursor | None, int], PreparedBatch]
 
 
 @dataclass(frozen=True, slots=True)
 class Operation:
-    """What a run does: its name (chunk bookkeeping), which rows need it, one batch of it."""
+    """What a run does: its name (chunk bookkeeping), which rows need it, one batch of it.
+
+    ``prepare`` locks a batch's rows and computes their new values in the
+    caller's transaction; the batch's ``write`` stores them.
+    """
 
     name: str
     pending: Callable[[TableWork], sa.ColumnElement[bool]]
-    batch: Batch
+    prepare: Prepare
     needs_plaintext: bool = True
+
+    def batch(
+        self,
+        conn: sa.Connection,
+        work: TableWork,
+        lower: Cursor | None,
+        upper: Cursor | None,
+        limit: int,
+    ) -> BatchResult:
+        """One whole batch in the caller's transaction: prepare, then write."""
+        return self.prepare(conn, work, lower, upper, limit).write(conn)
 
 
 def _encrypt_pending(work: TableWork) -> sa.ColumnElement[bool]:
     return work.needs_work()
 
 
-ENCRYPT = Operation("encrypt", _encrypt_pending, encrypt_batch)
+ENCRYPT = Operation("encrypt", _encrypt_pending, prepare_encrypt)
 
 
 # -- rewrap --------------------------------------------------------------------
@@ -63,12 +78,12 @@ def rewrap_operation(current: int, from_version: int | None = None) -> Operation
     def pending(work: TableWork) -> sa.ColumnElement[bool]:
         return sa.or_(*(_stale(s, current, from_version) for s in work.shadows))
 
-    def batch(
+    def prepare(
         conn: sa.Connection, work: TableWork, lower: Cursor | None, upper: Cursor | None, limit: int
-    ) -> BatchResult:
-        return _rewrap_batch(conn, work, lower, upper, limit, pending(work), from_version)
+    ) -> PreparedBatch:
+        return _prepare_rewrap(conn, work, lower, upper, limit, pending(work), from_version)
 
-    return Operation("rewrap", pending, batch, needs_plaintext=False)
+    return Operation("rewrap", pending, prepare, needs_plaintext=False)
 
 
 def _stale(shadow: ShadowColumns, current: int, from_version: int | None) -> sa.ColumnElement[bool]:
@@ -89,7 +104,7 @@ def _version_of(blob: Any) -> int | None:
     return int.from_bytes(bytes(raw[1:5]), "big")
 
 
-def _rewrap_batch(
+def _prepare_rewrap(
     conn: sa.Connection,
     work: TableWork,
     lower: Cursor | None,
@@ -97,12 +112,12 @@ def _rewrap_batch(
     limit: int,
     pending: sa.ColumnElement[bool],
     from_version: int | None,
-) -> BatchResult:
+) -> PreparedBatch:
     selected = [*work.primary_key, *(s.ciphertext for s in work.shadows)]
     rows = _locked_rows(conn, work, selected, pending, lower, upper, limit)
-    batch = _Writes(work, rows)
+    batch = PreparedBatch(work, rows)
     if not rows:
-        return batch.result
+        return batch
     current = work.shadows[0].work.cipher.keys.current_version if work.shadows else 0
     for index, shadow in enumerate(work.shadows):
         blobs = [row[batch.width + index] for row in rows]
@@ -111,57 +126,23 @@ def _rewrap_batch(
             and (_version_of(b) == from_version if from_version else _version_of(b) != current)
             for b in blobs
         ]
-        values = batch.open(shadow, [b if w else None for b, w in zip(blobs, wanted, strict=True)])
+        chosen = [b if w else None for b, w in zip(blobs, wanted, strict=True)]
+        values = _open_values(batch, shadow, chosen)
         batch.seal(shadow, values)
-    return batch.write(conn)
+    return batch
 
 
-class _Writes:
-    """The new values of one batch, per target column, and its outcome."""
-
-    def __init__(self, work: TableWork, rows: list[Any]) -> None:
-        self.work = work
-        self.width = len(work.primary_key)
-        self.keys = [tuple(row[: self.width]) for row in rows]
-        self.result = BatchResult(rows_read=len(rows), last_key=self.keys[-1] if rows else None)
-        self.targets: list[sa.Column[Any]] = []
-        self.updates: list[list[Any]] = []
-        self.written = [False] * len(rows)
-
-    def open(self, shadow: ShadowColumns, blobs: list[Any]) -> list[Any]:
-        """Decrypted values; a value that fails is recorded and left alone (None)."""
-        values, failed = _open(shadow, blobs)
-        for row_index in failed:
-            self.result.failed_keys.append(
-                (shadow.work.plan.column, self.keys[row_index], "cannot decrypt the stored value")
-            )
-        if shadow.work.plan.type == "json":  # an encrypted JSON null decrypts to None
-            values = [
-                JSON_NULL if v is None and b is not None and i not in failed else v
-                for i, (v, b) in enumerate(zip(values, blobs, strict=True))
-            ]
-        return values
-
-    def set(self, column: sa.Column[Any], values: list[Any]) -> None:
-        self.targets.append(column)
-        self.updates.append(values)
-
-    def seal(self, shadow: ShadowColumns, values: list[Any]) -> None:
-        """A fresh ciphertext (and token) of each value; None keeps the stored one."""
-        sealed = shadow.work.seal(values)
-        self.set(shadow.ciphertext, sealed.ciphertexts)
-        if shadow.search is not None:
-            self.set(shadow.search, sealed.tokens or [None] * len(values))
-        for row_index, value in enumerate(values):
-            self.written[row_index] = self.written[row_index] or value is not None
-
-    def write(self, conn: sa.Connection) -> BatchResult:
-        write_rows(conn, self.work, self.keys, self.updates, self.targets)
-        self.result.rows_written = sum(self.written)
-        self.result.rows_failed = len({key for _, key, _ in self.result.failed_keys})
-        if self.result.failed_keys:
-            record_failures(conn, self.work, self.result.failed_keys)
-        return self.result
+def _open_values(batch: PreparedBatch, shadow: ShadowColumns, blobs: list[Any]) -> list[Any]:
+    """Decrypted values; a value that fails is recorded and left alone (None)."""
+    values, failed = _open(shadow, blobs)
+    for row_index in failed:
+        batch.fail(shadow.work.plan.column, row_index, "cannot decrypt the stored value")
+    if shadow.work.plan.type == "json":  # an encrypted JSON null decrypts to None
+        values = [
+            JSON_NULL if v is None and b is not None and i not in failed else v
+            for i, (v, b) in enumerate(zip(values, blobs, strict=True))
+        ]
+    return values
 
 
 def _open(shadow: ShadowColumns, blobs: list[Any]) -> tuple[list[Any], list[int]]:
@@ -220,27 +201,27 @@ def _decrypt_back_pending(work: TableWork) -> sa.ColumnElement[bool]:
     )
 
 
-def _decrypt_back_batch(
+def _prepare_decrypt_back(
     conn: sa.Connection, work: TableWork, lower: Cursor | None, upper: Cursor | None, limit: int
-) -> BatchResult:
+) -> PreparedBatch:
     selected: list[Any] = list(work.primary_key)
     for shadow in work.shadows:
         assert shadow.plaintext is not None
         selected += [shadow.plaintext, shadow.ciphertext]
     rows = _locked_rows(conn, work, selected, _decrypt_back_pending(work), lower, upper, limit)
-    batch = _Writes(work, rows)
+    batch = PreparedBatch(work, rows)
     if not rows:
-        return batch.result
+        return batch
     for index, shadow in enumerate(work.shadows):
         assert shadow.plaintext is not None
         plain = [row[batch.width + 2 * index] for row in rows]
         blobs = [row[batch.width + 2 * index + 1] for row in rows]
-        values = batch.open(
-            shadow, [b if p is None else None for p, b in zip(plain, blobs, strict=True)]
+        values = _open_values(
+            batch, shadow, [b if p is None else None for p, b in zip(plain, blobs, strict=True)]
         )
         batch.set(shadow.plaintext, [_for_column(v, shadow.plaintext) for v in values])
         batch.seal(shadow, values)  # in the same statement, so the trigger keeps the ciphertext
-    return batch.write(conn)
+    return batch
 
 
 def _for_column(value: Any, column: sa.Column[Any]) -> Any:
@@ -262,5 +243,5 @@ def _for_column(value: Any, column: sa.Column[Any]) -> Any:
 
 
 DECRYPT_BACK = Operation(
-    "decrypt-back", _decrypt_back_pending, _decrypt_back_batch, needs_plaintext=True
+    "decrypt-back", _decrypt_back_pending, _prepare_decrypt_back, needs_plaintext=True
 )
