@@ -35,7 +35,7 @@ from encmigrate import Keyring, plan
 from encmigrate.migrate import MigrateOptions, connect, migrate_data
 url, plan_path, workers, batch = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 keyring = Keyring.from_json(sys.stdin.read())
-engine = connect(url, pool_size=workers + 2)
+engine = connect(url, workers=workers)
 options = MigrateOptions(batch_size=batch, workers=workers, rows_per_chunk=500)
 def progress(event):
     print(event.phase, event.rows_done, flush=True)

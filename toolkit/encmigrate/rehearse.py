@@ -189,7 +189,7 @@ class _Rehearsal:
         self.report = report
         self.on_step = on_step
         self.keyring = Keyring.generate()  # throwaway: the user's keys never come near CI
-        self.engine = connect(url, pool_size=options.workers + 2)
+        self.engine = connect(url, workers=options.workers)
 
     def plan(self) -> plan_module.Plan:
         """The plan checked against the rehearsal database, its Alembic config the copy."""

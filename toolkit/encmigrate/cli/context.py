@@ -44,7 +44,7 @@ def engine_for(ctx: typer.Context, plan: plan_module.Plan, *, workers: int = 1) 
         # SQL to stderr through logging (``echo`` would print to stdout and break --json);
         # bound parameters are hidden by connect().
         logging.getLogger("sqlalchemy.engine").setLevel(logging.INFO)
-    return connect(plan.database_url, pool_size=workers + 2)
+    return connect(plan.database_url, workers=workers)
 
 
 @contextlib.contextmanager

@@ -97,7 +97,9 @@ class RetryPolicy:
         return retrying(work)
 
 
-def connect(url: str | sa.URL, *, pool_size: int = 5, echo: bool = False) -> sa.Engine:
+def connect(
+    url: str | sa.URL, *, workers: int = 1, pool_size: int | None = None, echo: bool = False
+) -> sa.Engine:
     """An engine set up for batch work.
 
     SQLite gets ``BEGIN IMMEDIATE`` transactions (the write lock is taken
@@ -111,7 +113,10 @@ def connect(url: str | sa.URL, *, pool_size: int = 5, echo: bool = False) -> sa.
     # hide_parameters: with --debug the SQL is logged, never the values bound to it.
     kwargs: dict[str, Any] = {"echo": echo, "hide_parameters": True}
     if parsed.get_backend_name() == "postgresql":
-        kwargs.update(pool_size=pool_size, max_overflow=2, pool_pre_ping=True)
+        # Each worker reads on one connection while its writer thread commits on another;
+        # two more for claims, releases and bookkeeping.
+        size = pool_size if pool_size is not None else 2 * workers + 2
+        kwargs.update(pool_size=size, max_overflow=2, pool_pre_ping=True)
     try:
         engine = sa.create_engine(parsed, **kwargs)
     except (sa.exc.ArgumentError, ImportError) as exc:

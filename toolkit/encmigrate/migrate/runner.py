@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 
 from encmigrate.keys.keyring import Keyring
+from encmigrate.migrate.pipeline import quick_gil_handover
 from encmigrate.migrate.rekey import DECRYPT_BACK, ENCRYPT, Operation, rewrap_operation
 from encmigrate.migrate.report import (
     MigrateOptions,
@@ -98,10 +99,11 @@ def _run(
     opts = options or MigrateOptions()
     halt = stop or threading.Event()
     reports = []
-    for table_plan in plan.select(tables):
-        work = TableWork(engine, table_plan, keyring, columns=columns)
-        runner = TableRun(engine, work, keyring, opts, progress, halt, operation)
-        reports.append(runner.run())
-        if halt.is_set():
-            break
+    with quick_gil_handover():
+        for table_plan in plan.select(tables):
+            work = TableWork(engine, table_plan, keyring, columns=columns)
+            runner = TableRun(engine, work, keyring, opts, progress, halt, operation)
+            reports.append(runner.run())
+            if halt.is_set():
+                break
     return reports

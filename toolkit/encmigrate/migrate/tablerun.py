@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import sqlalchemy as sa
 
@@ -21,8 +22,9 @@ from encmigrate.errors import DatabaseError, EncmigrateError
 from encmigrate.keys.keyring import Keyring
 from encmigrate.migrate import bookkeeping
 from encmigrate.migrate import chunks as chunking
-from encmigrate.migrate.batch import BatchResult, set_timeouts
+from encmigrate.migrate.batch import BatchResult, PreparedBatch, set_timeouts
 from encmigrate.migrate.keyset import Cursor
+from encmigrate.migrate.pipeline import Pipeline
 from encmigrate.migrate.rekey import ENCRYPT, Operation
 from encmigrate.migrate.report import MigrateOptions, Progress, ProgressCallback, TableReport
 from encmigrate.migrate.table import TableWork
@@ -117,7 +119,7 @@ class TableRun:
     def _halted(self) -> bool:
         return self.stop.is_set() or self.batches_left == 0
 
-    def _take_batch(self) -> bool:
+    def take_batch(self) -> bool:
         """One unit of the --max-batches budget; False when it is spent."""
         with self._budget_lock:
             if self.batches_left is None:
@@ -216,13 +218,21 @@ class TableRun:
             time.sleep(0.5)
 
     def _work_chunks(self, worker: str) -> None:
-        with self._connection() as connection:
+        pipelined = self.engine.dialect.name == "postgresql"
+        with (
+            self._connection() as first,
+            self._connection(open_now=pipelined) as second,
+            ThreadPoolExecutor(1, thread_name_prefix="encmigrate-writer") as writer,
+        ):
             while not self._halted():
-                chunk = self.opts.retry.run(lambda: self._claim(connection, worker))
+                chunk = self.opts.retry.run(lambda: self._claim(first, worker))
                 if chunk is None:
                     return
                 try:
-                    self._work_chunk(connection, worker, chunk)
+                    if pipelined:
+                        Pipeline(self, (first, second), writer, worker, chunk).run()
+                    else:
+                        self._work_chunk(first, worker, chunk)
                 except chunking.LostLeaseError as lost:
                     logger.warning("%s", lost)
                 finally:
@@ -239,22 +249,23 @@ class TableRun:
             logger.warning("could not release chunk %d of %s", chunk.chunk_id, self.work.name)
 
     @contextlib.contextmanager
-    def _connection(self) -> Iterator[list[sa.Connection]]:
+    def _connection(self, *, open_now: bool = True) -> Iterator[list[sa.Connection]]:
         """A worker's connection slot; the replacement made after a fault is closed too."""
-        connection = [self.engine.connect()]
+        connection = [self.engine.connect()] if open_now else []
         try:
             yield connection
         finally:
-            connection[0].close()
+            if connection:
+                connection[0].close()
 
     def _claim(self, connection: list[sa.Connection], worker: str) -> chunking.Chunk | None:
-        conn = self._usable(connection)
+        conn = self.usable(connection)
         with conn.begin():
             return chunking.claim_chunk(
                 conn, self.work, self.op.name, worker, self.opts.lease_seconds
             )
 
-    def _usable(self, connection: list[sa.Connection]) -> sa.Connection:
+    def usable(self, connection: list[sa.Connection]) -> sa.Connection:
         """The worker's connection, replaced when a fault invalidated it."""
         conn = connection[0]
         if conn.invalidated or conn.closed:
@@ -265,50 +276,60 @@ class TableRun:
     def _work_chunk(
         self, connection: list[sa.Connection], worker: str, chunk: chunking.Chunk
     ) -> None:
+        """One batch after the other (SQLite: a single writer, nothing to overlap)."""
         cursor = chunk.start
         while not self.stop.is_set():
-            if not self._take_batch():
+            if not self.take_batch():
                 return
             start = cursor
 
             def one_batch(start: Cursor | None = start) -> BatchResult:
-                conn = self._usable(connection)
-                try:
-                    with conn.begin():
-                        set_timeouts(
-                            conn, self.opts.lock_timeout_ms, self.opts.statement_timeout_ms
-                        )
-                        result = self.op.batch(
-                            conn, self.work, start, chunk.upper, self.opts.batch_size
-                        )
-                        finished = result.rows_read < self.opts.batch_size
-                        chunking.save_progress(
-                            conn,
-                            self.work,
-                            self.op.name,
-                            chunk,
-                            worker,
-                            cursor=result.last_key,
-                            rows_done=result.rows_written,
-                            rows_failed=result.rows_failed,
-                            finished=finished,
-                            lease_seconds=self.opts.lease_seconds,
-                        )
-                        return result
-                except sa.exc.DBAPIError:
-                    if conn.invalidated:
-                        connection[0] = self.engine.connect()
-                    raise
+                conn = self.usable(connection)
+                with conn.begin():
+                    set_timeouts(conn, self.opts.lock_timeout_ms, self.opts.statement_timeout_ms)
+                    prepared = self.op.prepare(
+                        conn, self.work, start, chunk.upper, self.opts.batch_size
+                    )
+                    return self.commit_batch(conn, prepared, chunk, worker)
 
             result = self.opts.retry.run(one_batch)
-            self.tally.add(result)
-            self._emit("chunks")
+            self.batch_done(result)
             if result.rows_read < self.opts.batch_size:
                 return
             cursor = result.last_key
-            self._pause()
+            self.pause()
 
-    def _pause(self) -> None:
+    def commit_batch(
+        self,
+        conn: sa.Connection,
+        prepared: PreparedBatch,
+        chunk: chunking.Chunk,
+        worker: str,
+    ) -> BatchResult:
+        """Write a prepared batch and the chunk's checkpoint, in the batch's transaction."""
+        result = prepared.write(conn)
+        chunking.save_progress(
+            conn,
+            self.work,
+            self.op.name,
+            chunk,
+            worker,
+            cursor=result.last_key,
+            rows_done=result.rows_written,
+            rows_failed=result.rows_failed,
+            finished=self.last_of_chunk(result),
+            lease_seconds=self.opts.lease_seconds,
+        )
+        return result
+
+    def last_of_chunk(self, result: BatchResult) -> bool:
+        return result.rows_read < self.opts.batch_size
+
+    def batch_done(self, result: BatchResult) -> None:
+        self.tally.add(result)
+        self._emit("chunks")
+
+    def pause(self) -> None:
         if self.opts.sleep_ms:
             self.stop.wait(self.opts.sleep_ms / 1000)
 
@@ -346,12 +367,12 @@ class TableRun:
         cursor: Cursor | None = None
         with self._connection() as connection:
             while not self._halted():
-                if not self._take_batch():
+                if not self.take_batch():
                     break
                 start = cursor
 
                 def one_batch(start: Cursor | None = start) -> BatchResult:
-                    conn = self._usable(connection)
+                    conn = self.usable(connection)
                     transaction = conn.begin()
                     try:
                         set_timeouts(
@@ -375,7 +396,7 @@ class TableRun:
                 if result.rows_read < self.opts.batch_size:
                     break
                 cursor = result.last_key
-                self._pause()
+                self.pause()
         return written
 
     # -- dry run -------------------------------------------------------------------
