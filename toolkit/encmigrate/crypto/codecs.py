@@ -102,6 +102,8 @@ def _decode_float(data: bytes) -> float:
 
 
 def _encode_numeric(value: Any) -> bytes:
+    if type(value) is decimal.Decimal:  # the usual case, without a copy
+        return str(value).encode("ascii")
     if isinstance(value, bool) or not isinstance(value, decimal.Decimal | int):
         raise _refuse("numeric", "Decimal or int (a float is inexact)", value)
     return str(decimal.Decimal(value)).encode("ascii")

@@ -19,7 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +32,7 @@ from encmigrate.migrate.batch import BatchResult, PreparedBatch, prepare_encrypt
 from encmigrate.migrate.keyset import Cursor
 from encmigrate.migrate.table import ShadowColumns, TableWork
 
-__all__ = ["DECRYPT_BACK", "ENCRYPT", "Operation", "rewrap_operation"]
+__all__ = ["DECRYPT_BACK", "ENCRYPT", "Operation", "operation_from_spec", "rewrap_operation"]
 
 Prepare = Callable[[sa.Connection, TableWork, Cursor | None, Cursor | None, int], PreparedBatch]
 
@@ -49,6 +49,7 @@ class Operation:
     pending: Callable[[TableWork], sa.ColumnElement[bool]]
     prepare: Prepare
     needs_plaintext: bool = True
+    spec: tuple[Any, ...] = ()  # rebuilds it in a worker process: operation_from_spec(spec)
 
     def batch(
         self,
@@ -66,7 +67,7 @@ def _encrypt_pending(work: TableWork) -> sa.ColumnElement[bool]:
     return work.needs_work()
 
 
-ENCRYPT = Operation("encrypt", _encrypt_pending, prepare_encrypt)
+ENCRYPT = Operation("encrypt", _encrypt_pending, prepare_encrypt, spec=("encrypt",))
 
 
 # -- rewrap --------------------------------------------------------------------
@@ -83,7 +84,8 @@ def rewrap_operation(current: int, from_version: int | None = None) -> Operation
     ) -> PreparedBatch:
         return _prepare_rewrap(conn, work, lower, upper, limit, pending(work), from_version)
 
-    return Operation("rewrap", pending, prepare, needs_plaintext=False)
+    spec = ("rewrap", current, from_version)
+    return Operation("rewrap", pending, prepare, needs_plaintext=False, spec=spec)
 
 
 def _stale(shadow: ShadowColumns, current: int, from_version: int | None) -> sa.ColumnElement[bool]:
@@ -243,5 +245,17 @@ def _for_column(value: Any, column: sa.Column[Any]) -> Any:
 
 
 DECRYPT_BACK = Operation(
-    "decrypt-back", _decrypt_back_pending, _prepare_decrypt_back, needs_plaintext=True
+    "decrypt-back",
+    _decrypt_back_pending,
+    _prepare_decrypt_back,
+    needs_plaintext=True,
+    spec=("decrypt-back",),
 )
+
+
+def operation_from_spec(spec: Sequence[Any]) -> Operation:
+    """The operation an ``Operation.spec`` describes (worker processes get specs, not code)."""
+    if spec[0] == "rewrap":
+        return rewrap_operation(int(spec[1]), None if spec[2] is None else int(spec[2]))
+    known = {op.spec[0]: op for op in (ENCRYPT, DECRYPT_BACK)}
+    return known[spec[0]]

@@ -26,6 +26,8 @@ class MigrateOptions:
     rows_per_chunk: int = 50_000
     lease_seconds: float = 60.0
     catch_up_passes: int = 5
+    # --workers N on PostgreSQL: N - 1 helper processes beside this one (False: threads).
+    worker_processes: bool = True
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
 

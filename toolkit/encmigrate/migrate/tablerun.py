@@ -13,7 +13,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import sqlalchemy as sa
@@ -25,6 +25,7 @@ from encmigrate.migrate import chunks as chunking
 from encmigrate.migrate.batch import BatchResult, PreparedBatch, set_timeouts
 from encmigrate.migrate.keyset import Cursor
 from encmigrate.migrate.pipeline import Pipeline
+from encmigrate.migrate.processes import Helpers
 from encmigrate.migrate.rekey import ENCRYPT, Operation
 from encmigrate.migrate.report import MigrateOptions, Progress, ProgressCallback, TableReport
 from encmigrate.migrate.table import TableWork
@@ -76,6 +77,7 @@ class TableRun:
         self.batches_left = options.max_batches
         self._budget_lock = threading.Lock()
         self.failed_rows: int | None = None  # from the failures table, once the run is done
+        self.on_batch: Callable[[BatchResult], None] | None = None  # a worker process reports
 
     # -- the whole run -----------------------------------------------------------
 
@@ -182,10 +184,16 @@ class TableRun:
     def _run_chunks(self) -> None:
         count = max(1, self.opts.workers if self.engine.dialect.name == "postgresql" else 1)
         errors: list[BaseException] = []
+        helpers: Helpers | None = None
+        if count > 1 and self.opts.worker_processes and self.batches_left is None:
+            # Worker processes instead of threads (processes.py says why); --max-batches
+            # keeps threads, whose budget is shared in this process.
+            helpers = Helpers(self, count - 1)
+            count = 1
 
         def worker(index: int) -> None:
             try:
-                self._work_chunks(chunking.new_worker_id(index))
+                self.work_chunks(chunking.new_worker_id(index))
             except BaseException as exc:  # reported by the caller after join
                 errors.append(exc)
                 self.stop.set()
@@ -200,6 +208,11 @@ class TableRun:
                 thread.start()
             for thread in threads:
                 thread.join()
+        if helpers is not None:
+            try:
+                helpers.join()
+            except EncmigrateError as exc:
+                errors.append(exc)
         if errors:
             raise errors[0]
 
@@ -214,10 +227,10 @@ class TableRun:
                 counts = chunking.chunk_counts(conn, self.work, self.op.name)
             if not counts.get("pending", 0) and not counts.get("running", 0):
                 return
-            self._work_chunks(chunking.new_worker_id(99))
+            self.work_chunks(chunking.new_worker_id(99))
             time.sleep(0.5)
 
-    def _work_chunks(self, worker: str) -> None:
+    def work_chunks(self, worker: str) -> None:
         pipelined = self.engine.dialect.name == "postgresql"
         with (
             self._connection() as first,
@@ -328,6 +341,8 @@ class TableRun:
     def batch_done(self, result: BatchResult) -> None:
         self.tally.add(result)
         self._emit("chunks")
+        if self.on_batch is not None:
+            self.on_batch(result)
 
     def pause(self) -> None:
         if self.opts.sleep_ms:

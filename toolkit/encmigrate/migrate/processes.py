@@ -1,0 +1,285 @@
+"""``--workers N`` on PostgreSQL: this process works as one worker, N - 1 helper processes join.
+
+Threads share one interpreter lock, and a worker's client work (reading rows,
+encrypting, framing parameters) is Python: two worker threads were no faster
+than one (bench/bench_migrate.py). Helpers are separate Python processes that
+do exactly what ``migrate-data --join`` does from another host: claim chunks in
+``encryption_migration_chunks`` and work them with their own connections. The
+database stays the only coordinator, so everything the chunk rules guarantee
+(leases, session liveness, checkpoints) holds for helpers unchanged.
+
+A helper runs :func:`main` in a new interpreter (``sys.executable``): it reads one JSON
+document from stdin (the database URL, the table's plan, the keyring, the
+options; key material travels only through this pipe) and writes one JSON line
+per committed batch to stdout, then a last line with its outcome. It:
+
+* dies with its parent (``PR_SET_PDEATHSIG`` on Linux; elsewhere it stops when
+  its stdin closes), so a SIGKILLed run leaves no worker behind and the next
+  invocation reclaims every chunk at once;
+* ignores SIGINT: Ctrl-C reaches the whole process group, and the parent asks
+  its helpers to stop after their current batch by writing ``stop``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import IO, TYPE_CHECKING, Any
+
+from encmigrate import errors
+from encmigrate.migrate.batch import BatchResult
+
+if TYPE_CHECKING:
+    from encmigrate.migrate.tablerun import TableRun
+
+__all__ = ["Helpers", "main"]
+
+logger = logging.getLogger(__name__)
+
+_STOP = b"stop\n"
+_ENTRY = "import sys; from encmigrate.migrate.processes import main; sys.exit(main())"
+
+
+# -- the parent's side ------------------------------------------------------------
+
+
+@dataclass
+class _Helper:
+    process: subprocess.Popen[bytes]
+    outcome: dict[str, Any] = field(default_factory=dict)
+    reader: threading.Thread | None = None
+
+
+class Helpers:
+    """Helper processes working the chunks of one run beside this process."""
+
+    def __init__(self, run: TableRun, count: int) -> None:
+        self.run = run
+        self.helpers: list[_Helper] = []
+        self._stopped = threading.Event()
+        payload = _payload(run)
+        for index in range(1, count + 1):
+            process = subprocess.Popen(  # noqa: S603 (our own interpreter and code)
+                [sys.executable, "-c", _ENTRY],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                env={**os.environ, "ENCMIGRATE_WORKER_INDEX": str(index)},
+            )
+            helper = _Helper(process)
+            helper.reader = threading.Thread(target=self._read, args=(helper,), daemon=True)
+            assert process.stdin is not None
+            process.stdin.write(payload)
+            process.stdin.flush()
+            helper.reader.start()
+            self.helpers.append(helper)
+        self._watcher = threading.Thread(target=self._watch_stop, daemon=True)
+        self._watcher.start()
+
+    def _read(self, helper: _Helper) -> None:
+        assert helper.process.stdout is not None
+        for line in helper.process.stdout:
+            message = json.loads(line)
+            if "batch" in message:
+                rows_read, written, failed = message["batch"]
+                self.run.batch_done(
+                    BatchResult(rows_read=rows_read, rows_written=written, rows_failed=failed)
+                )
+            else:
+                helper.outcome = message
+                if "error" in message:
+                    self.run.stop.set()  # as a failing worker thread would: everyone stops
+
+    def _watch_stop(self) -> None:
+        while not self._stopped.is_set():
+            if self.run.stop.wait(0.1):
+                self.stop()
+                return
+
+    def stop(self) -> None:
+        """Ask every helper to stop after its current batch."""
+        for helper in self.helpers:
+            with contextlib.suppress(OSError, ValueError):
+                assert helper.process.stdin is not None
+                helper.process.stdin.write(_STOP)
+                helper.process.stdin.flush()
+
+    def join(self) -> None:
+        """Wait until every helper ran out of chunks (or stopped); raise the first one's error."""
+        failure: errors.EncmigrateError | None = None
+        for helper in self.helpers:
+            code = helper.process.wait()
+            with contextlib.suppress(OSError, ValueError):
+                assert helper.process.stdin is not None
+                helper.process.stdin.close()
+            if helper.reader is not None:
+                helper.reader.join()
+            if helper.process.stdout is not None:
+                helper.process.stdout.close()
+            if failure is None:
+                failure = _failure(helper, code)
+        self._stopped.set()
+        self._watcher.join()
+        if failure is not None:
+            raise failure
+
+
+def _payload(run: TableRun) -> bytes:
+    options = asdict(run.opts)
+    retry = options.pop("retry")
+    document = {
+        "url": run.engine.url.render_as_string(hide_password=False),
+        "echo": bool(run.engine.echo),
+        "table": run.work.plan.model_dump(mode="json"),
+        "columns": run.work.column_names,
+        "keyring": run.keyring.to_json(),
+        "options": options,
+        "retry": {"attempts": retry.attempts, "initial": retry.initial, "maximum": retry.maximum},
+        "operation": list(run.op.spec),
+        "log_level": logging.getLogger("encmigrate").getEffectiveLevel(),
+    }
+    return json.dumps(document).encode() + b"\n"
+
+
+def _failure(helper: _Helper, code: int) -> errors.EncmigrateError | None:
+    outcome = helper.outcome
+    if code == 0 and outcome.get("ok"):
+        return None
+    if "error" in outcome:
+        kind = getattr(errors, str(outcome.get("class")), errors.EncmigrateError)
+        if not (isinstance(kind, type) and issubclass(kind, errors.EncmigrateError)):
+            kind = errors.EncmigrateError
+        error: errors.EncmigrateError = kind(str(outcome["error"]))
+        return error
+    return errors.DatabaseError(
+        f"a worker process exited with code {code}; progress is saved: "
+        "run `encmigrate migrate-data` again"
+    )
+
+
+# -- the helper's side ------------------------------------------------------------
+
+
+def _die_with_parent(parent: int) -> None:
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def _listen(stdin: IO[bytes], stop: threading.Event) -> None:
+    """Stop after the current batch on ``stop`` or when the parent closes the pipe."""
+    for line in stdin:
+        if line == _STOP:
+            break
+    stop.set()
+
+
+def _serve(document: dict[str, Any], stop: threading.Event, say: Callable[[object], None]) -> None:
+    from encmigrate.keys.keyring import Keyring
+    from encmigrate.migrate import chunks as chunking
+    from encmigrate.migrate.database import RetryPolicy, connect, is_transient
+    from encmigrate.migrate.pipeline import quick_gil_handover
+    from encmigrate.migrate.rekey import operation_from_spec
+    from encmigrate.migrate.report import MigrateOptions
+    from encmigrate.migrate.table import TableWork
+    from encmigrate.migrate.tablerun import TableRun
+    from encmigrate.plan import TablePlan
+
+    engine = connect(document["url"], echo=document["echo"])
+    try:
+        keyring = Keyring.from_json(document["keyring"])
+        plan = TablePlan.model_validate(document["table"])
+        options = MigrateOptions(**document["options"], retry=RetryPolicy(**document["retry"]))
+
+        def reflect() -> TableWork:
+            try:
+                return TableWork(engine, plan, keyring, columns=document["columns"])
+            except errors.DatabaseError as exc:
+                cause = exc.__context__  # a server restarting as the helper starts: retried
+                if cause is not None and is_transient(cause):
+                    raise cause from None
+                raise
+
+        work = options.retry.run(reflect)
+        run = TableRun(
+            engine, work, keyring, options, None, stop, operation_from_spec(document["operation"])
+        )
+        run.on_batch = lambda r: say({"batch": [r.rows_read, r.rows_written, r.rows_failed]})
+        index = int(os.environ.get("ENCMIGRATE_WORKER_INDEX", "1"))
+        with quick_gil_handover():
+            run.work_chunks(chunking.new_worker_id(index))
+    finally:
+        engine.dispose()
+
+
+def _from_database(exc: BaseException) -> bool:
+    import psycopg
+    import sqlalchemy as sa
+
+    return isinstance(exc, sa.exc.SQLAlchemyError | psycopg.Error)
+
+
+def main() -> int:
+    """Entry point of a helper process; exits the interpreter itself (see the end)."""
+    code = _main()
+    # The thread listening on stdin may still be blocked in a read: leave without the
+    # interpreter's shutdown, which would wait on that read's lock.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _main() -> int:
+    parent = os.getppid()
+    _die_with_parent(parent)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    document = json.loads(sys.stdin.buffer.readline())
+    logging.basicConfig(
+        level=int(document.get("log_level", logging.WARNING)),
+        format=f"encmigrate worker {os.getpid()}: %(message)s",
+        stream=sys.stderr,
+    )
+    stop = threading.Event()
+    threading.Thread(target=_listen, args=(sys.stdin.buffer, stop), daemon=True).start()
+    out = sys.stdout
+    lock = threading.Lock()
+
+    def say(message: object) -> None:
+        with lock:
+            out.write(json.dumps(message) + "\n")
+            out.flush()
+
+    try:
+        _serve(document, stop, say)
+    except errors.EncmigrateError as exc:
+        say({"error": str(exc), "class": type(exc).__name__})
+        return 1
+    except Exception as exc:
+        # The batch write runs on the raw driver cursor, so driver errors arrive unwrapped.
+        # Only the class and SQLSTATE travel: a message can quote values.
+        from encmigrate.migrate.bookkeeping import error_kind
+
+        logger.debug("worker failed", exc_info=True)
+        table = document["table"]["table"]
+        what = "database error after retries" if _from_database(exc) else "error in a worker"
+        say(
+            {
+                "error": f"{table}: {what} ({error_kind(exc)}); "
+                "progress is saved: fix the cause and run `encmigrate migrate-data` again",
+                "class": "DatabaseError",
+            }
+        )
+        return 1
+    say({"ok": True})
+    return 0
