@@ -157,7 +157,9 @@ def migrate_data_command(
     batch_size: Annotated[
         int | None, typer.Option("--batch-size", min=1, help="Rows per batch (default: plan).")
     ] = None,
-    workers: Annotated[int, typer.Option("--workers", min=1, help="Worker threads.")] = 1,
+    workers: Annotated[
+        int, typer.Option("--workers", min=1, help="Workers (PostgreSQL: N-1 helper processes).")
+    ] = 1,
     join: Annotated[
         bool, typer.Option("--join", help="Add workers to a run another process started.")
     ] = False,
@@ -387,7 +389,9 @@ def status_command(ctx: typer.Context, table: TableOption = None) -> None:
 
 
 BatchSize = Annotated[int | None, typer.Option("--batch-size", min=1, help="Rows per batch.")]
-Workers = Annotated[int, typer.Option("--workers", min=1, help="Worker threads.")]
+Workers = Annotated[
+    int, typer.Option("--workers", min=1, help="Workers (PostgreSQL: N-1 helper processes).")
+]
 
 
 @reports_errors

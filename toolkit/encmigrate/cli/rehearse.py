@@ -34,7 +34,9 @@ def rehearse_command(
     batch_size: Annotated[
         int | None, typer.Option("--batch-size", min=1, help="Rows per batch (default: plan).")
     ] = None,
-    workers: Annotated[int, typer.Option("--workers", min=1, help="Worker threads.")] = 1,
+    workers: Annotated[
+        int, typer.Option("--workers", min=1, help="Workers (PostgreSQL: N-1 helper processes).")
+    ] = 1,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the generated rows.")] = 0,
 ) -> None:
     """Rehearse every step and downgrade on a throwaway PostgreSQL; exit non-zero on any problem.

@@ -137,7 +137,7 @@ def _payload(run: TableRun) -> bytes:
     retry = options.pop("retry")
     document = {
         "url": run.engine.url.render_as_string(hide_password=False),
-        "echo": bool(run.engine.echo),
+        "log_sql": logging.getLogger("sqlalchemy.engine").isEnabledFor(logging.INFO),
         "table": run.work.plan.model_dump(mode="json"),
         "columns": run.work.column_names,
         "keyring": run.keyring.to_json(),
@@ -196,7 +196,9 @@ def _serve(document: dict[str, Any], stop: threading.Event, say: Callable[[objec
     from encmigrate.migrate.tablerun import TableRun
     from encmigrate.plan import TablePlan
 
-    engine = connect(document["url"], echo=document["echo"])
+    if document["log_sql"]:  # --debug: SQL to stderr (bound parameters stay hidden)
+        logging.getLogger("sqlalchemy.engine").setLevel(logging.INFO)
+    engine = connect(document["url"])
     try:
         keyring = Keyring.from_json(document["keyring"])
         plan = TablePlan.model_validate(document["table"])
@@ -234,7 +236,7 @@ def main() -> int:
     """Entry point of a helper process; exits the interpreter itself (see the end)."""
     code = _main()
     # The thread listening on stdin may still be blocked in a read: leave without the
-    # interpreter's shutdown, which would wait on that read's lock.
+    # interpreter's shutdown, which would wait on that read's lock (_main flushed its output).
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
@@ -252,7 +254,10 @@ def _main() -> int:
     )
     stop = threading.Event()
     threading.Thread(target=_listen, args=(sys.stdin.buffer, stop), daemon=True).start()
-    out = sys.stdout
+    # The parent reads our stdout as the protocol: keep a handle on it for the protocol and
+    # send anything else that writes to standard output to standard error instead.
+    out = os.fdopen(os.dup(sys.stdout.fileno()), "w", encoding="utf-8")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     lock = threading.Lock()
 
     def say(message: object) -> None:
