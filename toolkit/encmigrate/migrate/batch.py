@@ -22,7 +22,6 @@ from encmigrate.tracking import failures
 __all__ = [
     "BatchResult",
     "PreparedBatch",
-    "encrypt_batch",
     "prepare_encrypt",
     "record_failures",
     "set_timeouts",
@@ -130,17 +129,6 @@ def prepare_encrypt(
         # it is: None here keeps the stored value (COALESCE in the UPDATE).
         batch.seal(shadow, [p if need else None for p, need in zip(plain, needed, strict=True)])
     return batch
-
-
-def encrypt_batch(
-    conn: sa.Connection,
-    work: TableWork,
-    lower: Cursor | None,
-    upper: Cursor | None,
-    limit: int,
-) -> BatchResult:
-    """Encrypt the next ``limit`` rows after ``lower`` (up to ``upper``) that need it."""
-    return prepare_encrypt(conn, work, lower, upper, limit).write(conn)
 
 
 def write_rows(
