@@ -102,6 +102,7 @@ class Pipeline:
         self.worker = worker
         self.chunk = chunk
         self.committed: Cursor | None = chunk.start  # cursor of the last committed batch
+        self.held = 0  # units of the --max-batches budget taken by batches not yet committed
 
     def run(self) -> None:
         """Work the chunk to its end (or until stopped); raise what cannot be retried."""
@@ -124,6 +125,7 @@ class Pipeline:
         turn = 0
         try:
             while not run.stop.is_set() and run.take_batch():
+                self.held += 1
                 conn = run.usable(self.slots[turn])
                 turn ^= 1
                 opened = (conn, conn.begin())
@@ -147,6 +149,8 @@ class Pipeline:
                     progressed = True
             if opened is not None:
                 _rollback(*opened)
+            run.give_back_batches(self.held)  # --max-batches counts committed batches only
+            self.held = 0
             if progressed and isinstance(exc, Exception) and is_transient(exc):
                 logger.warning(
                     "transient database fault (%s); going on from the last checkpoint",
@@ -168,6 +172,7 @@ class Pipeline:
         return result
 
     def _settle(self, result: BatchResult) -> None:
+        self.held -= 1
         self.committed = result.last_key if result.last_key is not None else self.committed
         self.run_.batch_done(result)
 

@@ -131,6 +131,12 @@ class TableRun:
             self.batches_left -= 1
             return True
 
+    def give_back_batches(self, count: int) -> None:
+        """Return budget units of batches that were rolled back."""
+        with self._budget_lock:
+            if self.batches_left is not None:
+                self.batches_left += count
+
     def _emit(self, phase: str) -> None:
         if self.progress is not None:
             self.progress(
