@@ -72,7 +72,11 @@ class Helpers:
                 [sys.executable, "-c", _ENTRY],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
-                env={**os.environ, "ENCMIGRATE_WORKER_INDEX": str(index)},
+                env={
+                    **os.environ,
+                    "ENCMIGRATE_WORKER_INDEX": str(index),
+                    "ENCMIGRATE_WORKER_PARENT": str(os.getpid()),
+                },
             )
             helper = _Helper(process)
             helper.reader = threading.Thread(target=self._read, args=(helper,), daemon=True)
@@ -169,6 +173,8 @@ def _failure(helper: _Helper, code: int) -> errors.EncmigrateError | None:
 
 
 def _die_with_parent(parent: int) -> None:
+    """SIGKILL when the parent dies (Linux: the signal follows the thread that started us,
+    which waits for its helpers in ``Helpers.join``); exit now if it already died."""
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(None, use_errno=True)
         pr_set_pdeathsig = 1
@@ -243,8 +249,7 @@ def main() -> int:
 
 
 def _main() -> int:
-    parent = os.getppid()
-    _die_with_parent(parent)
+    _die_with_parent(int(os.environ.get("ENCMIGRATE_WORKER_PARENT", os.getppid())))
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     document = json.loads(sys.stdin.buffer.readline())
     logging.basicConfig(
@@ -261,7 +266,7 @@ def _main() -> int:
     lock = threading.Lock()
 
     def say(message: object) -> None:
-        with lock:
+        with lock, contextlib.suppress(OSError):  # the parent is gone: stop (stdin says so)
             out.write(json.dumps(message) + "\n")
             out.flush()
 

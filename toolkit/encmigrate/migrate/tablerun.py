@@ -185,12 +185,22 @@ class TableRun:
         )
 
     def _chunk_rows(self) -> int:
-        return max(self.opts.rows_per_chunk, self.opts.batch_size * 10)
+        """Rows per chunk: ``rows_per_chunk``, but at least four chunks per worker when the
+        table is small, so that every worker gets some (and never under ten batches)."""
+        floor = self.opts.batch_size * 10
+        rows = max(self.opts.rows_per_chunk, floor)
+        if self.opts.workers > 1:
+            rows = min(rows, max(floor, -(-self.report.rows_total // (4 * self.opts.workers))))
+        return rows
 
     def _run_chunks(self) -> None:
         count = max(1, self.opts.workers if self.engine.dialect.name == "postgresql" else 1)
         errors: list[BaseException] = []
         helpers: Helpers | None = None
+        if count > 1 and self.opts.worker_processes and self.batches_left is None:
+            with self.engine.connect() as conn:
+                open_chunks = chunking.chunk_counts(conn, self.work, self.op.name).get("pending", 0)
+            count = min(count, max(open_chunks, 1))  # a helper without a chunk would only wait
         if count > 1 and self.opts.worker_processes and self.batches_left is None:
             # Worker processes instead of threads (processes.py says why); --max-batches
             # keeps threads, whose budget is shared in this process.
