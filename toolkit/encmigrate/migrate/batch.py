@@ -22,7 +22,8 @@ from encmigrate.tracking import failures
 __all__ = [
     "BatchResult",
     "PreparedBatch",
-    "prepare_encrypt",
+    "compute_encrypt",
+    "read_encrypt",
     "record_failures",
     "set_timeouts",
     "write_rows",
@@ -110,16 +111,20 @@ class PreparedBatch:
         return self.result
 
 
-def prepare_encrypt(
+def read_encrypt(
     conn: sa.Connection,
     work: TableWork,
     lower: Cursor | None,
     upper: Cursor | None,
     limit: int,
-) -> PreparedBatch:
-    """Lock and encrypt the next ``limit`` rows after ``lower`` (up to ``upper``) that need it."""
-    rows = conn.execute(work.select_pending(lower, upper, limit, lock=True)).all()
-    ctids = [row[-1] for row in rows] if conn.dialect.name == "postgresql" else None
+) -> list[Any]:
+    """Lock and read the next ``limit`` rows after ``lower`` (up to ``upper``) that need it."""
+    return list(conn.execute(work.select_pending(lower, upper, limit, lock=True)).all())
+
+
+def compute_encrypt(work: TableWork, rows: Sequence[Any]) -> PreparedBatch:
+    """The shadow values of rows read by :func:`read_encrypt`."""
+    ctids = [row[-1] for row in rows] if work.dialect == "postgresql" else None
     batch = PreparedBatch(work, rows, ctids=ctids)
     width = batch.width
     for index, shadow in enumerate(work.shadows):
