@@ -319,6 +319,8 @@ def describe(result: dict[str, Any]) -> str:
         f"peak RSS {result['peak_rss_mb']:.0f} MB (psutil), {result['hwm_mb']:.0f} MB (VmHWM), "
         f"{result['maxrss_mb']:.0f} MB (getrusage), {result['start_rss_mb']:.0f} MB at start"
     )
+    if "helper_rss_mb" in result:
+        text += f"; helper process peak RSS {result['helper_rss_mb']:.0f} MB"
     if "cpu_seconds" in result:
         text += f"; client CPU {result['cpu_seconds']:.1f} s"
     if "machine_cpu" in result:
@@ -359,7 +361,11 @@ def summarize(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> N
             print(f"  {label:<10} {value:>7.2f}x {shown:>9}  {verdict}")
     for key in ("b1", "b2"):
         if key in results:
-            peak = max(results[key]["peak_rss_mb"], results[key]["hwm_mb"])
+            peak = max(
+                results[key]["peak_rss_mb"],
+                results[key]["hwm_mb"],
+                results[key].get("helper_rss_mb", 0.0),
+            )
             verdict = "PASS" if peak <= RSS_LIMIT_MB else "MISS"
             print(f"  peak RSS {key}: {peak:.0f} MB (<= {RSS_LIMIT_MB:.0f} MB)  {verdict}")
     load = os.getloadavg()[0]
@@ -387,14 +393,17 @@ def print_profile(path: str) -> None:
 
 
 class PeakRss:
-    """The process's resident set size, sampled every 50 ms in a daemon thread."""
+    """The resident set size of the process and of its helper processes (``--workers``),
+    sampled every 50 ms in a daemon thread."""
 
     def __init__(self) -> None:
         import psutil
 
+        self._psutil = psutil
         self._process = psutil.Process()
         self.start = self._process.memory_info().rss
         self.peak = self.start
+        self.helper_peak = 0  # the largest helper process seen
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
@@ -402,6 +411,11 @@ class PeakRss:
     def _sample(self) -> None:
         while not self._stop.wait(0.05):
             self.peak = max(self.peak, self._process.memory_info().rss)
+            for helper in self._process.children(recursive=True):
+                try:
+                    self.helper_peak = max(self.helper_peak, helper.memory_info().rss)
+                except self._psutil.Error:  # it ended meanwhile
+                    continue
 
     def close(self) -> None:
         self._stop.set()
@@ -427,6 +441,8 @@ def child(args: argparse.Namespace) -> int:
     result["rate"] = result["rows"] / result["seconds"] if result["seconds"] > 0 else 0.0
     result["start_rss_mb"] = sampler.start / 2**20
     result["peak_rss_mb"] = sampler.peak / 2**20
+    if sampler.helper_peak:
+        result["helper_rss_mb"] = sampler.helper_peak / 2**20
     result["hwm_mb"] = _vm_hwm() / 2**20
     # Linux carries ru_maxrss across fork+exec: it can show the parent's RSS at the fork.
     result["maxrss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB
