@@ -36,6 +36,7 @@ import os
 import platform
 import resource
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -150,9 +151,11 @@ def run(
         ("naive", f"(c) naive ORM loop, sqlalchemy-utils, first {args.naive_rows:,} rows"),
     ]
     verify_after = next((n for n in ("b2", "b1") if n in wanted and not args.no_verify), None)
+    rounds: list[dict[str, float]] = []  # rows/s of each contender, per round
     for round_number in range(1, args.repeat + 1):
         if args.repeat > 1:
             print(f"round {round_number} of {args.repeat}")
+        rounds.append({})
         for name, title in runs:
             if name not in wanted:
                 continue
@@ -160,6 +163,7 @@ def run(
             print(f"{title} ... (load average {os.getloadavg()[0]:.1f})", flush=True)
             result = contender(name, args, url, workdir, running)
             print("   " + describe(result), flush=True)
+            rounds[-1][name] = result["rate"]
             if name not in results or result["rate"] > results[name]["rate"]:
                 results[name] = result  # best of the rounds: noise only ever slows a run
             if name == verify_after and round_number == 1:
@@ -175,11 +179,22 @@ def run(
         results["profile"] = contender("profile", args, url, workdir, running)
         print_profile(args.profile)
     print()
-    summarize(results, args)
+    summarize(results, args, rounds)
     print(f"\ntotal {time.monotonic() - started:.0f} s")
     if args.json:
         print(json.dumps(results, indent=2))
     return 0
+
+
+def _per_round(top: str, bottom: str, rounds: list[dict[str, float]] | None) -> str:
+    """The ratio within each round (both measured minutes apart) and their median."""
+    if not rounds or len(rounds) < 2:
+        return ""
+    values = [r[top] / r[bottom] for r in rounds if r.get(bottom) and top in r]
+    if len(values) < 2:
+        return ""
+    shown = " ".join(f"{v:.2f}" for v in values)
+    return f"   per round {shown}, median {statistics.median(values):.2f}x"
 
 
 def print_hardware(url: str) -> None:
@@ -331,7 +346,11 @@ def describe(result: dict[str, Any]) -> str:
     return text
 
 
-def summarize(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> None:
+def summarize(
+    results: dict[str, dict[str, Any]],
+    args: argparse.Namespace,
+    rounds: list[dict[str, float]] | None = None,
+) -> None:
     print(f"summary ({args.rows:,} rows, {os.cpu_count()} cores):")
     print(f"  {'contender':<34} {'rows/s':>10} {'peak RSS':>10}")
     labels = {
@@ -358,7 +377,8 @@ def summarize(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> N
             value = rate[top] / rate[bottom]
             verdict = ("PASS" if value >= target else "MISS") if target else ""
             shown = f">= {target:.2f}x" if target else ""
-            print(f"  {label:<10} {value:>7.2f}x {shown:>9}  {verdict}")
+            spread = _per_round(top, bottom, rounds)
+            print(f"  {label:<10} {value:>7.2f}x {shown:>9}  {verdict}{spread}")
     for key in ("b1", "b2"):
         if key in results:
             peak = max(
