@@ -433,14 +433,15 @@ def test_cli_verify_exit_codes(pg_url: str, tmp_path: Path) -> None:
     assert done.returncode == 3
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 def test_ctrl_c_stops_after_the_batch_saves_progress_and_exits_130(
-    pg_url: str, tmp_path: Path
+    pg_url: str, tmp_path: Path, workers: int
 ) -> None:
     import signal
 
     engine, _, keyring = _setup(pg_url, tmp_path, 5000)
     env = _cli_env(tmp_path, keyring)
-    command = ["migrate-data", "--batch-size", "100", "--sleep", "20"]
+    command = ["migrate-data", "--batch-size", "100", "--sleep", "20", "--workers", str(workers)]
     with _cli(command, tmp_path, env) as process:
         assert process.stdout is not None and process.stderr is not None
         for line in process.stdout:
@@ -460,8 +461,15 @@ def test_ctrl_c_stops_after_the_batch_saves_progress_and_exits_130(
         saved = conn.execute(
             sa.text("SELECT coalesce(sum(rows_done), 0) FROM encryption_migration_chunks")
         ).scalar()
+        running = conn.execute(
+            sa.text("SELECT count(*) FROM encryption_migration_chunks WHERE status = 'running'")
+        ).scalar()
+        written = conn.execute(  # balance is never NULL in the sample rows
+            sa.text("SELECT count(*) FROM customers WHERE balance_encrypted IS NOT NULL")
+        ).scalar()
     assert 0 < done < 5000
-    assert saved > 0
+    assert saved == written  # every written row's batch was checkpointed, the helper's too
+    assert running == 0  # every worker gave its chunk back
 
 
 def test_metrics_file_reports_migration_rows_and_lag(pg_url: str, tmp_path: Path) -> None:

@@ -16,8 +16,9 @@ per committed batch to stdout, then a last line with its outcome. It:
 * dies with its parent (``PR_SET_PDEATHSIG`` on Linux; elsewhere it stops when
   its stdin closes), so a SIGKILLed run leaves no worker behind and the next
   invocation reclaims every chunk at once;
-* ignores SIGINT: Ctrl-C reaches the whole process group, and the parent asks
-  its helpers to stop after their current batch by writing ``stop``.
+* runs in its own process group (and ignores SIGINT): a Ctrl-C at the terminal
+  reaches the parent only, which asks its helpers to stop after their current
+  batch by writing ``stop``.
 """
 
 from __future__ import annotations
@@ -72,6 +73,9 @@ class Helpers:
                 [sys.executable, "-c", _ENTRY],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
+                # Its own process group: a Ctrl-C at the terminal reaches only this process,
+                # which tells its helpers to stop after their batch (even one still starting).
+                process_group=0,
                 env={
                     **os.environ,
                     "ENCMIGRATE_WORKER_INDEX": str(index),
