@@ -16,14 +16,13 @@ import shutil
 import time
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import sqlalchemy as sa
 import typer
 from rich.table import Table
 
 from encmigrate import plan as plan_module
-from encmigrate import revisions, scaffold
 from encmigrate.api import get_cipher, get_searchable_cipher
 from encmigrate.cli.console import out
 from encmigrate.cli.migrate import _Reporter
@@ -33,6 +32,9 @@ from encmigrate.keys import AuditLog, FileProvider, KeyManager, load_keyring, ve
 from encmigrate.keys.resolve import AUDIT_FILE, KeySetup
 from encmigrate.migrate import MigrateOptions, connect, migrate_data, rewrap, status, verify
 from encmigrate.tracking import TRACKING_TABLES
+
+if TYPE_CHECKING:
+    from encmigrate.revisions import RevisionResult
 
 __all__ = ["demo"]
 
@@ -196,6 +198,8 @@ def _run(engine: sa.Engine, url: str, directory: Path, count: int) -> None:
         for start in range(0, count, 5000):
             conn.execute(customers.insert(), sample[start : start + 5000])
     out.print(f"customers: {count:,} rows with names, emails, phones, birth dates, balances")
+    from encmigrate import revisions, scaffold  # Alembic: imported when used
+
     scaffold.init(directory)
     plan_path = directory / "encmigrate.toml"
     plan_path.write_text(PLAN.format(url=url), encoding="utf-8")
@@ -267,7 +271,7 @@ def _run(engine: sa.Engine, url: str, directory: Path, count: int) -> None:
     )
 
 
-def _revision(result: revisions.RevisionResult) -> None:
+def _revision(result: RevisionResult) -> None:
     out.print(f"applied revision {result.revision}: {result.path}", markup=False)
     for note in result.notes:
         out.print(f"note: {note}", markup=False)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -12,7 +12,9 @@ from rich.table import Table
 from encmigrate.cli.console import err, out, print_json
 from encmigrate.cli.state import reports_errors, state_of
 from encmigrate.migrate.runner import eta_text
-from encmigrate.rehearse import RehearsalReport, RehearseOptions, StepResult, rehearse
+
+if TYPE_CHECKING:
+    from encmigrate.rehearse import RehearsalReport, StepResult
 
 __all__ = ["rehearse_command"]
 
@@ -49,6 +51,8 @@ def rehearse_command(
     Example: [bold]encmigrate rehearse --rows 20000 --production-rows 40000000[/]
     """
     state = state_of(ctx)
+    from encmigrate.rehearse import RehearseOptions, rehearse  # Alembic: imported when used
+
     options = RehearseOptions(
         load=load,
         rows=rows,

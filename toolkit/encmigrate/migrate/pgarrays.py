@@ -12,12 +12,13 @@ length-prefixed value or -1 per element).
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from psycopg.adapt import AdaptersMap, Dumper
-from psycopg.pq import Format
+if TYPE_CHECKING:
+    from psycopg.adapt import AdaptersMap
 
 __all__ = ["ByteaArray", "TextArray", "register"]
 
@@ -56,23 +57,31 @@ def _frame(values: Sequence[bytes | None], element_oid: int) -> bytes:
     return b"".join(parts)
 
 
-class _ByteaArrayDumper(Dumper):
-    format = Format.BINARY
-    oid = _BYTEA_ARRAY_OID
+@functools.cache
+def _dumpers() -> tuple[type, type]:
+    """The two dumper classes (psycopg is imported on first use, not with this module)."""
+    from psycopg.adapt import Dumper
+    from psycopg.pq import Format
 
-    def dump(self, obj: Any) -> bytes:
-        return _frame(obj, _BYTEA_OID)
+    class ByteaArrayDumper(Dumper):
+        format = Format.BINARY
+        oid = _BYTEA_ARRAY_OID
 
+        def dump(self, obj: Any) -> bytes:
+            return _frame(obj, _BYTEA_OID)
 
-class _TextArrayDumper(Dumper):
-    format = Format.BINARY
-    oid = _TEXT_ARRAY_OID
+    class TextArrayDumper(Dumper):
+        format = Format.BINARY
+        oid = _TEXT_ARRAY_OID
 
-    def dump(self, obj: Any) -> bytes:
-        return _frame([None if v is None else v.encode() for v in obj], _TEXT_OID)
+        def dump(self, obj: Any) -> bytes:
+            return _frame([None if v is None else v.encode() for v in obj], _TEXT_OID)
+
+    return ByteaArrayDumper, TextArrayDumper
 
 
 def register(adapters: AdaptersMap) -> None:
     """Use the dumpers above for :class:`ByteaArray` and :class:`TextArray` parameters."""
-    adapters.register_dumper(ByteaArray, _ByteaArrayDumper)
-    adapters.register_dumper(TextArray, _TextArrayDumper)
+    bytea_dumper, text_dumper = _dumpers()
+    adapters.register_dumper(ByteaArray, bytea_dumper)
+    adapters.register_dumper(TextArray, text_dumper)
