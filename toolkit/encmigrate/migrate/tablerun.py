@@ -1,10 +1,13 @@
 """One run of one operation (encrypt, rewrap, decrypt-back) over one table.
 
-The run goes through the table's chunks with any number of workers (threads
-here, processes elsewhere that ``--join``), then through catch-up passes that
+The run goes through the table's chunks with any number of workers (this
+process, its helper processes for ``--workers`` (processes.py), processes
+elsewhere that ``--join``), then through catch-up passes (passes.py) that
 finish the rows the trigger cleared behind the cursors (rows updated during
 the run) and rows inserted meanwhile. Each batch is one short transaction
-that locks its rows, writes their shadows and its checkpoint together.
+that locks its rows, writes their shadows and its checkpoint together; on
+PostgreSQL a worker overlaps one batch's write with the next one's read and
+encryption (pipeline.py).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import sqlalchemy as sa
 
 from encmigrate.errors import DatabaseError, EncmigrateError
 from encmigrate.keys.keyring import Keyring
-from encmigrate.migrate import bookkeeping
+from encmigrate.migrate import bookkeeping, passes
 from encmigrate.migrate import chunks as chunking
 from encmigrate.migrate.batch import BatchResult, PreparedBatch, set_timeouts
 from encmigrate.migrate.keyset import Cursor
@@ -84,7 +87,7 @@ class TableRun:
     def run(self) -> TableReport:
         try:
             if self.opts.dry_run:
-                self._dry_run()
+                passes.dry_run(self)
             else:
                 self._setup()
                 self._run_chunks()
@@ -92,8 +95,8 @@ class TableRun:
                     pass  # the run's owner waits for every chunk, then catches up and finishes
                 else:
                     self._wait_for_other_workers()
-                    if not self._halted():
-                        self._catch_up()
+                    if not self.halted():
+                        passes.catch_up(self)
                     self._finish()
         except EncmigrateError as exc:
             self._record_failure(exc)
@@ -118,7 +121,7 @@ class TableRun:
         self.report.interrupted = self.stop.is_set()
         return self.report
 
-    def _halted(self) -> bool:
+    def halted(self) -> bool:
         return self.stop.is_set() or self.batches_left == 0
 
     def take_batch(self) -> bool:
@@ -137,7 +140,7 @@ class TableRun:
             if self.batches_left is not None:
                 self.batches_left += count
 
-    def _emit(self, phase: str) -> None:
+    def emit(self, phase: str) -> None:
         if self.progress is not None:
             self.progress(
                 Progress(
@@ -166,7 +169,7 @@ class TableRun:
                     chunking.refuse_second_runner(holders, self.work, self.op.name)
                 counts = chunking.chunk_counts(conn, self.work, self.op.name)
                 open_chunks = counts.get("pending", 0) + counts.get("running", 0)
-                self.report.rows_total = conn.execute(self._count_pending()).scalar_one()
+                self.report.rows_total = conn.execute(self.count_pending()).scalar_one()
                 if self.opts.restart or (not open_chunks and not self.opts.join):
                     boundaries = chunking.plan_boundaries(conn, self.work, self._chunk_rows())
                     chunking.create_chunks(conn, self.work, self.op.name, boundaries)
@@ -177,7 +180,7 @@ class TableRun:
 
         self.opts.retry.run(setup)
 
-    def _count_pending(self) -> sa.Select[int]:
+    def count_pending(self) -> sa.Select[int]:
         return (
             sa.select(sa.func.count())
             .select_from(self.work.table)
@@ -238,7 +241,7 @@ class TableRun:
 
     def _wait_for_other_workers(self) -> None:
         """Joined workers elsewhere may still hold chunks: wait, reclaiming dead ones."""
-        while not self._halted():
+        while not self.halted():
             with self.engine.connect() as conn:
                 counts = chunking.chunk_counts(conn, self.work, self.op.name)
             if not counts.get("pending", 0) and not counts.get("running", 0):
@@ -249,11 +252,11 @@ class TableRun:
     def work_chunks(self, worker: str) -> None:
         pipelined = self.engine.dialect.name == "postgresql"
         with (
-            self._connection() as first,
-            self._connection(open_now=pipelined) as second,
+            self.connection() as first,
+            self.connection(open_now=pipelined) as second,
             ThreadPoolExecutor(1, thread_name_prefix="encmigrate-writer") as writer,
         ):
-            while not self._halted():
+            while not self.halted():
                 chunk = self.opts.retry.run(lambda: self._claim(first, worker))
                 if chunk is None:
                     return
@@ -278,7 +281,7 @@ class TableRun:
             logger.warning("could not release chunk %d of %s", chunk.chunk_id, self.work.name)
 
     @contextlib.contextmanager
-    def _connection(self, *, open_now: bool = True) -> Iterator[list[sa.Connection]]:
+    def connection(self, *, open_now: bool = True) -> Iterator[list[sa.Connection]]:
         """A worker's connection slot; the replacement made after a fault is closed too."""
         connection = [self.engine.connect()] if open_now else []
         try:
@@ -356,7 +359,7 @@ class TableRun:
 
     def batch_done(self, result: BatchResult) -> None:
         self.tally.add(result)
-        self._emit("chunks")
+        self.emit("chunks")
         if self.on_batch is not None:
             self.on_batch(result)
 
@@ -364,85 +367,11 @@ class TableRun:
         if self.opts.sleep_ms:
             self.stop.wait(self.opts.sleep_ms / 1000)
 
-    # -- catch-up ------------------------------------------------------------------
-
-    def _catch_up(self) -> None:
-        """Passes over the whole table for rows changed or inserted behind the cursors.
-
-        The trigger cleared the shadows of every row whose plaintext changed
-        after its batch, so "plaintext set, ciphertext NULL" finds them all.
-        A pass that writes nothing ends it; rows that keep failing (already
-        in the failures table) do not count as written.
-        """
-        for _ in range(self.opts.catch_up_passes):
-            if not self._anything_pending():
-                return
-            written = self._pass(phase="catch-up")
-            self.report.catch_up_rows += written
-            if written == 0 or self._halted():
-                return
-
-    def _anything_pending(self) -> bool:
-        """One cheap probe before walking the whole key range again."""
-        probe = (
-            sa.select(sa.literal(1))
-            .select_from(self.work.table)
-            .where(self.op.pending(self.work))
-            .limit(1)
-        )
-        with self.engine.connect() as conn:
-            return conn.execute(probe).first() is not None
-
-    def _pass(self, *, phase: str, commit: bool = True) -> int:
-        written = 0
-        cursor: Cursor | None = None
-        with self._connection() as connection:
-            while not self._halted():
-                if not self.take_batch():
-                    break
-                start = cursor
-
-                def one_batch(start: Cursor | None = start) -> BatchResult:
-                    conn = self.usable(connection)
-                    transaction = conn.begin()
-                    try:
-                        set_timeouts(
-                            conn, self.opts.lock_timeout_ms, self.opts.statement_timeout_ms
-                        )
-                        result = self.op.batch(conn, self.work, start, None, self.opts.batch_size)
-                    except BaseException:
-                        transaction.rollback()
-                        raise
-                    if commit:
-                        transaction.commit()
-                    else:
-                        transaction.rollback()
-                    return result
-
-                result = self.opts.retry.run(one_batch)
-                if result.rows_read:
-                    self.tally.add(result)
-                    written += result.rows_written
-                    self._emit(phase)
-                if result.rows_read < self.opts.batch_size:
-                    break
-                cursor = result.last_key
-                self.pause()
-        return written
-
-    # -- dry run -------------------------------------------------------------------
-
-    def _dry_run(self) -> None:
-        """Every batch for real, each rolled back: nothing changes, the rate is measured."""
-        with self.engine.connect() as conn:
-            self.report.rows_total = conn.execute(self._count_pending()).scalar_one()
-        self._pass(phase="dry-run", commit=False)
-
     # -- bookkeeping ----------------------------------------------------------------
 
     def _finish(self) -> None:
-        if self._halted():
-            self._emit("interrupted" if self.stop.is_set() else "paused")
+        if self.halted():
+            self.emit("interrupted" if self.stop.is_set() else "paused")
             return
 
         def finish() -> None:
@@ -450,7 +379,7 @@ class TableRun:
                 self.failed_rows = bookkeeping.record_finish(conn, self.work, self.op, self.keyring)
 
         self.opts.retry.run(finish)
-        self._emit("done")
+        self.emit("done")
 
     def _record_failure(self, error: BaseException) -> None:
         if not self.opts.dry_run:
