@@ -151,11 +151,10 @@ def write_rows(
     PostgreSQL, ``ctids`` (of rows this transaction has locked) replaces the
     primary-key match with a TID scan.
     """
-    columns = list(targets)
-    if conn.dialect.name == "postgresql" and not any(_needs_adapter(c) for c in columns):
-        _write_postgresql(conn, work, keys, updates, columns, ctids)
+    if conn.dialect.name == "postgresql" and not any(_needs_adapter(c) for c in targets):
+        _write_postgresql(conn, work, keys, updates, targets, ctids)
     else:
-        _write_generic(conn, work, keys, updates, columns)
+        _write_generic(conn, work, keys, updates, targets)
 
 
 def _needs_adapter(column: sa.Column[Any]) -> bool:
@@ -168,7 +167,7 @@ def _write_postgresql(
     work: TableWork,
     keys: list[Cursor],
     updates: list[list[Any]],
-    targets: list[sa.Column[Any]],
+    targets: Sequence[sa.Column[Any]],
     ctids: list[Any] | None = None,
 ) -> None:
     """``UPDATE … FROM unnest(…)`` with binary parameters: one statement per batch.
@@ -188,7 +187,7 @@ def _write_postgresql(
         arrays.append("%b::text[]::tid[]")
         aliases.append("k0")
         match = "t.ctid = u.k0"
-        key_params: list[list[Any]] = [pgarrays.TextArray(ctids)]
+        params: list[list[Any]] = [pgarrays.TextArray(ctids)]
     else:
         for i, column in enumerate(work.primary_key):
             arrays.append(f"%b::{column.type.compile(dialect=dialect)}[]")
@@ -196,7 +195,7 @@ def _write_postgresql(
         match = " AND ".join(
             f"t.{quote(column.name)} = u.k{i}" for i, column in enumerate(work.primary_key)
         )
-        key_params = [[key[i] for key in keys] for i in range(len(work.primary_key))]
+        params = [[key[i] for key in keys] for i in range(len(work.primary_key))]
     sets: list[str] = []
     for i, (column, values) in enumerate(zip(targets, updates, strict=True)):
         arrays.append(f"%b::{column.type.compile(dialect=dialect)}[]")
@@ -206,12 +205,12 @@ def _write_postgresql(
         # of the UPDATE's time (1,000-row batches, three bytea columns).
         keep = None in values
         sets.append(f"{name} = COALESCE(u.v{i}, t.{name})" if keep else f"{name} = u.v{i}")
+        params.append(_array(column, values))
     # Every identifier comes from reflection and is quoted by the dialect; values are parameters.
     sql = (
         f"UPDATE {table} AS t SET {', '.join(sets)} "
         f"FROM unnest({', '.join(arrays)}) AS u({', '.join(aliases)}) WHERE {match}"
     )
-    params = key_params + [_array(c, v) for c, v in zip(targets, updates, strict=True)]
     raw: Any = conn.connection.dbapi_connection  # psycopg.Connection: binary parameters
     if not conn.info.get(_ARRAYS):
         pgarrays.register(raw.adapters)
@@ -240,7 +239,7 @@ def _write_generic(
     work: TableWork,
     keys: list[Cursor],
     updates: list[list[Any]],
-    targets: list[sa.Column[Any]],
+    targets: Sequence[sa.Column[Any]],
 ) -> None:
     statement = (
         sa.update(work.table)

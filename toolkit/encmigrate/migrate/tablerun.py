@@ -201,13 +201,12 @@ class TableRun:
         errors: list[BaseException] = []
         helpers: Helpers | None = None
         if count > 1 and self.opts.worker_processes and self.batches_left is None:
-            with self.engine.connect() as conn:
-                open_chunks = chunking.chunk_counts(conn, self.work, self.op.name).get("pending", 0)
-            count = min(count, max(open_chunks, 1))  # a helper without a chunk would only wait
-        if count > 1 and self.opts.worker_processes and self.batches_left is None:
             # Worker processes instead of threads (processes.py says why); --max-batches
             # keeps threads, whose budget is shared in this process.
-            helpers = Helpers(self, count - 1)
+            with self.engine.connect() as conn:
+                open_chunks = chunking.chunk_counts(conn, self.work, self.op.name).get("pending", 0)
+            if open_chunks > 1:  # a helper without a chunk would only wait
+                helpers = Helpers(self, min(count, open_chunks) - 1)
             count = 1
 
         def worker(index: int) -> None:
@@ -349,13 +348,10 @@ class TableRun:
             cursor=result.last_key,
             rows_done=result.rows_written,
             rows_failed=result.rows_failed,
-            finished=self.last_of_chunk(result),
+            finished=result.rows_read < self.opts.batch_size,  # the chunk's last batch
             lease_seconds=self.opts.lease_seconds,
         )
         return result
-
-    def last_of_chunk(self, result: BatchResult) -> bool:
-        return result.rows_read < self.opts.batch_size
 
     def batch_done(self, result: BatchResult) -> None:
         self.tally.add(result)
