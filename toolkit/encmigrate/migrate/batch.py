@@ -22,6 +22,7 @@ from encmigrate.tracking import failures
 __all__ = [
     "BatchResult",
     "PreparedBatch",
+    "RowAddresses",
     "compute_encrypt",
     "read_encrypt",
     "record_failures",
@@ -60,6 +61,23 @@ def set_timeouts(conn: sa.Connection, lock_timeout_ms: int, statement_timeout_ms
         )
 
 
+@dataclass(frozen=True, slots=True)
+class RowAddresses:
+    """Where each locked row of a PostgreSQL batch lives: its table's oid and its ctid.
+
+    Read with the rows (``_tableoid``, ``_ctid``, the last two columns of the
+    batch's SELECT) while the batch's transaction holds their locks, so the
+    address cannot change before the batch's UPDATE uses it.
+    """
+
+    tables: list[str]
+    ctids: list[str]
+
+    @classmethod
+    def of(cls, rows: Sequence[Any]) -> RowAddresses:
+        return cls([row[-2] for row in rows], [row[-1] for row in rows])
+
+
 class PreparedBatch:
     """One batch read (its rows locked by the open transaction) and computed, not yet written.
 
@@ -68,11 +86,11 @@ class PreparedBatch:
     moments lives here.
     """
 
-    def __init__(self, work: TableWork, rows: Sequence[Any], *, ctids: list[Any] | None = None):
+    def __init__(self, work: TableWork, rows: Sequence[Any], *, tids: RowAddresses | None = None):
         self.work = work
         self.width = len(work.primary_key)
         self.keys: list[Cursor] = [tuple(row[: self.width]) for row in rows]
-        self.ctids = ctids
+        self.tids = tids
         self.result = BatchResult(rows_read=len(rows), last_key=self.keys[-1] if rows else None)
         self.targets: list[sa.Column[Any]] = []
         self.updates: list[list[Any]] = []
@@ -103,7 +121,7 @@ class PreparedBatch:
     def write(self, conn: sa.Connection) -> BatchResult:
         """One statement for every target column, then the failures; in the caller's transaction."""
         if self.keys:
-            write_rows(conn, self.work, self.keys, self.updates, self.targets, ctids=self.ctids)
+            write_rows(conn, self.work, self.keys, self.updates, self.targets, tids=self.tids)
         self.result.rows_written = sum(self.written)
         self.result.rows_failed = len({key for _, key, _ in self.result.failed_keys})
         if self.result.failed_keys:
@@ -124,8 +142,8 @@ def read_encrypt(
 
 def compute_encrypt(work: TableWork, rows: Sequence[Any]) -> PreparedBatch:
     """The shadow values of rows read by :func:`read_encrypt`."""
-    ctids = [row[-1] for row in rows] if work.dialect == "postgresql" else None
-    batch = PreparedBatch(work, rows, ctids=ctids)
+    tids = RowAddresses.of(rows) if work.dialect == "postgresql" else None
+    batch = PreparedBatch(work, rows, tids=tids)
     width = batch.width
     for index, shadow in enumerate(work.shadows):
         plain = [row[width + 2 * index] for row in rows]
@@ -143,16 +161,16 @@ def write_rows(
     updates: list[list[Any]],
     targets: Sequence[sa.Column[Any]],
     *,
-    ctids: list[Any] | None = None,
+    tids: RowAddresses | None = None,
 ) -> None:
     """Set ``targets`` of the rows ``keys``, one statement.
 
     ``updates`` holds one list per target; a None keeps the stored value. On
-    PostgreSQL, ``ctids`` (of rows this transaction has locked) replaces the
-    primary-key match with a TID scan.
+    PostgreSQL, ``tids`` (addresses of rows this transaction has locked) replaces
+    the primary-key match with a TID scan.
     """
     if conn.dialect.name == "postgresql" and not any(_needs_adapter(c) for c in targets):
-        _write_postgresql(conn, work, keys, updates, targets, ctids)
+        _write_postgresql(conn, work, keys, updates, targets, tids)
     else:
         _write_generic(conn, work, keys, updates, targets)
 
@@ -168,7 +186,7 @@ def _write_postgresql(
     keys: list[Cursor],
     updates: list[list[Any]],
     targets: Sequence[sa.Column[Any]],
-    ctids: list[Any] | None = None,
+    tids: RowAddresses | None = None,
 ) -> None:
     """``UPDATE … FROM unnest(…)`` with binary parameters: one statement per batch.
 
@@ -183,11 +201,12 @@ def _write_postgresql(
     # did 21.6k rows/s instead of 34.7k (bench/bench_migrate.py, 1,000,000 rows).
     arrays: list[str] = []
     aliases: list[str] = []
-    if ctids is not None:
-        arrays.append("%b::text[]::tid[]")
-        aliases.append("k0")
-        match = "t.ctid = u.k0"
-        params: list[list[Any]] = [pgarrays.TextArray(ctids)]
+    if tids is not None:
+        arrays += ["%b::text[]::oid[]", "%b::text[]::tid[]"]
+        aliases += ["r0", "k0"]
+        # Both halves of the address: ctids repeat across partitions and inheritance children.
+        match = "t.tableoid = u.r0 AND t.ctid = u.k0"
+        params: list[list[Any]] = [pgarrays.TextArray(tids.tables), pgarrays.TextArray(tids.ctids)]
     else:
         for i, column in enumerate(work.primary_key):
             arrays.append(f"%b::{column.type.compile(dialect=dialect)}[]")

@@ -126,7 +126,10 @@ class TableWork:
         if self.dialect == "postgresql":
             # The row's physical address: the batch's UPDATE finds each locked row with a
             # TID scan instead of a primary-key probe. A locked row cannot move (only an
-            # UPDATE makes a new version, and ours is the only one allowed).
+            # UPDATE makes a new version, and ours is the only one allowed). A ctid is
+            # unique only inside one physical table: partitions and inheritance children
+            # repeat them, so the address is (tableoid, ctid), never the ctid alone.
+            wanted.append(sa.literal_column("tableoid::text", sa.Text).label("_tableoid"))
             wanted.append(sa.literal_column("ctid", sa.Text).label("_ctid"))
         query = (
             sa.select(*wanted)
