@@ -13,6 +13,8 @@ import enum
 import sqlalchemy as sa
 
 __all__ = [
+    "MIGRATOR_SETTING",
+    "SQLITE_WRITER_TABLE",
     "TRACKING_TABLES",
     "ChunkStatus",
     "MigrationStatus",
@@ -144,3 +146,10 @@ inside the chunk, written in the same transaction as its batch.
 """
 
 TRACKING_TABLES: tuple[sa.Table, ...] = (migrations, failures, chunks)
+
+# How the migrator marks its own write transactions, so that the shadow trigger of
+# step 4 does not take its ciphertext-only writes for writes through the view:
+# PostgreSQL, a transaction-local setting (SET LOCAL); SQLite, which has no session
+# settings, a row in this table for the length of its UPDATE, in its transaction.
+MIGRATOR_SETTING = "encmigrate.writer"
+SQLITE_WRITER_TABLE = "encryption_migration_writer"

@@ -7,8 +7,10 @@ backfill rules 3 and 4).
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Sequence
+import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +19,7 @@ import sqlalchemy as sa
 from encmigrate.migrate import pgarrays
 from encmigrate.migrate.keyset import Cursor
 from encmigrate.migrate.table import ShadowColumns, TableWork
-from encmigrate.tracking import failures
+from encmigrate.tracking import MIGRATOR_SETTING, SQLITE_WRITER_TABLE, failures
 
 __all__ = [
     "BatchResult",
@@ -50,14 +52,19 @@ def set_timeouts(conn: sa.Connection, lock_timeout_ms: int, statement_timeout_ms
     bench/bench_migrate.py). A server crash can then lose the last few batches, but
     never half of one: rows and checkpoint go together and the WAL keeps its order,
     so the lost rows still match the operation's pending filter and the catch-up
-    pass or the next run does them. One round trip: psycopg sends the three as one
+    pass or the next run does them. One round trip: psycopg sends the four as one
     query (no parameters, so the simple protocol).
+
+    The last one marks the transaction as the migrator's: the shadow trigger
+    installed by ``create-views`` must not take our ciphertext-only writes for
+    writes through the view (which set the plaintext to NULL).
     """
     if conn.dialect.name == "postgresql":
         conn.exec_driver_sql(
             f"SET LOCAL lock_timeout = {int(lock_timeout_ms)}; "
             f"SET LOCAL statement_timeout = {int(statement_timeout_ms)}; "
-            "SET LOCAL synchronous_commit = off"
+            "SET LOCAL synchronous_commit = off; "
+            f"SET LOCAL {MIGRATOR_SETTING} = 'migrator'"
         )
 
 
@@ -282,7 +289,35 @@ def _write_generic(
         params = {f"_k{i}": value for i, value in enumerate(key)}
         params.update({f"_v{i}": values[row_index] for i, values in enumerate(updates)})
         rows.append(params)
-    conn.execute(statement, rows)
+    with _marked_as_migrator(conn):
+        conn.execute(statement, rows)
+
+
+@contextlib.contextmanager
+def _marked_as_migrator(conn: sa.Connection) -> Iterator[None]:
+    """SQLite: a row in the writer table while our UPDATE runs, so the shadow trigger
+    of step 4 does not take our ciphertext-only writes for writes through the view.
+
+    Inserted and deleted inside the batch's transaction: SQLite has one writer at a
+    time and nobody else sees the uncommitted row. (PostgreSQL marks the whole
+    transaction in :func:`set_timeouts`.)
+    """
+    if conn.dialect.name != "sqlite" or not _has_writer_table(conn):
+        yield
+        return
+    marks = sa.table(SQLITE_WRITER_TABLE, sa.column("pid"))
+    conn.execute(marks.insert().values(pid=os.getpid()))
+    try:
+        yield
+    finally:
+        conn.execute(marks.delete())
+
+
+def _has_writer_table(conn: sa.Connection) -> bool:
+    found = conn.exec_driver_sql(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (SQLITE_WRITER_TABLE,)
+    )
+    return found.first() is not None
 
 
 def record_failures(

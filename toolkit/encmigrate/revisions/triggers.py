@@ -19,6 +19,18 @@ one. It needs no key: it only ever sets values to NULL.
 With ``view_writes`` (installed by ``create-views``) the trigger also fires on
 the ciphertext column, and a write that changes the ciphertext but not the
 plaintext sets the plaintext to NULL: the ciphertext is the truth from then on.
+
+The migrator's own writes (backfill, catch-up, repair, rewrap, decrypt-back)
+also change ciphertexts alone, and must never be taken for a write through
+the view: a catch-up run after step 4 would set to NULL the plaintexts the
+application had just written. They keep plaintext and ciphertext in agreement
+themselves, so the trigger leaves them alone. They mark their transaction:
+* PostgreSQL: ``SET LOCAL encmigrate.writer = 'migrator'`` (a transaction-local
+  setting the trigger function reads with ``current_setting``);
+* SQLite (no session settings): a row in ``encryption_migration_writer``,
+  inserted before the batch's UPDATE and deleted after it in the same
+  transaction. SQLite has one writer at a time and nobody else sees an
+  uncommitted row, so the mark is seen by the migrator's statement alone.
 """
 
 from __future__ import annotations
@@ -28,6 +40,8 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 from sqlalchemy.engine import Dialect
+
+from encmigrate.tracking import MIGRATOR_SETTING, SQLITE_WRITER_TABLE
 
 __all__ = [
     "ShadowColumn",
@@ -83,7 +97,13 @@ def install_trigger_statements(
     if dialect.name == "postgresql":
         return [*drops, *_pg_install(dialect, table, columns, schema, view_writes)]
     if dialect.name == "sqlite":
-        return [*drops, *(_sqlite_trigger(dialect, table, c, view_writes) for c in columns)]
+        triggers = [_sqlite_trigger(dialect, table, c, view_writes) for c in columns]
+        if view_writes:
+            # Kept when the trigger goes: other tables' triggers may read it. Always empty
+            # outside the migrator's own transactions.
+            writer = dialect.identifier_preparer.quote(SQLITE_WRITER_TABLE)
+            triggers.insert(0, f"CREATE TABLE IF NOT EXISTS {writer} (pid INTEGER)")
+        return [*drops, *triggers]
     raise NotImplementedError(
         f"encmigrate triggers support postgresql and sqlite, not {dialect.name}"
     )
@@ -156,6 +176,10 @@ def _pg_install(
             f"CREATE OR REPLACE FUNCTION {function}() RETURNS trigger",
             "LANGUAGE plpgsql AS $encmigrate$",
             "BEGIN",
+            "    -- The migrator's own writes keep plaintext and ciphertext in agreement.",
+            f"    IF current_setting('{MIGRATOR_SETTING}', true) = 'migrator' THEN",
+            "        RETURN NEW;",
+            "    END IF;",
             "    -- A new plaintext without a new ciphertext makes the ciphertext stale: clear it.",
             *body,
             "    RETURN NEW;",
@@ -192,7 +216,10 @@ def _sqlite_trigger(dialect: Dialect, table: str, column: ShadowColumn, view_wri
     # One trigger per column doing both directions in one UPDATE: a second trigger
     # would be fired by this one's write and undo it.
     stale = f"({plain_changed} AND {cipher_kept})"
-    superseded = f"(NEW.{cipher} IS NOT OLD.{cipher} AND NEW.{plain} IS OLD.{plain})"
+    by_migrator = f"EXISTS (SELECT 1 FROM {q(SQLITE_WRITER_TABLE)})"
+    superseded = (
+        f"(NEW.{cipher} IS NOT OLD.{cipher} AND NEW.{plain} IS OLD.{plain} AND NOT {by_migrator})"
+    )
     sets = ", ".join(f"{c} = CASE WHEN {stale} THEN NULL ELSE {c} END" for c in shadows)
     sets += f", {plain} = CASE WHEN {superseded} THEN NULL ELSE {plain} END"
     update = f"UPDATE {target} SET {sets} WHERE rowid = NEW.rowid"
