@@ -10,7 +10,7 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
-__all__ = ["err", "fail", "out", "print_json"]
+__all__ = ["err", "fail", "out", "print_json", "print_verbatim"]
 
 # rich honours NO_COLOR and turns styling off when the stream is not a terminal.
 out = Console(highlight=False)
@@ -31,4 +31,14 @@ def fail(problem: BaseException | str, *, show_traceback: bool = False) -> None:
 def print_json(document: Any) -> None:
     """Machine-readable output: one JSON document on stdout, nothing else."""
     sys.stdout.write(json.dumps(document, indent=2, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def print_verbatim(text: str) -> None:
+    """Text that must reach stdout byte for byte (SQL for psql): no wrapping, no markup.
+
+    rich wraps long lines at the terminal's width (80 columns when redirected),
+    which split ``--`` comments and string literals of ``--sql`` output.
+    """
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
     sys.stdout.flush()

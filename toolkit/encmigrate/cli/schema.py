@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from encmigrate.cli.console import err, out, print_json
+from encmigrate.cli.console import err, out, print_json, print_verbatim
 from encmigrate.cli.context import plan_for
 from encmigrate.cli.state import reports_errors, state_of
 
@@ -43,7 +43,7 @@ def _show(ctx: typer.Context, result: RevisionResult) -> None:
         )
         return
     if result.sql is not None:
-        out.print(result.sql, markup=False, highlight=False)
+        print_verbatim(result.sql)
     elif result.path is not None:
         verb = "Wrote and applied" if result.applied else "Wrote"
         out.print(f"{verb} revision {result.revision}: {result.path}", markup=False)
