@@ -4,6 +4,10 @@ The ciphertext is the same envelope ``encmigrate.get_cipher(context,
 type=...)`` produces, and the token the same as the ORM types write, so a
 value written by the application and one written by the migrator are
 indistinguishable.
+
+``same_value`` is the one comparison of a plaintext with a decrypted shadow
+value: ``verify`` uses it to find mismatches and a repair pass the rows to
+re-encrypt, so the two can never disagree about which rows are wrong.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import json
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +28,9 @@ from encmigrate.errors import ValueTypeError
 from encmigrate.keys.keyring import Keyring
 from encmigrate.plan import ColumnPlan
 
-__all__ = ["ColumnWork", "Sealed"]
+__all__ = ["NOT_UTF8", "ColumnWork", "Sealed"]
+
+NOT_UTF8 = "plaintext is not valid UTF-8"
 
 _TRUE = frozenset({"true", "t", "1", "yes", "y", "on"})
 _FALSE = frozenset({"false", "f", "0", "no", "n", "off"})
@@ -119,6 +126,8 @@ _COERCE: dict[str, Callable[[Any], Any]] = {
 # made only of these (and None) needs no coercion, which is most of a batch's Python work
 # for such a column after the encryption itself.
 _NATIVE: dict[str, type] = {
+    "string": str,
+    "text": str,
     "integer": int,
     "bigint": int,
     "float": float,
@@ -127,6 +136,83 @@ _NATIVE: dict[str, type] = {
     "date": dt.date,
     "datetime": dt.datetime,
     "time": dt.time,
+}
+
+
+_TEXT_AS_BYTES = (bytes, bytearray, memoryview)
+
+
+def _same_float(expected: Any, found: Any) -> bool:
+    """Bit-for-bit but for NaN's payload: NaN equals NaN, -0.0 is not 0.0."""
+    if type(found) is not float or type(expected) is not float:
+        return False
+    if math.isnan(expected):
+        return math.isnan(found)
+    return expected == found and math.copysign(1.0, expected) == math.copysign(1.0, found)
+
+
+def _same_numeric(expected: Any, found: Any) -> bool:
+    """The same exact text (the codec's encoding): 1.10 is not 1.1; NaN equals NaN."""
+    if not isinstance(expected, decimal.Decimal) or not isinstance(found, decimal.Decimal):
+        return False
+    if expected.is_nan():
+        return found.is_nan()
+    return str(expected) == str(found)
+
+
+def _same_json(expected: Any, found: Any) -> bool:
+    """The same JSON document, object keys in any order; true is not 1, "1" is not 1.
+
+    jsonb keeps no key order (it stores its own canonical form) and a json
+    column's whitespace and key order are not part of the value.
+    """
+    if expected is JSON_NULL:
+        expected = None
+    try:
+        return _same_document(expected, found)
+    except RecursionError:  # nesting deeper than Python recurses: try the C encoder
+        text = _canonical_json(expected)
+        return text is not None and text == _canonical_json(found)
+
+
+def _same_document(expected: Any, found: Any) -> bool:
+    # Python's == alone would take True for 1 and 1 for 1.0. Walking both documents is
+    # about twice as fast as comparing their canonical encodings, the costliest part of
+    # verifying a json column.
+    kind = type(expected)
+    if kind is not type(found):
+        return False
+    if kind is dict:
+        return expected.keys() == found.keys() and all(
+            _same_document(value, found[key]) for key, value in expected.items()
+        )
+    if kind is list:
+        return len(expected) == len(found) and all(map(_same_document, expected, found))
+    if kind is float:
+        return _same_float(expected, found)
+    return bool(expected == found)
+
+
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _canonical_json(value: Any) -> str | None:
+    try:
+        return _CANONICAL.encode(value)
+    except (TypeError, ValueError, RecursionError):
+        return None
+
+
+def _same_plain(expected: Any, found: Any) -> bool:
+    """The same type and ``==``: for aware datetimes and times that is the same instant
+    (a timestamptz keeps no offset: the reading session's time zone picks the one shown)."""
+    return type(expected) is type(found) and bool(expected == found)
+
+
+_SAME: dict[str, Callable[[Any, Any], bool]] = {
+    "float": _same_float,
+    "numeric": _same_numeric,
+    "json": _same_json,
 }
 
 
@@ -154,6 +240,10 @@ class ColumnWork:
         self._codec = codec
         self._coerce = _COERCE.get(plan.type)
         self._native = _NATIVE.get(plan.type)
+        self._same = _SAME.get(plan.type, _same_plain)
+        # Text read as bytes (table.read_expression on SQLite, or a driver that does not
+        # decode) is decoded here, one value at a time; only a binary plan keeps bytes.
+        self._decode = plan.type != "binary"
         self._text = plan.storage == "text"
 
     def __repr__(self) -> str:
@@ -164,10 +254,54 @@ class ColumnWork:
         return isinstance(self.cipher, SearchableCipher)
 
     def coerce(self, value: Any) -> Any:
-        """A database value as the plan's type (text columns are parsed per value)."""
-        if value is None or self._coerce is None:
-            return value
-        return self._coerce(value)
+        """A database value as the plan's type (text columns are parsed per value).
+
+        Raises :class:`ValueTypeError` naming the problem (never the value) for
+        text that is not UTF-8 or does not parse as the plan's type.
+        """
+        found = self._prepare(value)
+        if isinstance(found, _Unparsable):
+            raise ValueTypeError(found.reason)
+        return found
+
+    def undecodable(self, plaintext: Any) -> bool:
+        """Whether ``plaintext`` is text the database holds but that is not valid UTF-8."""
+        if not self._decode or not isinstance(plaintext, _TEXT_AS_BYTES):
+            return False
+        return isinstance(_utf8(plaintext), _Unparsable)
+
+    def same_value(self, plaintext: Any, decrypted: Any) -> bool:
+        """Whether ``decrypted`` holds exactly what ``migrate-data`` encrypts for ``plaintext``.
+
+        ``plaintext`` is the column's value read the way the backfill reads it
+        (``table.read_expression``: json as its text, SQLite text as bytes);
+        ``decrypted`` is the shadow value opened by :attr:`cipher`. The
+        plaintext goes through the backfill's own preparation (decode, parse,
+        a stored JSON ``null`` kept as a value), then is compared as the codec
+        sees values, not as Python's ``==`` does:
+
+        * float: bit for bit, except that NaN equals NaN; ``-0.0`` is not ``0.0``;
+        * numeric: the exact text the codec encrypts, so ``1.10`` is not ``1.1``
+          and ``NaN`` equals ``NaN`` (``Infinity`` and ``-Infinity`` likewise);
+        * json: the same document with object keys in any order (jsonb stores
+          its own canonical order, a json column keeps the writer's), types
+          kept apart: ``true`` is not ``1``, ``"1"`` is not ``1``;
+        * datetime and time: the same instant when both are aware (a
+          ``timestamptz`` keeps no offset: the reading session's time zone
+          picks it), equal when both are naive, never equal across the two;
+        * any other type: the same Python type and equal values.
+
+        Plaintext that is not UTF-8 or does not parse as the plan's type is
+        never the same as anything. A NULL plaintext is the same only as
+        None; as a JSON ``null`` decrypts to None too, a caller tells a NULL
+        ciphertext apart itself (``verify`` counts those rows separately).
+        """
+        if plaintext is None:
+            return decrypted is None
+        expected = self._prepare(plaintext)
+        if isinstance(expected, _Unparsable):
+            return False
+        return self._same(expected, decrypted)
 
     def seal(self, values: Sequence[Any]) -> Sealed:
         """Ciphertexts (and tokens) of ``values``; values that do not fit become failures.
@@ -176,7 +310,7 @@ class ColumnWork:
         problem, never the value.
         """
         failures: dict[int, str] = {}
-        prepared = list(values) if self._is_native(values) else [self._safe(v) for v in values]
+        prepared = list(values) if self._is_native(values) else [self._prepare(v) for v in values]
         try:
             ciphertexts = self.cipher.batch_encrypt(prepared)
         except (ValueTypeError, ValueError, TypeError, OverflowError):
@@ -190,23 +324,30 @@ class ColumnWork:
         return Sealed(list(ciphertexts), tokens, failures)
 
     def _is_native(self, values: Sequence[Any]) -> bool:
-        if self._coerce is None:
-            return True
         native = self._native
         return native is not None and all(v is None or type(v) is native for v in values)
 
-    def _safe(self, value: Any) -> Any:
+    def _prepare(self, value: Any) -> Any:
+        """``value`` as the backfill encrypts it, or an :class:`_Unparsable` naming why not."""
+        if value is None:
+            return None
+        if self._decode and isinstance(value, _TEXT_AS_BYTES):
+            value = _utf8(value)
+            if isinstance(value, _Unparsable):
+                return value
+        if self._coerce is None:
+            return value
         try:
-            return self.coerce(value)
-        except (ValueTypeError, ValueError, TypeError, ArithmeticError, json.JSONDecodeError):
-            return _Unparsable(self.plan.type)
+            return self._coerce(value)
+        except (ValueTypeError, ValueError, TypeError, ArithmeticError):
+            return _Unparsable(f"value does not parse as {self.plan.type}")
 
     def _screen(self, prepared: list[Any]) -> tuple[list[Any], dict[int, str]]:
         failures: dict[int, str] = {}
         clean: list[Any] = []
         for index, value in enumerate(prepared):
             if isinstance(value, _Unparsable):
-                failures[index] = f"value does not parse as {self.plan.type}"
+                failures[index] = value.reason
                 clean.append(None)
                 continue
             try:
@@ -230,15 +371,30 @@ def _texts(blobs: Sequence[bytes | None]) -> list[str | None]:
 
 
 class _Unparsable:
-    """Marks a value that did not parse as the column's type (never holds the value)."""
+    """Marks a value that did not decode or parse; holds the reason, never the value."""
 
-    __slots__ = ("type_name",)
+    __slots__ = ("reason",)
 
-    def __init__(self, type_name: str) -> None:
-        self.type_name = type_name
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
 
     def __repr__(self) -> str:
-        return f"<unparsable {self.type_name}>"
+        return f"<unparsable: {self.reason}>"
+
+
+_UNDECODABLE = _Unparsable(NOT_UTF8)
+
+
+def _utf8(value: bytes | bytearray | memoryview) -> Any:
+    """The text of ``value``, or the undecodable marker.
+
+    The UnicodeDecodeError is dropped here, not re-raised: its message and its
+    ``object`` attribute carry the offending bytes, which must reach no log.
+    """
+    try:
+        return bytes(value).decode("utf-8")
+    except UnicodeDecodeError:
+        return _UNDECODABLE
 
 
 def _reason(exc: BaseException) -> str:

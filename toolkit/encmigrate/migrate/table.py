@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
 
 from encmigrate.errors import ConfigError, DatabaseError
 from encmigrate.keys.keyring import Keyring
@@ -19,7 +21,7 @@ from encmigrate.migrate.columns import ColumnWork
 from encmigrate.migrate.keyset import Cursor, KeyCodec, after, at_most
 from encmigrate.plan import TablePlan
 
-__all__ = ["TableWork"]
+__all__ = ["TableWork", "read_expression"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,9 +150,61 @@ class TableWork:
 
 
 def _as_read(shadow: ShadowColumns) -> Any:
-    """The plaintext as the batch reads it: json as its text, so a stored JSON null
-    (which the driver would turn into None, like SQL NULL) stays a value."""
-    assert shadow.plaintext is not None
+    """The plaintext as the batch reads it: see :func:`read_expression`."""
+    return read_expression(shadow)
+
+
+def read_expression(shadow: ShadowColumns) -> Any:
+    """The plaintext as every reader that compares or encrypts it must select it.
+
+    * json as its text, so a stored JSON null (which the driver would turn
+      into None, like SQL NULL) stays a value, and jsonb gives its canonical
+      form rather than a value the driver re-parsed its own way;
+    * on SQLite, a text value as its bytes: the driver decodes every text
+      value of a fetch as UTF-8 and one value that is not UTF-8 fails the
+      whole fetch, so a batch could never get past it. ``ColumnWork`` decodes
+      per value and turns a bad one into that row's failure. Values of other
+      storage classes (numbers in a JSON or untyped column, blobs) come as
+      they are.
+
+    Only textual and json columns are wrapped: other types keep the result
+    processing of their SQL type (SQLite dates and numerics need it).
+    """
+    column = shadow.plaintext
+    assert column is not None
     if shadow.work.plan.type == "json":
-        return sa.cast(shadow.plaintext, sa.Text)
-    return shadow.plaintext
+        return _JsonRead(column)
+    if isinstance(column.type, sa.String | sa.types.NullType):
+        return _TextRead(column)
+    return column
+
+
+class _TextRead(FunctionElement[Any]):
+    """A textual plaintext: the column itself; on SQLite, text as bytes."""
+
+    name = "encmigrate_text_read"
+    inherit_cache = True
+
+
+class _JsonRead(FunctionElement[Any]):
+    """A json plaintext: its text; on SQLite, text as bytes."""
+
+    name = "encmigrate_json_read"
+    inherit_cache = True
+
+
+@compiles(_TextRead)
+def _text_read(element: _TextRead, compiler: Any, **kw: Any) -> str:
+    return str(compiler.process(element.clauses, **kw))
+
+
+@compiles(_JsonRead)
+def _json_read(element: _JsonRead, compiler: Any, **kw: Any) -> str:
+    return f"CAST({compiler.process(element.clauses, **kw)} AS TEXT)"
+
+
+@compiles(_TextRead, "sqlite")
+@compiles(_JsonRead, "sqlite")
+def _sqlite_read(element: _TextRead | _JsonRead, compiler: Any, **kw: Any) -> str:
+    value = compiler.process(element.clauses, **kw)
+    return f"CASE WHEN typeof({value}) = 'text' THEN CAST({value} AS BLOB) ELSE {value} END"

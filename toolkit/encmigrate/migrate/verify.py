@@ -5,6 +5,13 @@ NULL (fine), plaintext only (missing), both (must decrypt to the plaintext
 and, when searchable, carry the token of the plaintext under the
 ciphertext's key version), ciphertext only (must decrypt). Nothing of the
 migrator's own bookkeeping is trusted.
+
+The plaintext is read and compared exactly as the backfill reads and
+encrypts it (``table.read_expression``, ``ColumnWork.same_value``): a
+comparison of its own would raise false alarms (a jsonb string re-parsed
+by the driver, NaN never equal to itself) that block step 5, or miss real
+differences (1.10 against 1.1). Text that is not UTF-8 is counted per
+column as undecodable, by key: the value is never decoded into a message.
 """
 
 from __future__ import annotations
@@ -18,11 +25,12 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from encmigrate.crypto.codecs import JSON_NULL
 from encmigrate.crypto.envelope import envelope_from_text
-from encmigrate.errors import DecryptionError
+from encmigrate.errors import DatabaseError, DecryptionError
 from encmigrate.keys.keyring import Keyring
-from encmigrate.migrate.table import ShadowColumns, TableWork
+from encmigrate.migrate.bookkeeping import error_kind
+from encmigrate.migrate.database import sqlstate
+from encmigrate.migrate.table import ShadowColumns, TableWork, read_expression
 from encmigrate.plan import Plan
 from encmigrate.tracking import MigrationStatus, migrations
 
@@ -48,13 +56,20 @@ class ColumnVerdict:
     mismatches: int = 0
     token_mismatches: int = 0
     undecryptable: int = 0
+    undecodable: int = 0  # plaintext text that is not valid UTF-8
     unreadable_version: int = 0
     versions: Counter[int] = field(default_factory=Counter)
     problem_keys: list[tuple[str, list[Any]]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return not (self.missing or self.mismatches or self.token_mismatches or self.undecryptable)
+        return not (
+            self.missing
+            or self.mismatches
+            or self.token_mismatches
+            or self.undecryptable
+            or self.undecodable
+        )
 
     @property
     def key_problem(self) -> bool:
@@ -73,6 +88,7 @@ class ColumnVerdict:
             ("mismatched", self.mismatches),
             ("wrong search token", self.token_mismatches),
             ("undecryptable", self.undecryptable),
+            ("undecodable", self.undecodable),
         ):
             if count:
                 parts.append(f"{count} {label}")
@@ -118,7 +134,7 @@ def _verify_table(
     selected: list[Any] = list(work.primary_key)
     for shadow in work.shadows:
         selected += [
-            shadow.plaintext if shadow.plaintext is not None else sa.null(),
+            read_expression(shadow) if shadow.plaintext is not None else sa.null(),
             shadow.ciphertext,
             shadow.search if shadow.search is not None else sa.null(),
         ]
@@ -130,24 +146,41 @@ def _verify_table(
     )
     width = len(work.primary_key)
     seen = 0
-    with engine.connect() as conn:
-        rows = conn.execution_options(stream_results=True, yield_per=STREAM_ROWS).execute(query)
-        for batch in _partitions(rows, STREAM_ROWS):
-            keys = [work.keys.to_json(tuple(row[:width])) or [] for row in batch]
-            for index, (shadow, verdict) in enumerate(zip(work.shadows, verdicts, strict=True)):
-                base = width + 3 * index
-                _check(
-                    shadow,
-                    verdict,
-                    keys,
-                    [row[base] for row in batch],
-                    [row[base + 1] for row in batch],
-                    [row[base + 2] for row in batch],
-                )
-            seen += len(batch)
-            if progress is not None:
-                progress(work.name, seen)
+    try:
+        with engine.connect() as conn:
+            options = conn.execution_options(stream_results=True, yield_per=STREAM_ROWS)
+            rows = options.execute(query)
+            for batch in _partitions(rows, STREAM_ROWS):
+                keys = [work.keys.to_json(tuple(row[:width])) or [] for row in batch]
+                for index, (shadow, verdict) in enumerate(zip(work.shadows, verdicts, strict=True)):
+                    base = width + 3 * index
+                    _check(
+                        shadow,
+                        verdict,
+                        keys,
+                        [row[base] for row in batch],
+                        [row[base + 1] for row in batch],
+                        [row[base + 2] for row in batch],
+                    )
+                seen += len(batch)
+                if progress is not None:
+                    progress(work.name, seen)
+    except sa.exc.DBAPIError as exc:
+        # The driver's message can quote a value (PostgreSQL names the bytes of text it
+        # cannot convert to the client encoding): only its SQLSTATE and class are shown.
+        hint = _HINTS.get(sqlstate(exc) or "", "")
+        raise DatabaseError(
+            f"{work.name}: verify could not read the rows ({error_kind(exc)}){hint}"
+        ) from None
     return verdicts
+
+
+_HINTS = {
+    "22021": (
+        "; a text value is not valid in the connection's encoding "
+        "(a SQL_ASCII database holding text that is not UTF-8)"
+    ),
+}
 
 
 def _partitions(rows: Any, size: int) -> Iterator[list[Any]]:
@@ -164,7 +197,8 @@ def _check(
     ciphertexts: list[Any],
     tokens: list[Any],
 ) -> None:
-    cipher = shadow.work.cipher
+    work = shadow.work
+    cipher = work.cipher
     opened = _open_all(cipher.batch_decrypt, cipher.decrypt, ciphertexts)
     for key, plain, blob, token, value in zip(
         keys, plaintexts, ciphertexts, tokens, opened, strict=True
@@ -173,6 +207,9 @@ def _check(
         if blob is None:
             if plain is None:
                 verdict.both_null += 1
+            elif work.undecodable(plain):
+                verdict.undecodable += 1
+                verdict.note("undecodable", key)
             else:
                 verdict.missing += 1
                 verdict.note("missing", key)
@@ -189,20 +226,18 @@ def _check(
         if plain is None:
             verdict.ciphertext_only += 1
             continue
-        try:
-            expected = shadow.work.coerce(plain)
-            if expected is JSON_NULL:  # a stored JSON null decrypts to None
-                expected = None
-        except (ValueError, TypeError, ArithmeticError):
-            expected = _Never()
-        if value != expected:
+        if work.undecodable(plain):
+            verdict.undecodable += 1
+            verdict.note("undecodable", key)
+            continue
+        if not work.same_value(plain, value):
             verdict.mismatches += 1
             verdict.note("mismatch", key)
             continue
         if (
             shadow.search is not None
             and version is not None
-            and not _token_ok(shadow, token, expected, version)
+            and not _token_ok(shadow, token, work.coerce(plain), version)
         ):
             verdict.token_mismatches += 1
             verdict.note("token", key)
@@ -247,15 +282,6 @@ def _version(blob: Any) -> int | None:
     if raw is None or len(raw) < 5 or raw[0] != 1:
         return None
     return int.from_bytes(raw[1:5], "big")
-
-
-class _Never:
-    """Equal to nothing: a plaintext that does not parse can never match."""
-
-    def __eq__(self, other: object) -> bool:
-        return False
-
-    __hash__ = None  # type: ignore[assignment]
 
 
 def _record(
