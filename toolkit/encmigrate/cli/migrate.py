@@ -176,6 +176,14 @@ def migrate_data_command(
     restart: Annotated[
         bool, typer.Option("--restart", help="Forget the checkpoints and start over.")
     ] = False,
+    repair: Annotated[
+        bool,
+        typer.Option(
+            "--repair",
+            help="Also check every row that has a ciphertext and re-encrypt the ones that "
+            "disagree with their plaintext (what verify reports as mismatches).",
+        ),
+    ] = False,
     metrics_file: Annotated[
         Path | None,
         typer.Option(
@@ -217,9 +225,10 @@ def migrate_data_command(
             options=options,
             progress=reporter,
             stop=stop,
+            repair=repair,
         )
     engine.dispose()
-    _report_migration(reports, json_output)
+    _report_migration(reports, json_output, repair=repair)
     if any(r.interrupted for r in reports):
         err.print("Interrupted: progress is saved. Run the same command again to resume.")
         raise typer.Exit(130)
@@ -227,7 +236,9 @@ def migrate_data_command(
         raise typer.Exit(1)
 
 
-def _report_migration(reports: list[TableReport], json_output: bool) -> None:
+def _report_migration(
+    reports: list[TableReport], json_output: bool, *, repair: bool = False
+) -> None:
     if json_output:
         print_json(
             [
@@ -257,8 +268,13 @@ def _report_migration(reports: list[TableReport], json_output: bool) -> None:
                 f"Estimated time for the table: {eta_text(eta)}."
             )
             continue
+        done = (
+            f"checked {r.rows_total:,} rows with a ciphertext and re-encrypted {r.rows_done:,}"
+            if repair
+            else f"encrypted {r.rows_done:,} rows"
+        )
         out.print(
-            f"{r.table}: encrypted {r.rows_done:,} rows ({', '.join(r.columns)}) in "
+            f"{r.table}: {done} ({', '.join(r.columns)}) in "
             f"{r.seconds:.1f}s, {r.rate:,.0f} rows/s"
             + (f"; {r.catch_up_rows:,} caught up after changes" if r.catch_up_rows else "")
         )

@@ -42,7 +42,7 @@ def mark_running(
     """The columns' rows at the start of a run (created when missing)."""
     now = _now()
     worker = chunking.new_worker_id()
-    if operation is not ENCRYPT:  # rewrap and decrypt-back leave the step's status alone
+    if not operation.backfill:  # rewrap and decrypt-back leave the step's status alone
         conn.execute(
             migrations.update()
             .where(
@@ -97,7 +97,7 @@ def record_finish(
             .where(failures.c.table_name == work.name, failures.c.column_name == column)
         ).scalar_one()
         values = _final_values(operation, keyring, now, failed)
-        if operation is ENCRYPT:
+        if operation.backfill:
             values.update(_counts(conn, work, column))
         conn.execute(
             migrations.update()
@@ -119,7 +119,8 @@ def forget_resolved_failures(conn: sa.Connection, work: TableWork, operation: Op
             failures.c.column_name.in_(work.column_names),
         )
     ).all()
-    pending = operation.pending(work)
+    # A repair's failures are the backfill's (values that do not fit the type).
+    pending = ENCRYPT.pending(work) if operation.backfill else operation.pending(work)
     resolved = []
     for entry_id, document in entries:
         key = work.keys.from_json(document)
@@ -159,7 +160,7 @@ def _final_values(
         else None
     )
     common: dict[str, Any] = {"updated_at": now, "heartbeat_at": now, "last_error": problem}
-    if operation is ENCRYPT:
+    if operation.backfill:
         return {
             **common,
             "status": MigrationStatus.COMPLETED.value,

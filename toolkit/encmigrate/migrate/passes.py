@@ -21,6 +21,7 @@ from encmigrate.migrate.batch import BatchResult, set_timeouts
 from encmigrate.migrate.keyset import Cursor
 
 if TYPE_CHECKING:
+    from encmigrate.migrate.rekey import Operation
     from encmigrate.migrate.tablerun import TableRun
 
 __all__ = ["catch_up", "dry_run"]
@@ -28,10 +29,11 @@ __all__ = ["catch_up", "dry_run"]
 
 def catch_up(run: TableRun) -> None:
     """Passes until one writes nothing (rows that keep failing do not count as written)."""
+    operation = run.op.catch_up or run.op
     for _ in range(run.opts.catch_up_passes):
-        if not _anything_pending(run):
+        if not _anything_pending(run, operation):
             return
-        written = _pass(run, phase="catch-up")
+        written = _pass(run, operation, phase="catch-up")
         run.report.catch_up_rows += written
         if written == 0 or run.halted():
             return
@@ -41,22 +43,22 @@ def dry_run(run: TableRun) -> None:
     """Every batch for real, each rolled back: nothing changes, the rate is measured."""
     with run.engine.connect() as conn:
         run.report.rows_total = conn.execute(run.count_pending()).scalar_one()
-    _pass(run, phase="dry-run", commit=False)
+    _pass(run, run.op, phase="dry-run", commit=False)
 
 
-def _anything_pending(run: TableRun) -> bool:
+def _anything_pending(run: TableRun, operation: Operation) -> bool:
     """One cheap probe before walking the whole key range again."""
     probe = (
         sa.select(sa.literal(1))
         .select_from(run.work.table)
-        .where(run.op.pending(run.work))
+        .where(operation.pending(run.work))
         .limit(1)
     )
     with run.engine.connect() as conn:
         return conn.execute(probe).first() is not None
 
 
-def _pass(run: TableRun, *, phase: str, commit: bool = True) -> int:
+def _pass(run: TableRun, operation: Operation, *, phase: str, commit: bool = True) -> int:
     written = 0
     cursor: Cursor | None = None
     opts = run.opts
@@ -71,7 +73,7 @@ def _pass(run: TableRun, *, phase: str, commit: bool = True) -> int:
                 transaction = conn.begin()
                 try:
                     set_timeouts(conn, opts.lock_timeout_ms, opts.statement_timeout_ms)
-                    result = run.op.batch(conn, run.work, start, None, opts.batch_size)
+                    result = operation.batch(conn, run.work, start, None, opts.batch_size)
                 except BaseException:
                     transaction.rollback()
                     raise

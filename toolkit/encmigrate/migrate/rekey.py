@@ -32,7 +32,15 @@ from encmigrate.migrate.batch import BatchResult, PreparedBatch, compute_encrypt
 from encmigrate.migrate.keyset import Cursor
 from encmigrate.migrate.table import ShadowColumns, TableWork
 
-__all__ = ["DECRYPT_BACK", "ENCRYPT", "Operation", "operation_from_spec", "rewrap_operation"]
+__all__ = [
+    "DECRYPT_BACK",
+    "ENCRYPT",
+    "Operation",
+    "locked_rows",
+    "operation_from_spec",
+    "rewrap_operation",
+    "version_of",
+]
 
 Read = Callable[[sa.Connection, TableWork, Cursor | None, Cursor | None, int], list[Any]]
 Compute = Callable[[TableWork, Sequence[Any]], PreparedBatch]
@@ -55,6 +63,12 @@ class Operation:
     compute: Compute
     needs_plaintext: bool = True
     spec: tuple[Any, ...] = ()  # rebuilds it in a worker process: operation_from_spec(spec)
+    # Step 2's own work (backfill, repair): it sets the columns' status in
+    # encryption_migrations (running, then completed); rewrap and decrypt-back leave it.
+    backfill: bool = False
+    # The operation of the catch-up passes after the chunks (default: this one). A repair
+    # is followed by the backfill's: rows changed meanwhile had their ciphertext cleared.
+    catch_up: Operation | None = None
 
     def prepare(
         self,
@@ -83,7 +97,9 @@ def _encrypt_pending(work: TableWork) -> sa.ColumnElement[bool]:
     return work.needs_work()
 
 
-ENCRYPT = Operation("encrypt", _encrypt_pending, read_encrypt, compute_encrypt, spec=("encrypt",))
+ENCRYPT = Operation(
+    "encrypt", _encrypt_pending, read_encrypt, compute_encrypt, spec=("encrypt",), backfill=True
+)
 
 
 # -- rewrap --------------------------------------------------------------------
@@ -99,7 +115,7 @@ def rewrap_operation(current: int, from_version: int | None = None) -> Operation
         conn: sa.Connection, work: TableWork, lower: Cursor | None, upper: Cursor | None, limit: int
     ) -> list[Any]:
         selected = [*work.primary_key, *(s.ciphertext for s in work.shadows)]
-        return _locked_rows(conn, work, selected, pending(work), lower, upper, limit)
+        return locked_rows(conn, work, selected, pending(work), lower, upper, limit)
 
     def compute(work: TableWork, rows: Sequence[Any]) -> PreparedBatch:
         return _compute_rewrap(work, rows, from_version)
@@ -119,7 +135,7 @@ def _stale(shadow: ShadowColumns, current: int, from_version: int | None) -> sa.
     return sa.and_(column.is_not(None), head != sa.literal(header_bytes(current), sa.LargeBinary))
 
 
-def _version_of(blob: Any) -> int | None:
+def version_of(blob: Any) -> int | None:
     raw = envelope_from_text(blob) if isinstance(blob, str) else blob
     if raw is None or len(raw) < 5:
         return None
@@ -137,7 +153,7 @@ def _compute_rewrap(
         blobs = [row[batch.width + index] for row in rows]
         wanted = [
             b is not None
-            and (_version_of(b) == from_version if from_version else _version_of(b) != current)
+            and (version_of(b) == from_version if from_version else version_of(b) != current)
             for b in blobs
         ]
         chosen = [b if w else None for b, w in zip(blobs, wanted, strict=True)]
@@ -176,7 +192,7 @@ def _open(shadow: ShadowColumns, blobs: list[Any]) -> tuple[list[Any], list[int]
         return values, failed
 
 
-def _locked_rows(
+def locked_rows(
     conn: sa.Connection,
     work: TableWork,
     selected: list[Any],
@@ -222,7 +238,7 @@ def _read_decrypt_back(
     for shadow in work.shadows:
         assert shadow.plaintext is not None
         selected += [shadow.plaintext, shadow.ciphertext]
-    return _locked_rows(conn, work, selected, _decrypt_back_pending(work), lower, upper, limit)
+    return locked_rows(conn, work, selected, _decrypt_back_pending(work), lower, upper, limit)
 
 
 def _compute_decrypt_back(work: TableWork, rows: Sequence[Any]) -> PreparedBatch:
@@ -273,5 +289,9 @@ def operation_from_spec(spec: Sequence[Any]) -> Operation:
     """The operation an ``Operation.spec`` describes (worker processes get specs, not code)."""
     if spec[0] == "rewrap":
         return rewrap_operation(int(spec[1]), None if spec[2] is None else int(spec[2]))
+    if spec[0] == "repair":
+        from encmigrate.migrate.repair import REPAIR  # repair builds on this module
+
+        return REPAIR
     known = {op.spec[0]: op for op in (ENCRYPT, DECRYPT_BACK)}
     return known[spec[0]]

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from encmigrate.keys.keyring import Keyring
 from encmigrate.migrate.pipeline import quick_gil_handover
 from encmigrate.migrate.rekey import DECRYPT_BACK, ENCRYPT, Operation, rewrap_operation
+from encmigrate.migrate.repair import REPAIR, require_readable
 from encmigrate.migrate.report import (
     MigrateOptions,
     Progress,
@@ -46,13 +47,17 @@ def migrate_data(
     options: MigrateOptions | None = None,
     progress: ProgressCallback | None = None,
     stop: threading.Event | None = None,
+    repair: bool = False,
 ) -> list[TableReport]:
     """Backfill the shadow columns of the selected tables; see the module docstring.
 
     ``stop`` ends the run after the current batches (Ctrl-C): checkpoints are
-    saved and the next invocation resumes.
+    saved and the next invocation resumes. ``repair`` walks every row that has
+    a ciphertext too and seals again each one that disagrees with its plaintext
+    (see :mod:`encmigrate.migrate.repair`).
     """
-    return _run(ENCRYPT, plan, engine, keyring, tables, columns, options, progress, stop)
+    operation = REPAIR if repair else ENCRYPT
+    return _run(operation, plan, engine, keyring, tables, columns, options, progress, stop)
 
 
 def rewrap(
@@ -102,6 +107,9 @@ def _run(
     with quick_gil_handover():
         for table_plan in plan.select(tables):
             work = TableWork(engine, table_plan, keyring, columns=columns)
+            if operation is REPAIR:
+                with engine.connect() as conn:
+                    require_readable(conn, work)
             runner = TableRun(engine, work, keyring, opts, progress, halt, operation)
             reports.append(runner.run())
             if halt.is_set():
