@@ -227,3 +227,48 @@ def test_keys_destroy_refuses_a_version_still_in_use(pg_url: str, tmp_path: Path
     assert "customers.balance: 200" in refused.stderr and "rewrap" in refused.stderr
     assert run("rewrap").returncode == 0
     assert run("keys", "destroy", "1", "--confirm").returncode == 0
+
+
+JSON_VALUES = ['"hello"', '"1"', "1", "1.5", "true", "false", "null", '[1, "a"]', '{"k": "v"}']
+
+
+def test_rewrap_and_decrypt_back_keep_every_kind_of_json_value(db_url: str, tmp_path: Path) -> None:
+    """A decrypted JSON string is a Python str: sealing it again must not parse it as JSON
+    text (rewrap failed such rows), and writing it back must store the JSON string."""
+    from encmigrate import revisions
+    from support.revisions import column, make_project
+
+    kind = "jsonb" if db_url.startswith("postgresql") else "json"
+    source = sa.create_engine(db_url)
+    with source.begin() as conn:
+        conn.execute(sa.text(f"CREATE TABLE docs (id integer PRIMARY KEY, body {kind})"))
+        conn.execute(
+            sa.text(f"INSERT INTO docs VALUES (:i, CAST(:b AS {kind}))"),
+            [{"i": i, "b": v} for i, v in enumerate(JSON_VALUES, start=1)],
+        )
+        conn.execute(sa.text("INSERT INTO docs VALUES (100, NULL)"))
+    source.dispose()
+    project = make_project(tmp_path, db_url, column("docs", "body", type="json"))
+    revisions.add_columns(project.plan(), apply=True)
+    engine = connect(db_url)
+    snapshot = sa.text("SELECT id, CAST(body AS TEXT) FROM docs ORDER BY id")
+    try:
+        with engine.connect() as conn:
+            before = conn.execute(snapshot).all()
+        keyring = Keyring.generate()
+        migrate_data(project.plan(), engine, keyring)
+        keyring = keyring.rotated()
+        reports = rewrap(project.plan(), engine, keyring)
+        assert (reports[0].rows_done, reports[0].rows_failed) == (len(JSON_VALUES), 0)
+        assert all(v.ok for v in verify(project.plan(), engine, keyring))
+        revisions.create_views(project.plan(), apply=True)
+        revisions.drop_unencrypted(project.plan(), confirm=True, apply=True)
+        project.downgrade("-1")
+        engine.dispose()
+        engine = connect(db_url)
+        reports = decrypt_back(project.plan(), engine, keyring)
+        assert (reports[0].rows_done, reports[0].rows_failed) == (len(JSON_VALUES), 0)
+        with engine.connect() as conn:
+            assert conn.execute(snapshot).all() == before
+    finally:
+        engine.dispose()

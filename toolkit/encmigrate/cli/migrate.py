@@ -328,6 +328,7 @@ def _verdict_document(v: ColumnVerdict) -> dict[str, Any]:
         "mismatches": v.mismatches,
         "token_mismatches": v.token_mismatches,
         "undecryptable": v.undecryptable,
+        "undecodable": v.undecodable,
         "key_versions": {str(k): n for k, n in sorted(v.versions.items())},
         "problem_keys": [{"problem": kind, "key": key} for kind, key in v.problem_keys],
     }
@@ -344,6 +345,7 @@ def _verdict_table(verdicts: list[ColumnVerdict], *, sampled: bool) -> None:
         "mismatched",
         "token",
         "undecryptable",
+        "undecodable",
         "result",
     ):
         table.add_column(name)
@@ -357,6 +359,7 @@ def _verdict_table(verdicts: list[ColumnVerdict], *, sampled: bool) -> None:
             str(v.mismatches),
             str(v.token_mismatches),
             str(v.undecryptable),
+            str(v.undecodable),
             "[green]ok[/]" if v.ok else "[red]FAILED[/]",
         )
     out.print(table)

@@ -111,12 +111,13 @@ class PreparedBatch:
         self.targets.append(column)
         self.updates.append(values)
 
-    def seal(self, shadow: ShadowColumns, values: list[Any]) -> None:
+    def seal(self, shadow: ShadowColumns, values: list[Any], *, decrypted: bool = False) -> None:
         """A fresh ciphertext (and token) of each value; None keeps the stored one.
 
-        A value that does not fit the column's type is recorded as failed.
+        A value that does not fit the column's type is recorded as failed;
+        ``decrypted`` values come from the column's own cipher (see ColumnWork.seal).
         """
-        sealed = shadow.work.seal(values)
+        sealed = shadow.work.seal(values, decrypted=decrypted)
         for row_index, reason in sealed.failures.items():
             self.fail(shadow.work.plan.column, row_index, reason)
         self.set(shadow.ciphertext, sealed.ciphertexts)
@@ -350,5 +351,7 @@ def _bind_type(column: sa.Column[Any]) -> Any:
     otherwise; a JSON null to store is passed as ``sa.JSON.NULL``.
     """
     if isinstance(column.type, sa.JSON):
-        return sa.JSON(none_as_null=True)
+        # The column's own JSON class: a json parameter COALESCEd with a jsonb column is an
+        # error on PostgreSQL (42846), and the reverse too.
+        return type(column.type)(none_as_null=True)
     return column.type

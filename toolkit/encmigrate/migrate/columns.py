@@ -303,14 +303,21 @@ class ColumnWork:
             return False
         return self._same(expected, decrypted)
 
-    def seal(self, values: Sequence[Any]) -> Sealed:
+    def seal(self, values: Sequence[Any], *, decrypted: bool = False) -> Sealed:
         """Ciphertexts (and tokens) of ``values``; values that do not fit become failures.
 
         A failed value's shadows stay NULL and its reason names the type
-        problem, never the value.
+        problem, never the value. ``values`` are database values, prepared as
+        the backfill prepares them, unless ``decrypted``: values this column's
+        cipher decrypted (rewrap) are already of the plan's type and are sealed
+        as they are. (Prepared again, a JSON string would be parsed as JSON
+        text: ``"1"`` would become the number 1, ``"hello"`` would fail.)
         """
         failures: dict[int, str] = {}
-        prepared = list(values) if self._is_native(values) else [self._prepare(v) for v in values]
+        if decrypted or self._is_native(values):
+            prepared = list(values)
+        else:
+            prepared = [self._prepare(v) for v in values]
         try:
             ciphertexts = self.cipher.batch_encrypt(prepared)
         except (ValueTypeError, ValueError, TypeError, OverflowError):

@@ -158,7 +158,7 @@ def _compute_rewrap(
         ]
         chosen = [b if w else None for b, w in zip(blobs, wanted, strict=True)]
         values = _open_values(batch, shadow, chosen)
-        batch.seal(shadow, values)
+        batch.seal(shadow, values, decrypted=True)
     return batch
 
 
@@ -235,9 +235,12 @@ def _read_decrypt_back(
     conn: sa.Connection, work: TableWork, lower: Cursor | None, upper: Cursor | None, limit: int
 ) -> list[Any]:
     selected: list[Any] = list(work.primary_key)
-    for shadow in work.shadows:
+    for index, shadow in enumerate(work.shadows):
         assert shadow.plaintext is not None
-        selected += [shadow.plaintext, shadow.ciphertext]
+        # Whether the plaintext is missing, not its value: one value the driver cannot
+        # decode (non-UTF-8 text on SQLite) would otherwise fail the whole batch's fetch.
+        missing = shadow.plaintext.is_(None).label(f"_missing_{index}")
+        selected += [missing, shadow.ciphertext]
     return locked_rows(conn, work, selected, _decrypt_back_pending(work), lower, upper, limit)
 
 
@@ -247,13 +250,14 @@ def _compute_decrypt_back(work: TableWork, rows: Sequence[Any]) -> PreparedBatch
         return batch
     for index, shadow in enumerate(work.shadows):
         assert shadow.plaintext is not None
-        plain = [row[batch.width + 2 * index] for row in rows]
+        missing = [row[batch.width + 2 * index] for row in rows]
         blobs = [row[batch.width + 2 * index + 1] for row in rows]
         values = _open_values(
-            batch, shadow, [b if p is None else None for p, b in zip(plain, blobs, strict=True)]
+            batch, shadow, [b if m else None for m, b in zip(missing, blobs, strict=True)]
         )
         batch.set(shadow.plaintext, [_for_column(v, shadow.plaintext) for v in values])
-        batch.seal(shadow, values)  # in the same statement, so the trigger keeps the ciphertext
+        # In the same statement as the plaintext, marked as the migrator's: the trigger keeps both.
+        batch.seal(shadow, values, decrypted=True)
     return batch
 
 
