@@ -244,3 +244,50 @@ def test_rows_moving_between_partitions_during_the_run_lose_nothing(
         assert all(v.ok for v in verify(plan, engine, keyring))
     finally:
         engine.dispose()
+
+
+def test_step_1_builds_the_search_index_on_every_partition_without_blocking(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """CREATE INDEX CONCURRENTLY refuses a partitioned table: the revision builds the index
+    on each leaf concurrently and attaches it, down a two-level tree, and undoes it."""
+    from encmigrate.revisions import add_columns
+    from support.revisions import column, execute, make_project, rows
+
+    execute(
+        pg_url,
+        *LAYOUTS["range"][:3],
+        "CREATE TABLE pay_other PARTITION OF pay DEFAULT PARTITION BY HASH (id)",
+        "CREATE TABLE pay_other_0 PARTITION OF pay_other FOR VALUES WITH (MODULUS 2, REMAINDER 0)",
+        "CREATE TABLE pay_other_1 PARTITION OF pay_other FOR VALUES WITH (MODULUS 2, REMAINDER 1)",
+        "INSERT INTO pay (id, d, amount, note) "
+        "SELECT i, DATE '2024-06-01' + i, i, 'n' || i FROM generate_series(1, 900) AS i",
+    )
+    project = make_project(tmp_path / "p", pg_url, column("pay", "note", searchable=True))
+    add_columns(project.plan(), apply=True)
+    indexes = rows(
+        pg_url,
+        "SELECT c.relname, i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+        "JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] "
+        "WHERE a.attname = 'note_search' ORDER BY 1",
+    )
+    tables = {"pay", "pay_2025", "pay_2026", "pay_other", "pay_other_0", "pay_other_1"}
+    assert len(indexes) == len(tables) and all(valid for _, valid in indexes)
+    parents = rows(
+        pg_url,
+        "SELECT count(*) FROM pg_inherits h JOIN pg_index i ON i.indexrelid = h.inhrelid "
+        "JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] "
+        "WHERE a.attname = 'note_search'",
+    )
+    assert parents == [(len(tables) - 1,)]  # every index but the root's is attached
+    plan = rows(
+        pg_url,
+        "EXPLAIN SELECT id FROM pay WHERE note_search = '\\x00'::bytea",
+    )
+    assert any("Index" in line for (line,) in plan) or any("Bitmap" in line for (line,) in plan)
+    project.downgrade()
+    assert rows(pg_url, "SELECT count(*) FROM pg_indexes WHERE indexdef LIKE '%note_search%'") == [
+        (0,)
+    ]
+    project.upgrade()
+    assert len(rows(pg_url, "SELECT 1 FROM pg_indexes WHERE indexdef LIKE '%note_search%'")) == 6

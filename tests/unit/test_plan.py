@@ -289,3 +289,51 @@ def test_sqlite_without_rowid_table_is_refused(tmp_path: Path, sqlite_url: str) 
     path = _plan_file(tmp_path, sqlite_url, '[[columns]]\ntable = "k"\ncolumn = "secret"\n')
     with pytest.raises(PlanError, match="WITHOUT ROWID"):
         load(path, environ={})
+
+
+def test_unique_token_applies_only_to_searchable_columns(tmp_path: Path) -> None:
+    path = _plan_file(
+        tmp_path,
+        None,
+        '[[columns]]\ntable = "customer"\ncolumn = "email"\nunique_token = true\n'
+        '[[columns]]\ntable = "customer"\ncolumn = "code"\nsearchable = true\n'
+        "unique_token = true\n",
+    )
+    with pytest.raises(PlanError) as caught:
+        load(path, environ={}, check_database=False)
+    (problem,) = caught.value.problems
+    assert problem.startswith(f"{path}: columns[0].unique_token: only applies to searchable")
+    path.write_text(path.read_text().replace('"email"\n', '"email"\nsearchable = true\n'))
+    plan = load(path, environ={}, check_database=False)
+    assert [c.unique_token for c in plan.columns] == [True, True]
+
+
+def test_a_view_on_a_planned_column_warns_that_step_5_will_refuse(
+    tmp_path: Path, customer_db: str
+) -> None:
+    _database(
+        customer_db,
+        "CREATE VIEW adults AS SELECT id, email FROM customer WHERE age >= 18",
+        "CREATE INDEX ix_customer_status ON customer (status)",
+    )
+    path = _plan_file(
+        tmp_path,
+        customer_db,
+        '[[columns]]\ntable = "customer"\ncolumn = "status"\n'
+        '[[columns]]\ntable = "customer"\ncolumn = "email"\n',
+    )
+    plan = load(path, environ={})
+    status, email = plan.columns
+    assert [(d.kind, d.name, d.blocking) for d in status.dependents] == [
+        ("index", "ix_customer_status", False)
+    ]
+    assert [(d.kind, d.name, d.blocking) for d in email.dependents] == [("view", "adults", True)]
+    index_warning, view_warning = plan.warnings
+    assert index_warning.where == f"{path}: columns[0].column"
+    assert "dropped with the column, restored on downgrade" in index_warning.message
+    assert "refuse" not in index_warning.message
+    assert view_warning.where == f"{path}: columns[1].column"
+    assert view_warning.message.startswith("view adults depends on customer.email: ")
+    assert "drop-unencrypted will refuse until you recreate it over the customer_secure view" in (
+        view_warning.message
+    )

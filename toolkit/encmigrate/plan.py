@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from encmigrate.config import ConfigFile, KeysSettings, find_config
 from encmigrate.crypto.codecs import TYPE_NAMES
 from encmigrate.crypto.search import Normalize
+from encmigrate.dependents import Dependent, find_dependents, warning_message
 from encmigrate.errors import ConfigError, DatabaseError
 
 __all__ = [
@@ -108,11 +109,41 @@ class AlembicSettings(BaseModel):
 
 
 class MigrationSettings(BaseModel):
-    """The ``[migration]`` table: defaults of the backfill."""
+    """The ``[migration]`` table: defaults of the backfill, and how schema revisions take locks.
+
+    ``ddl_lock_timeout`` bounds how long a revision's DDL waits for its lock: a
+    waiting ``ALTER TABLE`` makes every later query on the table queue behind it,
+    so the wait is the application's outage. ``ddl_retries`` is how many times
+    ``--apply`` tries again after such a timeout (or a deadlock).
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     batch_size: int = Field(default=1000, ge=1, le=1_000_000)
     sleep: float = Field(default=0.0, ge=0.0)
+    # Seconds; written "2s", "500ms" or a number of seconds.
+    ddl_lock_timeout: float = Field(default=2.0, gt=0.0, le=600.0)
+    ddl_retries: int = Field(default=10, ge=0, le=100)
+
+    @field_validator("ddl_lock_timeout", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> object:
+        if isinstance(value, bool):
+            raise ValueError('must be a duration such as "2s" or "500ms", or a number of seconds')
+        if not isinstance(value, str):
+            return value
+        found = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s)\s*", value)
+        if found is None:
+            raise ValueError(
+                f'must be a duration such as "2s" or "500ms", or a number of seconds '
+                f"(got {value!r})"
+            )
+        number = float(found.group(1))
+        return number / 1000 if found.group(2) == "ms" else number
+
+    @property
+    def ddl_lock_timeout_ms(self) -> int:
+        """``ddl_lock_timeout`` in whole milliseconds (at least 1: 0 would mean no limit)."""
+        return max(1, round(self.ddl_lock_timeout * 1000))
 
 
 class TableSettings(BaseModel):
@@ -134,6 +165,7 @@ class ColumnEntry(BaseModel):
     normalize: Normalize = Normalize.NONE
     context: str | None = Field(default=None, min_length=1)
     storage: Literal["binary", "text"] = "binary"
+    unique_token: bool = False
 
     @field_validator("type")
     @classmethod
@@ -163,7 +195,11 @@ class ColumnPlan(BaseModel):
     normalize: Normalize = Normalize.NONE
     context: str
     storage: Literal["binary", "text"] = "binary"
+    # Step 5 carries a unique constraint over to <col>_search (searchable columns only).
+    unique_token: bool = False
     phase: ColumnPhase = ColumnPhase.UNCHECKED
+    # What depends on the live plaintext column (found when the plan is checked).
+    dependents: tuple[Dependent, ...] = ()
 
     @property
     def schema_name(self) -> str | None:
@@ -493,6 +529,12 @@ def _validate_columns(found: ConfigFile, problems: list[str]) -> list[ColumnPlan
                 f"{found.where(location + '.normalize')}: only applies to searchable columns; "
                 "set searchable = true or remove normalize"
             )
+        if parsed.unique_token and not parsed.searchable:
+            problems.append(
+                f"{found.where(location + '.unique_token')}: only applies to searchable columns "
+                "(the uniqueness moves to the search token); set searchable = true or remove "
+                "unique_token"
+            )
         data = parsed.model_dump()
         data["context"] = parsed.context or f"{parsed.table}.{parsed.column}"
         columns.append(ColumnPlan.model_validate(data))
@@ -625,11 +667,6 @@ def _check_table(
         where = locations.get((column.table, column.column), "columns")
         phase = _phase(column, live)
         columns.append(column.model_copy(update={"phase": phase}))
-        if column.column in primary_key:
-            problems.append(
-                f"{found.where(where + '.column')}: {column.column!r} is part of the primary "
-                f"key of {table.table!r}; key columns cannot be encrypted"
-            )
         if phase is ColumnPhase.DROPPED:
             continue
         if column.column not in live:
@@ -645,13 +682,53 @@ def _check_table(
             problems.append(
                 f"{found.where(where + '.type')}: type {column.type!r} does not fit the "
                 f"column's SQL type {_type_name(connection, live_type)}; declare the matching "
-                "type (DESIGN.md type names) or store the values in a text column"
+                "type (see the README's plan reference) or store the values in a text column"
             )
         elif column.searchable:
             warning = _leak_warning(connection, column, found.where(where + ".searchable"))
             if warning is not None:
                 warnings.append(warning)
-    return table.model_copy(update={"columns": tuple(columns), "primary_key": primary_key})
+    checked = table.model_copy(update={"columns": tuple(columns), "primary_key": primary_key})
+    return _check_dependents(connection, checked, live, found, locations, problems, warnings)
+
+
+def _check_dependents(
+    connection: sa.Connection,
+    table: TablePlan,
+    live: Mapping[str, Any],
+    found: ConfigFile,
+    locations: Mapping[tuple[str, str], str],
+    problems: list[str],
+    warnings: list[PlanWarning],
+) -> TablePlan:
+    """Attach to each column what depends on its plaintext, found before anything is written.
+
+    A primary key, partition key or inherited column cannot be encrypted: a
+    problem. Everything else is a warning; a blocking one says that step 5 will
+    refuse until the operator deals with it.
+    """
+    present = tuple(c for c in table.columns if c.phase is not ColumnPhase.DROPPED)
+    present = tuple(c for c in present if c.column in live)
+    if not present:
+        return table
+    dependents = find_dependents(connection, [table.model_copy(update={"columns": present})])
+    for dependent in dependents:
+        location = locations.get((dependent.table, dependent.column), "columns")
+        where = found.where(location + ".column")
+        if dependent.unencryptable:
+            problems.append(
+                f"{where}: {dependent.column!r} cannot be encrypted: {dependent.effect}; "
+                f"{dependent.action}"
+            )
+        else:
+            warnings.append(PlanWarning(where, warning_message(dependent)))
+    columns = tuple(
+        column.model_copy(
+            update={"dependents": tuple(d for d in dependents if d.column == column.column)}
+        )
+        for column in table.columns
+    )
+    return table.model_copy(update={"columns": columns})
 
 
 def _without_rowid(connection: sa.Connection, table: str) -> bool:

@@ -12,6 +12,7 @@ from rich.table import Table
 from encmigrate.cli.console import err, out, print_json, print_verbatim
 from encmigrate.cli.context import plan_for
 from encmigrate.cli.state import reports_errors, state_of
+from encmigrate.dependents import Dependent, warning_message
 
 if TYPE_CHECKING:
     from encmigrate.revisions import RevisionResult
@@ -76,9 +77,11 @@ def create_views(
 
     Example: [bold]encmigrate create-views --apply[/]
     """
+    plan = plan_for(ctx)
+    _warn(plan.warnings)  # among them what will keep step 5 from dropping the plaintext
     from encmigrate import revisions
 
-    _show(ctx, revisions.create_views(plan_for(ctx), tables=table, apply=apply, sql=sql))
+    _show(ctx, revisions.create_views(plan, tables=table, apply=apply, sql=sql))
 
 
 @reports_errors
@@ -93,15 +96,32 @@ def drop_unencrypted(
     vacuum: Annotated[
         bool, typer.Option("--vacuum", help="Rewrite the table afterwards (VACUUM FULL / VACUUM).")
     ] = False,
+    allow_dropping_constraints: Annotated[
+        bool,
+        typer.Option(
+            "--allow-dropping-constraints",
+            help="Drop unique indexes and constraints on the plaintext with it (no longer "
+            "enforced).",
+        ),
+    ] = False,
 ) -> None:
     """Step 5: drop the plaintext columns; refused unless every column verified clean.
+
+    Also refused while objects depend on a plaintext column (`encmigrate plan check`
+    lists them with what to do).
 
     Example: [bold]encmigrate drop-unencrypted --confirm --apply[/]
     """
     from encmigrate import revisions
 
     result = revisions.drop_unencrypted(
-        plan_for(ctx), tables=table, confirm=confirm, apply=apply, sql=sql, vacuum=vacuum
+        plan_for(ctx),
+        tables=table,
+        confirm=confirm,
+        apply=apply,
+        sql=sql,
+        vacuum=vacuum,
+        allow_dropping_constraints=allow_dropping_constraints,
     )
     _show(ctx, result)
 
@@ -154,12 +174,14 @@ def check(
     Example: [bold]encmigrate plan check[/]
     """
     plan = plan_for(ctx, check_database=not offline)
+    dependents = [d for c in plan.columns for d in c.dependents]
     if state_of(ctx).json:
         print_json(
             {
                 "source": str(plan.source),
                 "database": plan.safe_database_url,
                 "columns": [_column_document(c) for c in plan.columns],
+                "dependents": [_dependent_document(d) for d in dependents],
                 "warnings": [{"where": w.where, "message": w.message} for w in plan.warnings],
             }
         )
@@ -177,7 +199,10 @@ def check(
             c.phase.value,
         )
     out.print(grid)
-    _warn(plan.warnings)
+    _show_dependents(dependents)
+    # The table above says what each dependent's warning would: not twice.
+    shown = {warning_message(d) for d in dependents}
+    _warn([w for w in plan.warnings if w.message not in shown])
     out.print(f"Plan OK: {len(plan.columns)} columns in {len(plan.tables)} tables.")
 
 
@@ -192,6 +217,43 @@ def _column_document(c: Any) -> dict[str, Any]:
         "storage": c.storage,
         "phase": c.phase.value,
     }
+
+
+def _dependent_document(d: Dependent) -> dict[str, Any]:
+    return {
+        "table": d.table,
+        "column": d.column,
+        "kind": d.kind,
+        "name": d.name,
+        "effect": d.effect,
+        "action": d.action,
+        "blocking": d.blocking,
+        "best_effort": d.best_effort,
+    }
+
+
+def _show_dependents(dependents: list[Dependent]) -> None:
+    if not dependents:
+        return
+    grid = Table(title="objects that depend on planned plaintext columns")
+    for name in ("column", "kind", "name", "at step 5", "what to do", "blocks step 5"):
+        grid.add_column(name)
+    for d in dependents:
+        grid.add_row(
+            escape(f"{d.table}.{d.column}"),
+            escape(d.kind + (" (best effort)" if d.best_effort else "")),
+            escape(d.name),
+            escape(d.effect),
+            escape(d.action),
+            "yes" if d.blocking else "no",
+        )
+    out.print(grid)
+    blocking = sum(1 for d in dependents if d.blocking)
+    if blocking:
+        out.print(
+            f"{blocking} of them block drop-unencrypted until dealt with (see 'what to do').",
+            markup=False,
+        )
 
 
 def _warn(warnings: Any) -> None:

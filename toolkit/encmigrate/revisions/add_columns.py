@@ -2,7 +2,9 @@
 
 Per planned column it adds ``<col>_encrypted`` (binary, or text with
 ``storage = "text"``) and, for searchable columns, ``<col>_search`` with an
-index built concurrently on PostgreSQL. It creates the tracking tables when
+index built concurrently on PostgreSQL, last, so that the ``ALTER TABLE``
+locks are released before the build starts (the build retries by itself
+after a lock timeout: ``op.create_search_index``). It creates the tracking tables when
 they are absent and (re)installs each table's shadow trigger over all of the
 table's planned columns. Columns that already have their shadow are skipped,
 so planning more columns later and running ``add-columns`` again works.

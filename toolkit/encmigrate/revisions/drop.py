@@ -7,12 +7,22 @@ can change after verify: the trigger clears their ciphertext, and dropping the
 plaintext would lose them. PostgreSQL aborts in a ``DO`` block; SQLite checks
 in Python online and prints the query as a comment in ``--sql`` output.
 
+Before writing anything it reads what depends on the plaintext columns
+(:mod:`encmigrate.dependents`) and refuses, naming each object and what to do,
+while any of them would make ``DROP COLUMN`` fail halfway through a deployment
+or vanish with the column unnoticed (a unique or check constraint). Unique
+indexes and constraints go through with ``allow_dropping_constraints``; a
+searchable column planned with ``unique_token = true`` keeps its uniqueness on
+``<col>_search`` instead: the revision builds a unique index there first
+(``CREATE UNIQUE INDEX CONCURRENTLY`` on PostgreSQL), dropped on downgrade.
+
 SQLite (>= 3.35) drops with native ``ALTER TABLE ... DROP COLUMN``; the table's
-other views and triggers are dropped and recreated around it, and indexes on
-the plaintext are dropped first (both databases, so the downgrade can restore
-them). The downgrade re-adds the columns empty: ``encmigrate decrypt-back``
-refills them. Dropped values stay in the table's old pages until a rewrite:
-``vacuum=True`` appends ``VACUUM FULL`` (PostgreSQL) or ``VACUUM`` (SQLite).
+other views and triggers are dropped and recreated around it, and plain-column
+indexes on the plaintext are dropped first (both databases, so the downgrade
+can restore them). The downgrade re-adds the columns empty: ``encmigrate
+decrypt-back`` refills them. Dropped values stay in the table's old pages until
+a rewrite: ``vacuum=True`` appends ``VACUUM FULL`` (PostgreSQL) or ``VACUUM``
+(SQLite).
 """
 
 from __future__ import annotations
@@ -27,8 +37,9 @@ from alembic.autogenerate.api import AutogenContext
 from alembic.operations import MigrateOperation, Operations
 from alembic.operations import ops as alembic_ops
 
+from encmigrate.dependents import Dependent, find_dependents, refusal_line
 from encmigrate.errors import ConfigError, RefusedError
-from encmigrate.plan import ColumnPhase, ColumnPlan, Plan
+from encmigrate.plan import ColumnPhase, ColumnPlan, Plan, TablePlan
 from encmigrate.revisions.generate import (
     RevisionResult,
     alembic_config,
@@ -38,15 +49,22 @@ from encmigrate.revisions.generate import (
 )
 from encmigrate.revisions.ops import (
     CheckEncryptedOp,
+    DropSearchIndexOp,
     DropShadowTriggerOp,
     InstallShadowTriggerOp,
     NoteOp,
 )
-from encmigrate.revisions.schema import LiveTable, read_table, require_checked, shadow_columns
+from encmigrate.revisions.schema import (
+    LiveTable,
+    index_name,
+    read_table,
+    require_checked,
+    shadow_columns,
+)
 from encmigrate.revisions.triggers import qualified
 from encmigrate.tracking import MigrationStatus, migrations
 
-__all__ = ["RewriteTableOp", "drop_unencrypted"]
+__all__ = ["CreateUniqueTokenIndexOp", "RewriteTableOp", "drop_unencrypted"]
 
 PAGES_WARNING = (
     "dropped plaintext can remain in the table's old pages until the table is rewritten: "
@@ -86,6 +104,88 @@ def _render_rewrite(autogen_context: AutogenContext, op: RewriteTableOp) -> str:
     return f"op.rewrite_table({op.table!r}{schema})"
 
 
+@Operations.register_operation("create_unique_token_index")
+class CreateUniqueTokenIndexOp(MigrateOperation):
+    """A unique index on a search-token column (``unique_token``); concurrent on PostgreSQL."""
+
+    def __init__(self, index: str, table: str, column: str, *, schema: str | None = None) -> None:
+        self.index, self.table, self.column, self.schema = index, table, column, schema
+
+    @classmethod
+    def create_unique_token_index(
+        cls,
+        operations: Operations,
+        index: str,
+        table: str,
+        column: str,
+        *,
+        schema: str | None = None,
+    ) -> Any:
+        """Create the unique index; on PostgreSQL concurrently, outside the transaction."""
+        return operations.invoke(cls(index, table, column, schema=schema))
+
+    def reverse(self) -> DropSearchIndexOp:
+        return DropSearchIndexOp(self.index, self.table, self.column, schema=self.schema)
+
+
+@Operations.implementation_for(CreateUniqueTokenIndexOp)
+def _create_unique_token_index(operations: Operations, op: CreateUniqueTokenIndexOp) -> None:
+    context = operations.get_context()
+    if context.dialect.name != "postgresql":
+        operations.create_index(op.index, op.table, [op.column], schema=op.schema, unique=True)
+        return
+    # A plain CREATE UNIQUE INDEX blocks every write for the whole build; CONCURRENTLY
+    # does not, but refuses to run in a transaction.
+    with context.autocommit_block():
+        online = not context.as_sql
+        if online:
+            _drop_invalid(operations, op)
+        operations.create_index(
+            op.index,
+            op.table,
+            [op.column],
+            schema=op.schema,
+            unique=True,
+            postgresql_concurrently=True,
+            # Online, a valid index of this name comes from an earlier run of this revision
+            # that failed after the build; offline the reviewer sees the plain statement.
+            if_not_exists=online or None,
+        )
+
+
+def _drop_invalid(operations: Operations, op: CreateUniqueTokenIndexOp) -> None:
+    """Drop what a failed concurrent build left: an INVALID index, still updated on each write."""
+    dialect = operations.get_context().dialect
+    found = (
+        operations.get_bind()
+        .execute(
+            sa.text(
+                "SELECT c.oid::regclass::text FROM pg_index i "
+                "JOIN pg_class c ON c.oid = i.indexrelid "
+                "WHERE c.relname = :index AND i.indrelid = to_regclass(:table) "
+                "AND NOT i.indisvalid"
+            ),
+            {"index": op.index, "table": qualified(dialect, op.table, op.schema)},
+        )
+        .scalar()
+    )
+    if found is not None:
+        operations.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {found}")
+
+
+@renderers.dispatch_for(CreateUniqueTokenIndexOp)
+def _render_unique_token_index(
+    autogen_context: AutogenContext, op: CreateUniqueTokenIndexOp
+) -> str:
+    schema = f", schema={op.schema!r}" if op.schema else ""
+    return f"op.create_unique_token_index({op.index!r}, {op.table!r}, {op.column!r}{schema})"
+
+
+def unique_token_index_name(table: str, column: str) -> str:
+    """``ux_<table>_<col>_search``, shortened like the search index past 63 characters."""
+    return "ux" + index_name(table, column)[2:]
+
+
 def drop_unencrypted(
     plan: Plan,
     *,
@@ -94,8 +194,14 @@ def drop_unencrypted(
     apply: bool = False,
     sql: bool = False,
     vacuum: bool = False,
+    allow_dropping_constraints: bool = False,
 ) -> RevisionResult:
-    """Write the drop-unencrypted revision for ``tables`` (all planned tables by default)."""
+    """Write the drop-unencrypted revision for ``tables`` (all planned tables by default).
+
+    Refused while an object depends on a plaintext column in a way the drop
+    would break or silently lose; ``allow_dropping_constraints`` lets unique
+    indexes and constraints be dropped with their column.
+    """
     if not confirm:
         raise RefusedError(
             "drop-unencrypted deletes the plaintext columns: pass --confirm to go ahead"
@@ -114,11 +220,15 @@ def drop_unencrypted(
         require_head(config, connection)
         dialect = connection.dialect.name
         _require_verified(connection, columns)
+        dependents = find_dependents(connection, [_shadowed(table) for table in selected])
+        allowed = _require_no_blockers(dependents, allow_dropping_constraints)
+        _require_distinct_tokens(connection, columns)
         live = [read_table(connection, table) for table in selected]
     upgrade: list[MigrateOperation] = []
     downgrade: list[MigrateOperation] = []
     names: list[str] = []
     checks: list[MigrateOperation] = []
+    tokens: list[CreateUniqueTokenIndexOp] = []
     for table in live:
         dropping = [c for c in table.plan.columns if c.phase is ColumnPhase.SHADOWED]
         if not dropping:
@@ -126,16 +236,28 @@ def drop_unencrypted(
         names.append(table.plan.table)
         pairs = [(c.column, c.encrypted_column) for c in dropping]
         checks.append(CheckEncryptedOp(table.name, pairs, schema=table.schema))
+        tokens += [
+            CreateUniqueTokenIndexOp(
+                unique_token_index_name(table.name, c.search_column),
+                table.name,
+                c.search_column,
+                schema=table.schema,
+            )
+            for c in dropping
+            if c.unique_token and c.search_column is not None
+        ]
         table_up, table_down = _table_ops(table, dropping, dialect)
         upgrade += table_up
         downgrade = table_down + downgrade
         if vacuum:
             upgrade.append(RewriteTableOp(table.name, schema=table.schema))
-    notes = (PAGES_WARNING,) if not vacuum else ()
+    notes = (*_dependent_notes(dependents, allowed), *((PAGES_WARNING,) if not vacuum else ()))
     if not names:
         return RevisionResult("drop-unencrypted", "encmigrate verify", notes=("nothing to drop",))
-    # Every table is checked before anything is dropped: all or nothing.
-    upgrade = checks + upgrade + [_status_update(columns, MigrationStatus.DROPPED)]
+    # The unique token indexes are built first: CONCURRENTLY commits what precedes it, and
+    # the check must share the drop's transaction, or a row written between the two would
+    # lose its plaintext. Every table is checked before anything is dropped: all or nothing.
+    upgrade = [*tokens, *checks, *upgrade, _status_update(columns, MigrationStatus.DROPPED)]
     downgrade = [
         NoteOp(
             [
@@ -145,6 +267,7 @@ def drop_unencrypted(
         ),
         _status_update(columns, MigrationStatus.VERIFIED),
         *downgrade,
+        *(token.reverse() for token in tokens),
     ]
     return emit(
         config,
@@ -158,6 +281,81 @@ def drop_unencrypted(
         next_command="encmigrate verify",
         notes=notes,
     )
+
+
+def _shadowed(table: TablePlan) -> TablePlan:
+    columns = tuple(c for c in table.columns if c.phase is ColumnPhase.SHADOWED)
+    return table.model_copy(update={"columns": columns})
+
+
+def _require_no_blockers(dependents: Sequence[Dependent], allow: bool) -> list[Dependent]:
+    """Refuse while a dependent blocks the drop; the unique ones ``allow`` lets through."""
+    blocking = [d for d in dependents if d.blocking]
+    refused = [d for d in blocking if not (allow and d.droppable)]
+    if not refused:
+        return blocking
+    count = len(refused)
+    lines = [f"  - {refusal_line(d)}" for d in refused]
+    hint = ""
+    if not allow and any(d.droppable for d in refused):
+        hint = (
+            "\nUnique indexes and constraints can also be dropped with their column: "
+            "--allow-dropping-constraints (their uniqueness is then no longer enforced)."
+        )
+    raise RefusedError(
+        f"refusing to drop plaintext: {count} "
+        f"{'object depends' if count == 1 else 'objects depend'} on the planned columns "
+        "and would break the drop or be lost with it (nothing was written):\n"
+        + "\n".join(lines)
+        + hint
+        + "\nDeal with each, check with `encmigrate plan check`, then run drop-unencrypted again."
+    )
+
+
+def _dependent_notes(dependents: Sequence[Dependent], allowed: Sequence[Dependent]) -> list[str]:
+    notes = [
+        f"{d.kind} {d.name} on {d.table}.{d.column} is dropped with the column "
+        "(--allow-dropping-constraints): its uniqueness is no longer enforced"
+        for d in allowed
+    ]
+    notes += [
+        f"{d.kind} {d.name} on {d.table}.{d.column}: {d.effect}; {d.action}"
+        for d in dependents
+        if not d.blocking and d.action != "nothing to do"
+    ]
+    return notes
+
+
+def _require_distinct_tokens(connection: sa.Connection, columns: Sequence[ColumnPlan]) -> None:
+    """Refuse when a unique_token column already has a token on several rows.
+
+    The unique index would fail to build in the middle of the upgrade; here the
+    operator gets the count and the query that finds them, before any file.
+    """
+    problems = []
+    for column in columns:
+        if not (column.unique_token and column.search_column):
+            continue
+        target = sa.table(
+            column.table_name, sa.column(column.search_column), schema=column.schema_name
+        )
+        token = target.c[column.search_column]
+        shared = (
+            sa.select(token).where(token.is_not(None)).group_by(token).having(sa.func.count() > 1)
+        ).subquery()
+        count = connection.execute(sa.select(sa.func.count()).select_from(shared)).scalar()
+        if count:
+            problems.append(
+                f"{column.table}.{column.search_column}: {count} search tokens are each shared "
+                "by several rows (equal values after normalization under the same key version); "
+                f"find them with SELECT {column.search_column}, count(*) FROM {column.table} "
+                "GROUP BY 1 HAVING count(*) > 1, resolve the duplicates, or remove unique_token"
+            )
+    if problems:
+        raise RefusedError(
+            "refusing to drop plaintext: unique_token cannot build its unique index: "
+            + "; ".join(problems)
+        )
 
 
 def _require_verified(connection: sa.Connection, columns: Sequence[ColumnPlan]) -> None:
@@ -200,11 +398,19 @@ def _literal(value: str) -> str:
 
 
 def _plaintext_indexes(table: LiveTable, dropping: Sequence[ColumnPlan]) -> list[dict[str, Any]]:
+    """Indexes over plain columns that include a dropped column: dropped, then restored.
+
+    An expression or partial index cannot be restored from its reflected columns
+    (PostgreSQL drops it with the column; SQLite refuses it as a dependent first).
+    """
     names = {c.column for c in dropping}
     return [
         dict(index)
         for index in table.indexes
-        if index.get("name") and names.intersection(index.get("column_names") or ())
+        if index.get("name")
+        and names.intersection(index.get("column_names") or ())
+        and None not in (index.get("column_names") or ())
+        and not any(key.endswith("_where") for key in index.get("dialect_options") or {})
     ]
 
 
@@ -218,6 +424,18 @@ def _table_ops(
     ]
     downgrade: list[MigrateOperation] = []
     for index in _plaintext_indexes(table, dropping):
+        if index.get("duplicates_constraint"):
+            # A unique constraint's index (PostgreSQL): only the constraint can be dropped.
+            # Reached when --allow-dropping-constraints or unique_token let it go.
+            upgrade.append(
+                alembic_ops.DropConstraintOp(index["name"], name, type_="unique", schema=schema)
+            )
+            downgrade.append(
+                alembic_ops.CreateUniqueConstraintOp(
+                    index["name"], name, list(index["column_names"]), schema=schema
+                )
+            )
+            continue
         upgrade.append(alembic_ops.DropIndexOp(index["name"], name, schema=schema))
         downgrade.append(
             alembic_ops.CreateIndexOp(

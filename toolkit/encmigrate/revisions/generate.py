@@ -10,6 +10,15 @@ operations through an offline ``MigrationContext`` instead, without a file.
 The live schema must be at the Alembic head before a revision is generated
 (as Alembic's autogenerate demands): the generators read the schema as it will
 be when the new revision runs, and a pending revision would make that wrong.
+
+Every PostgreSQL revision starts its upgrade and its downgrade with
+``op.set_ddl_timeouts``: an ``ALTER TABLE`` queued behind a long transaction
+would otherwise make every later query on the table queue behind it. With a
+``lock_timeout`` it gives up instead, the transaction rolls back, and
+``--apply`` tries the whole upgrade again later (``[migration] ddl_lock_timeout``
+and ``ddl_retries``). A failed ``--apply`` leaves no revision file the database
+has not run: the file is removed when nothing was applied, and kept (the error
+says so) when part of it was committed before the failure.
 """
 
 from __future__ import annotations
@@ -17,6 +26,8 @@ from __future__ import annotations
 import argparse
 import io
 import logging
+import re
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -32,20 +43,30 @@ from alembic.operations import ops as alembic_ops
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 
-import encmigrate.revisions.ops  # noqa: F401  (registers the custom operations)
-from encmigrate.errors import ConfigError, DatabaseError, RefusedError
-from encmigrate.plan import Plan, safe_url
+from encmigrate.errors import ConfigError, DatabaseError, EncmigrateError, RefusedError
+from encmigrate.plan import MigrationSettings, Plan, safe_url
+from encmigrate.revisions.ops import (
+    DDL_RETRIES_ATTRIBUTE,
+    LOCK_FAILURES,
+    ResetDDLTimeoutsOp,
+    SetDDLTimeoutsOp,
+    ddl_retrying,
+    lock_failure,
+)
 
 __all__ = [
     "ALEMBIC_URL_ATTRIBUTE",
+    "DDL_LOCK_TIMEOUT_ATTRIBUTE",
     "RevisionResult",
     "alembic_config",
     "connect",
     "emit",
     "quiet_config",
+    "upgrade_head",
 ]
 
 ALEMBIC_URL_ATTRIBUTE = "encmigrate.database_url"
+DDL_LOCK_TIMEOUT_ATTRIBUTE = "encmigrate.ddl_lock_timeout_ms"
 REVISION_IMPORT = "import encmigrate.revisions.ops  # noqa: F401  (op.install_shadow_trigger & co.)"
 logger = logging.getLogger(__name__)
 
@@ -82,7 +103,17 @@ def alembic_config(plan: Plan) -> Config:
         # env.py reads sqlalchemy.url ('%' is configparser's interpolation sign).
         config.attributes[ALEMBIC_URL_ATTRIBUTE] = plan.database_url
         config.set_main_option("sqlalchemy.url", plan.database_url.replace("%", "%%"))
+    config.attributes[DDL_LOCK_TIMEOUT_ATTRIBUTE] = plan.migration.ddl_lock_timeout_ms
+    config.attributes[DDL_RETRIES_ATTRIBUTE] = plan.migration.ddl_retries
     return config
+
+
+def _ddl_settings(config: Config) -> tuple[int, int]:
+    """(lock_timeout in ms, retries) from the plan, or the defaults for a bare Config."""
+    defaults = MigrationSettings()
+    timeout = config.attributes.get(DDL_LOCK_TIMEOUT_ATTRIBUTE, defaults.ddl_lock_timeout_ms)
+    retries = config.attributes.get(DDL_RETRIES_ATTRIBUTE, defaults.ddl_retries)
+    return int(timeout), int(retries)
 
 
 def quiet_config(path: Path) -> Config:
@@ -138,7 +169,15 @@ def emit(
     next_command: str,
     notes: Sequence[str] = (),
 ) -> RevisionResult:
-    """Write the revision (or render its SQL), and upgrade when ``apply``."""
+    """Write the revision (or render its SQL), and upgrade when ``apply``.
+
+    On PostgreSQL the upgrade and the downgrade are wrapped in ``set_ddl_timeouts``
+    / ``reset_ddl_timeouts`` (the ``--sql`` output too, for a DBA applying it by hand).
+    """
+    if dialect == "postgresql":
+        lock_timeout_ms, _ = _ddl_settings(config)
+        upgrade = _with_timeouts(upgrade, lock_timeout_ms)
+        downgrade = _with_timeouts(downgrade, lock_timeout_ms)
     if sql:
         return RevisionResult(
             step=step,
@@ -148,7 +187,7 @@ def emit(
         )
     path, revision = write_revision(config, message, upgrade, downgrade)
     if apply:
-        upgrade_head(config)
+        _apply(config, dialect, path, revision)
         return RevisionResult(
             step, next_command, path=path, revision=revision, applied=True, notes=tuple(notes)
         )
@@ -159,6 +198,111 @@ def emit(
         revision=revision,
         notes=(*notes, f"then: {next_command}"),
     )
+
+
+def _with_timeouts(
+    operations: Sequence[MigrateOperation], lock_timeout_ms: int
+) -> list[MigrateOperation]:
+    return [
+        SetDDLTimeoutsOp(lock_timeout_ms=lock_timeout_ms),
+        *operations,
+        ResetDDLTimeoutsOp(),
+    ]
+
+
+def _apply(config: Config, dialect: str, path: Path, revision: str) -> None:
+    """Upgrade to the new revision; on failure leave no file the database has not run.
+
+    A revision file left behind unapplied makes every later generator refuse (the
+    database is not at the head) although the cause is fixed; so it goes, unless
+    part of it was committed, in which case removing it would leave schema changes
+    no revision accounts for.
+    """
+    changes = _Changes(config, dialect)
+    try:
+        upgrade_head(config, changes)
+    except BaseException as exc:
+        if changes.applied():
+            outcome = (
+                f"part of revision {revision} was committed before the failure (statements "
+                "before an autocommit block such as CREATE INDEX CONCURRENTLY, and SQLite DDL, "
+                f"commit as they go): the revision file {path} was kept. Once the cause is "
+                "fixed, run what remains of it by hand and `alembic stamp head`, or undo what "
+                "was committed and delete the file"
+            )
+        else:
+            _remove_revision(path)
+            outcome = "the revision file was removed; nothing was applied"
+        if isinstance(exc, EncmigrateError):
+            exc.args = (f"{exc}; {outcome}",)
+        else:
+            logger.warning("alembic upgrade head failed: %s", outcome)
+        raise
+
+
+def _remove_revision(path: Path) -> None:
+    path.unlink(missing_ok=True)
+    # A stale .pyc of the same name would not be loaded without its .py, but a new
+    # revision written later under the same file name must not meet it either.
+    for compiled in (path.parent / "__pycache__").glob(f"{path.stem}.*.pyc"):
+        compiled.unlink(missing_ok=True)
+    logger.info("removed revision file %s: its upgrade failed and nothing was applied", path)
+
+
+class _Changes:
+    """Whether a failed upgrade left anything behind in the database.
+
+    PostgreSQL runs the upgrade in one transaction, so nothing stays unless a
+    commit happened first: Alembic commits when an ``autocommit_block()`` begins
+    (CREATE INDEX CONCURRENTLY, VACUUM). A commit listener on every Engine counts
+    the commits made on this thread; other threads (the application, a test's
+    helpers) commit too and must not count. SQLite DDL commits as it goes
+    (pysqlite opens no transaction for it), so there the schema in sqlite_master
+    is compared before and after.
+    """
+
+    def __init__(self, config: Config, dialect: str) -> None:
+        url = config.attributes.get(ALEMBIC_URL_ATTRIBUTE) or config.get_main_option(
+            "sqlalchemy.url"
+        )
+        self._sqlite_url = str(url) if dialect == "sqlite" and url else None
+        self._thread = threading.get_ident()
+        self._listener = self._on_commit  # one bound method, so that remove() finds it
+        self._before: list[tuple[Any, ...]] | None = None
+        self.commits = 0
+
+    def __enter__(self) -> _Changes:
+        if self._sqlite_url is not None:
+            self._before = self._sqlite_schema()
+        sa.event.listen(sa.Engine, "commit", self._listener)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        sa.event.remove(sa.Engine, "commit", self._listener)
+
+    def _on_commit(self, connection: sa.Connection) -> None:
+        if threading.get_ident() == self._thread:
+            self.commits += 1
+
+    def applied(self) -> bool:
+        """Whether something may have been committed (when unsure: yes)."""
+        if self.commits:
+            return True
+        if self._before is None:
+            return False
+        try:
+            return self._sqlite_schema() != self._before
+        except sa.exc.SQLAlchemyError:
+            return True
+
+    def _sqlite_schema(self) -> list[tuple[Any, ...]]:
+        engine = sa.create_engine(str(self._sqlite_url), poolclass=sa.pool.NullPool)
+        try:
+            with engine.connect() as connection:
+                query = "SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY type, name"
+                return [tuple(row) for row in connection.exec_driver_sql(query)]
+        finally:
+            engine.dispose()
 
 
 def write_revision(
@@ -187,11 +331,30 @@ def write_revision(
     return Path(made.path), made.revision
 
 
-def upgrade_head(config: Config) -> None:
-    """``alembic upgrade head``, with database errors mapped to encmigrate's."""
+def upgrade_head(config: Config, changes: _Changes | None = None) -> None:
+    """``alembic upgrade head``, retried after a lock timeout or deadlock; errors mapped.
+
+    A retry re-runs the whole upgrade: PostgreSQL rolled the failed attempt back.
+    Not after a commit (see :class:`_Changes`): the revision's first statements are
+    in the database then and would fail a second time; the concurrent index build
+    that follows such a commit retries by itself (``op.create_search_index``).
+    """
+    lock_timeout_ms, retries = _ddl_settings(config)
+    watch = changes if changes is not None else _Changes(config, "")
     try:
-        command.upgrade(config, "head")
+        with watch:
+            for attempt in ddl_retrying(
+                retries,
+                log=logger,
+                what="alembic upgrade head",
+                retryable=lambda exc: lock_failure(exc) is not None and not watch.applied(),
+            ):
+                with attempt:
+                    command.upgrade(config, "head")
     except sa.exc.DBAPIError as exc:
+        code = lock_failure(exc)
+        if code is not None:
+            raise DatabaseError(_busy(exc, code, lock_timeout_ms, retries)) from None
         text = str(exc.orig) if exc.orig is not None else ""
         if "encmigrate:" in text:
             raise RefusedError(text.splitlines()[0]) from None
@@ -201,6 +364,30 @@ def upgrade_head(config: Config) -> None:
         ) from None
     except CommandError as exc:
         raise ConfigError(f"alembic upgrade head failed: {exc}") from None
+
+
+# The table a DDL statement waits for: ALTER TABLE t, VACUUM FULL t, CREATE INDEX ... ON t.
+_IDENTIFIER = r'(?:"(?:[^"]|"")+"|[\w$]+)'
+_LOCKED_TABLE = re.compile(
+    rf"\b(?:ALTER TABLE|VACUUM FULL|ON|FROM)\s+({_IDENTIFIER}(?:\.{_IDENTIFIER})?)"
+)
+
+
+def _busy(exc: sa.exc.DBAPIError, code: str, lock_timeout_ms: int, retries: int) -> str:
+    """What a lock failure after every retry means and what to do; no values, only names."""
+    found = _LOCKED_TABLE.search(str(exc.statement or ""))
+    table = found.group(1) if found else None
+    literal = (table or "<table>").replace("'", "''")
+    return (
+        f"{table or 'a table'} is busy: {LOCK_FAILURES[code]} (SQLSTATE {code}) on the last of "
+        f"{retries + 1} attempts, each waiting up to {lock_timeout_ms} ms for its lock. "
+        "Another session holds a conflicting lock or an old snapshot, usually a long or idle "
+        "transaction: find it with SELECT pid, state, xact_start, query FROM pg_stat_activity "
+        f"WHERE pid IN (SELECT pid FROM pg_locks WHERE relation = '{literal}'::regclass) OR "
+        "xact_start < now() - interval '1 minute'; end it or let it finish, then run the "
+        "command again, or raise [migration] ddl_lock_timeout (the table's queries wait "
+        "behind the DDL for up to that long on each attempt)"
+    )
 
 
 def render_sql(operations: Sequence[MigrateOperation], dialect: str) -> str:

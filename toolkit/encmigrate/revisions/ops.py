@@ -5,20 +5,36 @@ Each operation is a small reversible object registered with
 function (which only emits SQL, so ``alembic upgrade --sql`` renders it) and
 written into revision files by a ``renderers.dispatch_for`` function. A
 revision imports this module for the side effect of registering them.
+
+It also holds what a revision needs to take its locks without blocking the
+application: ``op.set_ddl_timeouts`` (a session ``lock_timeout``, so that DDL
+queued behind a long transaction gives up instead of making every later query
+on the table queue behind it) and the retry policy for lock timeouts and
+deadlocks that both ``--apply`` and the concurrent index build use.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from alembic.autogenerate import renderers
 from alembic.autogenerate.api import AutogenContext
 from alembic.operations import MigrateOperation, Operations
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential,
+    wait_random,
+)
 
 from encmigrate.errors import RefusedError
+from encmigrate.plan import MigrationSettings
 from encmigrate.revisions.triggers import (
     ShadowColumn,
     check_statement,
@@ -29,6 +45,8 @@ from encmigrate.revisions.triggers import (
 )
 
 __all__ = [
+    "DDL_RETRIES_ATTRIBUTE",
+    "LOCK_FAILURES",
     "CheckEncryptedOp",
     "CreateSearchIndexOp",
     "CreateSecureViewOp",
@@ -37,9 +55,24 @@ __all__ = [
     "DropShadowTriggerOp",
     "InstallShadowTriggerOp",
     "NoteOp",
+    "ResetDDLTimeoutsOp",
+    "SetDDLTimeoutsOp",
+    "ddl_retrying",
+    "lock_failure",
 ]
 
 logger = logging.getLogger(__name__)
+
+# The Alembic Config attribute encmigrate sets to the plan's [migration] ddl_retries;
+# a plain `alembic upgrade` has no plan and gets the default.
+DDL_RETRIES_ATTRIBUTE = "encmigrate.ddl_retries"
+# SQLSTATEs after which the same DDL can succeed later: the lock was not granted in time,
+# or PostgreSQL broke a deadlock by cancelling us. Either way our transaction rolled back.
+LOCK_FAILURES = {"55P03": "lock timeout", "40P01": "deadlock"}
+# Backoff between attempts: 0.25 s doubling to 10 s, plus up to 0.25 s of jitter so that
+# two waiting migrators (or a migrator and the blocking job's own retries) fall out of step.
+_BACKOFF_FIRST = 0.25
+_BACKOFF_MAX = 10.0
 
 
 def _shadow_columns(columns: Sequence[Sequence[str | None]]) -> list[ShadowColumn]:
@@ -79,6 +112,106 @@ def _note(operations: Operations, op: NoteOp) -> None:
 @renderers.dispatch_for(NoteOp)
 def _render_note(autogen_context: AutogenContext, op: NoteOp) -> list[str]:
     return [f"# {line}" for line in op.lines]
+
+
+# --- lock timeouts and their retries ---------------------------------------------------------
+
+
+def lock_failure(exc: BaseException) -> str | None:
+    """The SQLSTATE when ``exc`` is a lock timeout or a deadlock, else None."""
+    state = getattr(getattr(exc, "orig", None), "sqlstate", None)
+    return state if state in LOCK_FAILURES else None
+
+
+def ddl_retrying(
+    retries: int,
+    *,
+    log: logging.Logger,
+    what: str,
+    retryable: Callable[[BaseException], bool] = lambda exc: lock_failure(exc) is not None,
+) -> Retrying:
+    """Up to ``retries`` more attempts after a lock failure, with capped backoff and jitter.
+
+    Each retry is logged at INFO on ``log``; the last error is re-raised as it is.
+    """
+
+    def before_sleep(state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome is not None else None
+        code = lock_failure(error) if error is not None else None
+        log.info(
+            "%s: %s (SQLSTATE %s) on attempt %d of %d; trying again in %.1f s",
+            what,
+            LOCK_FAILURES.get(code or "", "error"),
+            code,
+            state.attempt_number,
+            retries + 1,
+            state.next_action.sleep if state.next_action is not None else 0.0,
+        )
+
+    return Retrying(
+        retry=retry_if_exception(retryable),
+        wait=wait_exponential(multiplier=_BACKOFF_FIRST, max=_BACKOFF_MAX)
+        + wait_random(0, _BACKOFF_FIRST),
+        stop=stop_after_attempt(retries + 1),
+        before_sleep=before_sleep,
+        reraise=True,
+    )
+
+
+@Operations.register_operation("set_ddl_timeouts")
+class SetDDLTimeoutsOp(MigrateOperation):
+    """``SET lock_timeout`` for the rest of the session (PostgreSQL; nothing on SQLite).
+
+    A session-level ``SET``, not ``SET LOCAL``: the statements Alembic runs in an
+    ``autocommit_block()`` (``CREATE INDEX CONCURRENTLY``, ``VACUUM FULL``) run
+    outside the revision's transaction and must be bounded too.
+    """
+
+    def __init__(self, *, lock_timeout_ms: int) -> None:
+        self.lock_timeout_ms = int(lock_timeout_ms)
+
+    @classmethod
+    def set_ddl_timeouts(cls, operations: Operations, *, lock_timeout_ms: int) -> Any:
+        """Make every later lock wait of this session give up after ``lock_timeout_ms``."""
+        return operations.invoke(cls(lock_timeout_ms=lock_timeout_ms))
+
+    def reverse(self) -> ResetDDLTimeoutsOp:
+        return ResetDDLTimeoutsOp()
+
+
+@Operations.register_operation("reset_ddl_timeouts")
+class ResetDDLTimeoutsOp(MigrateOperation):
+    """``RESET lock_timeout``: back to the session's default (PostgreSQL; nothing on SQLite)."""
+
+    @classmethod
+    def reset_ddl_timeouts(cls, operations: Operations) -> Any:
+        """Undo ``set_ddl_timeouts``, so a connection handed in by the caller is left as it was."""
+        return operations.invoke(cls())
+
+    def reverse(self) -> MigrateOperation:
+        return self  # nothing to restore: the next set_ddl_timeouts sets its own value
+
+
+@Operations.implementation_for(SetDDLTimeoutsOp)
+def _set_ddl_timeouts(operations: Operations, op: SetDDLTimeoutsOp) -> None:
+    if operations.get_context().dialect.name == "postgresql":
+        operations.execute(f"SET lock_timeout = '{op.lock_timeout_ms}ms'")
+
+
+@Operations.implementation_for(ResetDDLTimeoutsOp)
+def _reset_ddl_timeouts(operations: Operations, op: ResetDDLTimeoutsOp) -> None:
+    if operations.get_context().dialect.name == "postgresql":
+        operations.execute("RESET lock_timeout")
+
+
+@renderers.dispatch_for(SetDDLTimeoutsOp)
+def _render_set_timeouts(autogen_context: AutogenContext, op: SetDDLTimeoutsOp) -> str:
+    return f"op.set_ddl_timeouts(lock_timeout_ms={op.lock_timeout_ms})"
+
+
+@renderers.dispatch_for(ResetDDLTimeoutsOp)
+def _render_reset_timeouts(autogen_context: AutogenContext, op: ResetDDLTimeoutsOp) -> str:
+    return "op.reset_ddl_timeouts()"
 
 
 # --- the shadow trigger -----------------------------------------------------------------------
@@ -195,7 +328,12 @@ class _SearchIndexOp(MigrateOperation):
 
 @Operations.register_operation("create_search_index")
 class CreateSearchIndexOp(_SearchIndexOp):
-    """Index a search-token column; ``CREATE INDEX CONCURRENTLY`` on PostgreSQL."""
+    """Index a search-token column; ``CREATE INDEX CONCURRENTLY`` on PostgreSQL.
+
+    On PostgreSQL the build is retried after a lock timeout or deadlock, and is
+    idempotent: a failed concurrent build leaves an INVALID index behind, which
+    is dropped before the next attempt; a valid index of the name is kept.
+    """
 
     @classmethod
     def create_search_index(
@@ -238,21 +376,166 @@ class DropSearchIndexOp(_SearchIndexOp):
 @Operations.implementation_for(CreateSearchIndexOp)
 def _create_search_index(operations: Operations, op: CreateSearchIndexOp) -> None:
     context = operations.get_context()
-    if context.dialect.name == "postgresql":
-        # A plain CREATE INDEX holds a SHARE lock that blocks every write for the
-        # whole build; CONCURRENTLY does not, but refuses to run in a transaction.
-        with context.autocommit_block():
+    if context.dialect.name != "postgresql":
+        operations.create_index(op.index, op.table, [op.column], schema=op.schema)
+        return
+    # A plain CREATE INDEX holds a SHARE lock that blocks every write for the
+    # whole build; CONCURRENTLY does not, but refuses to run in a transaction.
+    with context.autocommit_block():
+        if context.as_sql:
+            # Offline there is no catalog to look at: no IF NOT EXISTS, which would
+            # silently keep an INVALID leftover; the reviewer drops it by hand.
+            index = qualified(context.dialect, op.index, op.schema)
+            context.impl.static_output(
+                f"-- If an earlier attempt left an INVALID index {index} (\\d shows it),\n"
+                f"-- drop it first: DROP INDEX CONCURRENTLY {index};"
+            )
             operations.create_index(
                 op.index, op.table, [op.column], schema=op.schema, postgresql_concurrently=True
             )
-    else:
-        operations.create_index(op.index, op.table, [op.column], schema=op.schema)
+            return
+        # The revision's earlier statements were committed when the autocommit block
+        # began: re-running the whole revision would trip over them, so the build is
+        # retried here, each attempt on its own.
+        config = context.config
+        retries = MigrationSettings().ddl_retries
+        if config is not None:
+            retries = config.attributes.get(DDL_RETRIES_ATTRIBUTE, retries)
+        tree = _partition_tree(operations, op.table, op.schema)
+        if tree:
+            _create_partitioned_index(operations, op, tree, int(retries))
+            return
+        for attempt in ddl_retrying(int(retries), log=logger, what=f"index {op.index}"):
+            with attempt:
+                _drop_invalid_index(operations, op)
+                operations.create_index(
+                    op.index,
+                    op.table,
+                    [op.column],
+                    schema=op.schema,
+                    postgresql_concurrently=True,
+                    if_not_exists=True,
+                )
+
+
+class _Partition(NamedTuple):
+    """One table of a partition tree: its schema, name, parent (None for the root), kind."""
+
+    schema: str
+    name: str
+    parent: tuple[str, str] | None
+    leaf: bool
+
+
+def _partition_tree(operations: Operations, table: str, schema: str | None) -> list[_Partition]:
+    """The tables of ``table``'s partition tree, root first; [] for a table not partitioned."""
+    dialect = operations.get_context().dialect
+    rows = (
+        operations.get_bind()
+        .execute(
+            sa.text(
+                "SELECT n.nspname, c.relname, pn.nspname, p.relname, t.isleaf "
+                "FROM pg_partition_tree(to_regclass(:table)) AS t "
+                "JOIN pg_class c ON c.oid = t.relid "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "LEFT JOIN pg_class p ON p.oid = t.parentrelid "
+                "LEFT JOIN pg_namespace pn ON pn.oid = p.relnamespace "
+                "ORDER BY t.level"
+            ),
+            {"table": qualified(dialect, table, schema)},
+        )
+        .all()
+    )
+    if len(rows) <= 1 and (not rows or rows[0][4]):
+        return []  # a plain table is its own one-leaf tree
+    return [
+        _Partition(r[0], r[1], (r[2], r[3]) if r[3] is not None else None, bool(r[4])) for r in rows
+    ]
+
+
+def _partition_index_name(index: str, partition: str) -> str:
+    digest = hashlib.sha256(f"{index}/{partition}".encode()).hexdigest()[:10]
+    return f"{index[:40]}_{partition[:10]}_{digest}"
+
+
+def _create_partitioned_index(
+    operations: Operations, op: CreateSearchIndexOp, tree: list[_Partition], retries: int
+) -> None:
+    """A search index on a partitioned table, without blocking writes.
+
+    PostgreSQL refuses ``CREATE INDEX CONCURRENTLY`` on a partitioned table. The
+    documented way: an index ``ON ONLY`` each partitioned table (no data is read;
+    it stays invalid), a concurrent build on each leaf partition, and ``ATTACH
+    PARTITION`` of each child's index to its parent's; the parent's index becomes
+    valid once every child's is attached. Each step is idempotent, so a retry or a
+    re-run after a failure picks up where it stopped.
+    """
+    dialect = operations.get_context().dialect
+    prep = dialect.identifier_preparer
+    column = prep.quote(op.column)
+    names: dict[tuple[str, str], str] = {}
+    for part in tree:
+        is_root = part.parent is None
+        index = op.index if is_root else _partition_index_name(op.index, part.name)
+        names[(part.schema, part.name)] = index
+        target = qualified(dialect, part.name, part.schema)
+        if part.leaf:
+            child = CreateSearchIndexOp(index, part.name, op.column, schema=part.schema)
+            for attempt in ddl_retrying(retries, log=logger, what=f"index {index}"):
+                with attempt:
+                    _drop_invalid_index(operations, child)
+                    operations.execute(
+                        f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {prep.quote(index)} "
+                        f"ON {target} ({column})"
+                    )
+        else:
+            operations.execute(
+                f"CREATE INDEX IF NOT EXISTS {prep.quote(index)} ON ONLY {target} ({column})"
+            )
+    for part in tree:
+        if part.parent is None:
+            continue
+        parent_index = qualified(dialect, names[part.parent], part.parent[0])
+        child_index = qualified(dialect, names[(part.schema, part.name)], part.schema)
+        for attempt in ddl_retrying(retries, log=logger, what=f"attach {child_index}"):
+            with attempt:
+                operations.execute(f"ALTER INDEX {parent_index} ATTACH PARTITION {child_index}")
+
+
+def _drop_invalid_index(operations: Operations, op: CreateSearchIndexOp) -> None:
+    """Drop ``op.index`` when an interrupted concurrent build left it INVALID.
+
+    Such an index is never used for reads but is kept up to date on every write;
+    ``IF NOT EXISTS`` alone would keep it for good.
+    """
+    dialect = operations.get_context().dialect
+    found = (
+        operations.get_bind()
+        .execute(
+            sa.text(
+                "SELECT c.oid::regclass::text FROM pg_index i "
+                "JOIN pg_class c ON c.oid = i.indexrelid "
+                "WHERE c.relname = :index AND i.indrelid = to_regclass(:table) "
+                "AND NOT i.indisvalid"
+            ),
+            {"index": op.index, "table": qualified(dialect, op.table, op.schema)},
+        )
+        .scalar()
+    )
+    if found is not None:
+        logger.info("dropping the INVALID index %s left by an interrupted build", found)
+        operations.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {found}")
 
 
 @Operations.implementation_for(DropSearchIndexOp)
 def _drop_search_index(operations: Operations, op: DropSearchIndexOp) -> None:
     context = operations.get_context()
     if context.dialect.name == "postgresql":
+        if not context.as_sql and _partition_tree(operations, op.table, op.schema):
+            # DROP INDEX CONCURRENTLY refuses a partitioned index; dropping it drops
+            # the partitions' indexes with it (a brief lock on each).
+            operations.drop_index(op.index, op.table, schema=op.schema, if_exists=True)
+            return
         with context.autocommit_block():
             operations.drop_index(
                 op.index, op.table, schema=op.schema, postgresql_concurrently=True
