@@ -225,6 +225,7 @@ def drop_unencrypted(
         _require_distinct_tokens(connection, columns)
         live = [read_table(connection, table) for table in selected]
     upgrade: list[MigrateOperation] = []
+    rewrites: list[MigrateOperation] = []
     downgrade: list[MigrateOperation] = []
     names: list[str] = []
     checks: list[MigrateOperation] = []
@@ -250,14 +251,22 @@ def drop_unencrypted(
         upgrade += table_up
         downgrade = table_down + downgrade
         if vacuum:
-            upgrade.append(RewriteTableOp(table.name, schema=table.schema))
+            rewrites.append(RewriteTableOp(table.name, schema=table.schema))
     notes = (*_dependent_notes(dependents, allowed), *((PAGES_WARNING,) if not vacuum else ()))
     if not names:
         return RevisionResult("drop-unencrypted", "encmigrate verify", notes=("nothing to drop",))
     # The unique token indexes are built first: CONCURRENTLY commits what precedes it, and
     # the check must share the drop's transaction, or a row written between the two would
     # lose its plaintext. Every table is checked before anything is dropped: all or nothing.
-    upgrade = [*tokens, *checks, *upgrade, _status_update(columns, MigrationStatus.DROPPED)]
+    # VACUUM runs in an autocommit block, which commits everything before it: the status
+    # goes first, so a rewrite that fails (a lock timeout) leaves the drop recorded.
+    upgrade = [
+        *tokens,
+        *checks,
+        *upgrade,
+        _status_update(columns, MigrationStatus.DROPPED),
+        *rewrites,
+    ]
     downgrade = [
         NoteOp(
             [
