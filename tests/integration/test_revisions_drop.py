@@ -159,7 +159,7 @@ def test_vacuum_rewrites_the_table_after_the_drop(project: Project) -> None:
     result = drop_unencrypted(project.plan(), confirm=True, apply=True, vacuum=True)
     assert result.path is not None
     assert "op.rewrite_table('customer')" in result.path.read_text()
-    assert result.notes == ()
+    assert not [note for note in result.notes if "old pages" in note]  # --vacuum rewrote them
     assert "email" not in _columns(project.url)
 
 

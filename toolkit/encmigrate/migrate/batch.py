@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from encmigrate.migrate import pgarrays
 from encmigrate.migrate.keyset import Cursor
 from encmigrate.migrate.table import ShadowColumns, TableWork
+from encmigrate.roundtrip import sqlite_temporal
 from encmigrate.tracking import MIGRATOR_SETTING, SQLITE_WRITER_TABLE, failures
 
 __all__ = [
@@ -279,7 +280,7 @@ def _write_generic(
         .values(
             {
                 column.name: sa.func.coalesce(
-                    sa.bindparam(f"_v{i}", type_=_bind_type(column)), column
+                    sa.bindparam(f"_v{i}", type_=_bind_type(column, conn.dialect.name)), column
                 )
                 for i, column in enumerate(targets)
             }
@@ -344,12 +345,16 @@ def record_failures(
             )
 
 
-def _bind_type(column: sa.Column[Any]) -> Any:
+def _bind_type(column: sa.Column[Any], dialect: str) -> Any:
     """The column's type for binding; None must stay SQL NULL ("keep the stored value").
 
     SQLAlchemy's JSON type writes Python None as a JSON ``null`` unless told
-    otherwise; a JSON null to store is passed as ``sa.JSON.NULL``.
+    otherwise; a JSON null to store is passed as ``sa.JSON.NULL``. SQLite date and
+    time columns get decrypt-back's text as it is (``roundtrip.written_form``):
+    SQLAlchemy's own processors would add ``.000000`` to every datetime.
     """
+    if sqlite_temporal(column.type, dialect):
+        return sa.String()
     if isinstance(column.type, sa.JSON):
         # The column's own JSON class: a json parameter COALESCEd with a jsonb column is an
         # error on PostgreSQL (42846), and the reverse too.

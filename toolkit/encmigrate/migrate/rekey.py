@@ -16,9 +16,6 @@ backfill; only which rows need work and what a batch writes differ.
 
 from __future__ import annotations
 
-import datetime as dt
-import decimal
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +28,7 @@ from encmigrate.errors import ConfigError, DecryptionError
 from encmigrate.migrate.batch import BatchResult, PreparedBatch, compute_encrypt, read_encrypt
 from encmigrate.migrate.keyset import Cursor
 from encmigrate.migrate.table import ShadowColumns, TableWork
+from encmigrate.roundtrip import written_form
 
 __all__ = [
     "DECRYPT_BACK",
@@ -255,28 +253,11 @@ def _compute_decrypt_back(work: TableWork, rows: Sequence[Any]) -> PreparedBatch
         values = _open_values(
             batch, shadow, [b if m else None for m, b in zip(missing, blobs, strict=True)]
         )
-        batch.set(shadow.plaintext, [_for_column(v, shadow.plaintext) for v in values])
+        column = shadow.plaintext
+        batch.set(column, [written_form(v, column.type, work.dialect) for v in values])
         # In the same statement as the plaintext, marked as the migrator's: the trigger keeps both.
         batch.seal(shadow, values, decrypted=True)
     return batch
-
-
-def _for_column(value: Any, column: sa.Column[Any]) -> Any:
-    """A decrypted value in the form its (re-added) plaintext column stores."""
-    if value is None:
-        return None
-    if value is JSON_NULL:
-        return sa.JSON.NULL if isinstance(column.type, sa.JSON) else "null"
-    if isinstance(column.type, sa.String) and not isinstance(value, str):
-        if isinstance(value, dt.date | dt.time):
-            return value.isoformat()
-        if isinstance(value, dict | list):
-            return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-        if isinstance(value, bool):
-            return "true" if value else "false"
-        if isinstance(value, int | float | decimal.Decimal):
-            return str(value)
-    return value
 
 
 DECRYPT_BACK = Operation(

@@ -62,6 +62,7 @@ from encmigrate.revisions.schema import (
     shadow_columns,
 )
 from encmigrate.revisions.triggers import qualified
+from encmigrate.roundtrip import respelled_values
 from encmigrate.tracking import MigrationStatus, migrations
 
 __all__ = ["CreateUniqueTokenIndexOp", "RewriteTableOp", "drop_unencrypted"]
@@ -224,6 +225,7 @@ def drop_unencrypted(
         allowed = _require_no_blockers(dependents, allow_dropping_constraints)
         _require_distinct_tokens(connection, columns)
         live = [read_table(connection, table) for table in selected]
+        rollback = [note for table in live for note in _rollback_limits(connection, table)]
     upgrade: list[MigrateOperation] = []
     rewrites: list[MigrateOperation] = []
     downgrade: list[MigrateOperation] = []
@@ -252,7 +254,11 @@ def drop_unencrypted(
         downgrade = table_down + downgrade
         if vacuum:
             rewrites.append(RewriteTableOp(table.name, schema=table.schema))
-    notes = (*_dependent_notes(dependents, allowed), *((PAGES_WARNING,) if not vacuum else ()))
+    notes = (
+        *_dependent_notes(dependents, allowed),
+        *rollback,
+        *((PAGES_WARNING,) if not vacuum else ()),
+    )
     if not names:
         return RevisionResult("drop-unencrypted", "encmigrate verify", notes=("nothing to drop",))
     # The unique token indexes are built first: CONCURRENTLY commits what precedes it, and
@@ -319,6 +325,45 @@ def _require_no_blockers(dependents: Sequence[Dependent], allow: bool) -> list[D
         + hint
         + "\nDeal with each, check with `encmigrate plan check`, then run drop-unencrypted again."
     )
+
+
+def _rollback_limits(connection: sa.Connection, table: LiveTable) -> list[str]:
+    """What a rollback of this drop (downgrade + decrypt-back) will not give back, said
+    while the plaintext is still there: NOT NULL, the column order, and the spelling of
+    values stored as text (roundtrip.py). Counts and names only, never a value."""
+    dropping = [c for c in table.plan.columns if c.phase is ColumnPhase.SHADOWED]
+    order = list(table.columns)
+    shown = table.plan.table
+    notes: list[str] = []
+    not_null = [c.column for c in dropping if not table.columns[c.column]["nullable"]]
+    if not_null:
+        notes.append(
+            f"rollback: `alembic downgrade -1` re-adds {shown}.{', '.join(not_null)} without "
+            "NOT NULL (they are empty until decrypt-back); restore it after decrypt-back "
+            + (
+                "with ALTER TABLE ... ALTER COLUMN ... SET NOT NULL"
+                if connection.dialect.name == "postgresql"
+                else "by rebuilding the table (SQLite cannot add NOT NULL to a column)"
+            )
+        )
+    names = {c.column for c in dropping}
+    if [n for n in order if n not in names] + [c.column for c in dropping] != order:
+        notes.append(
+            f"rollback: the re-added columns of {shown} come after its other columns: "
+            "the column order changes (SELECT * and INSERT without column names see it)"
+        )
+    target = sa.table(table.name, schema=table.schema)
+    for column in dropping:
+        differ = respelled_values(
+            connection, target, column.column, table.columns[column.column]["type"], column.type
+        )
+        if differ:
+            notes.append(
+                f"rollback: {differ} value(s) of {shown}.{column.column} are stored as text "
+                "spelled otherwise than decrypt-back writes them back (the value is the same, "
+                "the bytes differ; docs/application-writes.md, 'After the drop')"
+            )
+    return notes
 
 
 def _dependent_notes(dependents: Sequence[Dependent], allowed: Sequence[Dependent]) -> list[str]:
