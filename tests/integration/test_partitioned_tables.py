@@ -1,4 +1,4 @@
-"""Partitioned and inherited tables: every row gets its own ciphertext, never a sibling's.
+"""Partitioned tables: every row gets its own ciphertext, never a sibling partition's.
 
 A ``ctid`` is unique only inside one partition (or one inheritance child): a
 batch that matched its rows by ``ctid`` alone also wrote into the rows of
@@ -71,10 +71,6 @@ LAYOUTS = {
             for i in range(3)
         ),
     ],
-    "inheritance": [
-        "CREATE TABLE pay (id int PRIMARY KEY, d date, amount numeric NOT NULL, note text)",
-        "CREATE TABLE pay_child (PRIMARY KEY (id)) INHERITS (pay)",
-    ],
 }
 
 
@@ -104,16 +100,6 @@ def _fill(conn: sa.Connection, layout: str) -> None:
                 "VALUES (:id, :d, :amount, :note, :region)"
             ),
             rows,
-        )
-    elif layout == "inheritance":
-        # Half the rows in the parent, half in the child: the same ctids in both.
-        conn.execute(
-            sa.text("INSERT INTO pay (id, d, amount, note) VALUES (:id, :d, :amount, :note)"),
-            [r for r in rows if r["id"] % 2],
-        )
-        conn.execute(
-            sa.text("INSERT INTO pay_child (id, d, amount, note) VALUES (:id, :d, :amount, :note)"),
-            [r for r in rows if not r["id"] % 2],
         )
     else:
         conn.execute(
@@ -291,3 +277,21 @@ def test_step_1_builds_the_search_index_on_every_partition_without_blocking(
     ]
     project.upgrade()
     assert len(rows(pg_url, "SELECT 1 FROM pg_indexes WHERE indexdef LIKE '%note_search%'")) == 6
+
+
+def test_plan_check_refuses_a_table_with_inheritance_children(pg_url: str, tmp_path: Path) -> None:
+    """The shadow trigger on an INHERITS parent does not fire for its children's rows: a
+    child's plaintext could change and keep a stale ciphertext, lost at step 5."""
+    engine = connect_engine(pg_url)
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(
+                "CREATE TABLE pay (id int PRIMARY KEY, d date, amount numeric, note text)"
+            )
+            conn.exec_driver_sql("CREATE TABLE pay_child (PRIMARY KEY (id)) INHERITS (pay)")
+    finally:
+        engine.dispose()
+    path = tmp_path / "encmigrate.toml"
+    path.write_text(PLAN.format(url=pg_url))
+    with pytest.raises(plan_module.PlanError, match="inherited by 1 child table"):
+        plan_module.load(path, environ={})

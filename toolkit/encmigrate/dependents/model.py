@@ -10,6 +10,7 @@ if TYPE_CHECKING:
     from encmigrate.plan import ColumnPlan, TablePlan
 
 __all__ = [
+    "INHERITANCE_CHILDREN",
     "INHERITED_COLUMN",
     "OWN_PG_TRIGGER",
     "OWN_PREFIX",
@@ -26,8 +27,11 @@ __all__ = [
 PRIMARY_KEY = "primary key"
 PARTITION_KEY = "partition key"
 INHERITED_COLUMN = "inherited column"
+INHERITANCE_CHILDREN = "inheritance children"
 # A column with one of these cannot be encrypted at all: a plan problem, not a step-5 matter.
-UNENCRYPTABLE_KINDS = frozenset({PRIMARY_KEY, PARTITION_KEY, INHERITED_COLUMN})
+UNENCRYPTABLE_KINDS = frozenset(
+    {PRIMARY_KEY, PARTITION_KEY, INHERITED_COLUMN, INHERITANCE_CHILDREN}
+)
 
 # encmigrate's own trigger (PostgreSQL), and the prefix of its SQLite triggers and functions.
 OWN_PG_TRIGGER = "encmigrate_shadow"

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 
 from encmigrate.dependents.model import (
+    INHERITANCE_CHILDREN,
     INHERITED_COLUMN,
     OWN_PG_TRIGGER,
     PARTITION_KEY,
@@ -180,6 +181,20 @@ def postgresql_dependents(
         return []  # the plaintext column is not there (dropped already, or never existed)
     version = int(connection.execute(sa.text("SHOW server_version_num")).scalar() or 0)
     found: list[Dependent] = []
+    kind = connection.execute(sa.text("SELECT relkind FROM pg_class WHERE oid = :r"), {"r": root})
+    if kind.scalar() == "r" and len(tree) > 1:
+        # Declarative partitions get the parent's row trigger cloned; inheritance children
+        # do not: their rows' plaintext could change without their ciphertext being cleared.
+        found.append(
+            describe.make(
+                INHERITANCE_CHILDREN,
+                f"{tree[0][3]}.{column.column}",
+                f"{column.column} is inherited by {len(tree) - 1} child table(s) "
+                "(INHERITS), whose rows the shadow trigger on the parent does not see",
+                "encrypt a partitioned table (PARTITION BY) instead, or plan each child table "
+                "as a table of its own after detaching it (ALTER TABLE ... NO INHERIT)",
+            )
+        )
     if tree[0][2] > 0:
         parent = connection.execute(_PG_PARENT, {"rel": root}).scalar()
         found.append(
