@@ -107,6 +107,10 @@ def test_every_sql_output_applies_with_the_databases_own_client(
         if step == "step1.sql":
             cli("migrate-data")
             assert all(v["ok"] for v in json.loads(cli("--json", "verify")))
-    names = {c["name"] for c in sa.inspect(sa.create_engine(db_url)).get_columns(TABLE)}
+    engine = sa.create_engine(db_url)
+    try:
+        names = {c["name"] for c in sa.inspect(engine).get_columns(TABLE)}
+    finally:
+        engine.dispose()
     assert EMAIL not in names and f"{EMAIL}_encrypted" in names
     assert len(rows(db_url, f"SELECT {EMAIL}_encrypted FROM {TABLE}")) == 2
