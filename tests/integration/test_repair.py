@@ -119,3 +119,15 @@ def test_repair_refuses_a_keyring_that_opens_nothing(
     with pytest.raises(KeyConfigError, match="decrypts none"):
         migrate_data(plan, engine, Keyring.generate(), options=OPTIONS, repair=True)
     assert _shadows(engine) == before
+
+
+def test_each_operation_names_the_command_to_run_again_after_a_failure() -> None:
+    from encmigrate.migrate.rekey import DECRYPT_BACK, ENCRYPT, rewrap_operation
+    from encmigrate.migrate.repair import REPAIR
+
+    assert [op.command for op in (ENCRYPT, REPAIR, rewrap_operation(2), DECRYPT_BACK)] == [
+        "migrate-data",
+        "migrate-data --repair",
+        "rewrap",
+        "decrypt-back",
+    ]

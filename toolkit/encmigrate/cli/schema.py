@@ -233,21 +233,19 @@ def _dependent_document(d: Dependent) -> dict[str, Any]:
 
 
 def _show_dependents(dependents: list[Dependent]) -> None:
+    """One short block per object: names are never cut, whatever the terminal's width."""
     if not dependents:
         return
-    grid = Table(title="objects that depend on planned plaintext columns")
-    for name in ("column", "kind", "name", "at step 5", "what to do", "blocks step 5"):
-        grid.add_column(name)
+    out.print("\n[bold]Objects that depend on planned plaintext columns[/]")
     for d in dependents:
-        grid.add_row(
-            escape(f"{d.table}.{d.column}"),
-            escape(d.kind + (" (best effort)" if d.best_effort else "")),
-            escape(d.name),
-            escape(d.effect),
-            escape(d.action),
-            "yes" if d.blocking else "no",
+        kind = d.kind + (" (best effort)" if d.best_effort else "")
+        flag = " [red]blocks step 5[/]" if d.blocking else ""
+        out.print(
+            f"- {escape(d.table)}.{escape(d.column)}: {escape(kind)} {escape(d.name)}{flag}",
+            soft_wrap=True,
         )
-    out.print(grid)
+        out.print(f"    at step 5: {escape(d.effect)}", soft_wrap=True)
+        out.print(f"    what to do: {escape(d.action)}", soft_wrap=True)
     blocking = sum(1 for d in dependents if d.blocking)
     if blocking:
         out.print(

@@ -133,7 +133,7 @@ class Helpers:
             if helper.process.stdout is not None:
                 helper.process.stdout.close()
             if failure is None:
-                failure = _failure(helper, code)
+                failure = _failure(helper, code, self.run.op.command)
         self._stopped.set()
         self._watcher.join()
         if failure is not None:
@@ -157,7 +157,7 @@ def _payload(run: TableRun) -> bytes:
     return json.dumps(document).encode() + b"\n"
 
 
-def _failure(helper: _Helper, code: int) -> errors.EncmigrateError | None:
+def _failure(helper: _Helper, code: int, command: str) -> errors.EncmigrateError | None:
     outcome = helper.outcome
     if code == 0 and outcome.get("ok"):
         return None
@@ -169,11 +169,21 @@ def _failure(helper: _Helper, code: int) -> errors.EncmigrateError | None:
         return error
     return errors.DatabaseError(
         f"a worker process exited with code {code}; progress is saved: "
-        "run `encmigrate migrate-data` again"
+        f"run `encmigrate {command}` again"
     )
 
 
 # -- the helper's side ------------------------------------------------------------
+
+
+def _command(document: dict[str, Any]) -> str:
+    """The command to run again, for the operation this helper was given."""
+    from encmigrate.migrate.rekey import operation_from_spec
+
+    try:
+        return operation_from_spec(document["operation"]).command
+    except (KeyError, IndexError, TypeError, ValueError):
+        return "migrate-data"
 
 
 def _die_with_parent(parent: int) -> None:
@@ -289,8 +299,8 @@ def _main() -> int:
         what = "database error after retries" if _from_database(exc) else "error in a worker"
         say(
             {
-                "error": f"{table}: {what} ({error_kind(exc)}); "
-                "progress is saved: fix the cause and run `encmigrate migrate-data` again",
+                "error": f"{table}: {what} ({error_kind(exc)}); progress is saved: fix the "
+                f"cause and run `encmigrate {_command(document)}` again",
                 "class": "DatabaseError",
             }
         )

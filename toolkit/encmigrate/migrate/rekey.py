@@ -68,6 +68,13 @@ class Operation:
     # is followed by the backfill's: rows changed meanwhile had their ciphertext cleared.
     catch_up: Operation | None = None
 
+    @property
+    def command(self) -> str:
+        """The CLI command that runs this operation (what to run again after a failure)."""
+        return {"encrypt": "migrate-data", "repair": "migrate-data --repair"}.get(
+            self.name, self.name
+        )
+
     def prepare(
         self,
         conn: sa.Connection,

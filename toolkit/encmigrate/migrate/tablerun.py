@@ -108,7 +108,7 @@ class TableRun:
                 raise
             error = DatabaseError(
                 f"{self.work.name}: database error after retries ({bookkeeping.error_kind(exc)}); "
-                "progress is saved: fix the cause and run `encmigrate migrate-data` again"
+                f"progress is saved: fix the cause and run `encmigrate {self.op.command}` again"
             )
             self._record_failure(error)
             raise error from None
