@@ -141,3 +141,25 @@ def test_sql_output_applied_with_psql_gives_the_same_schema(tmp_path: Path, pg_u
     project.upgrade()
     create_views(project.plan(), apply=True)
     assert schema_of(pg_url) == manual
+
+
+def test_generated_columns_computed_from_a_plaintext_stay_out_of_the_view(
+    tmp_path: Path, db_url: str
+) -> None:
+    """A column computed from the plaintext (the e-mail's domain) would show part of it
+    through the view that exists to hide it; one computed from other columns stays."""
+    sqlite = db_url.startswith("sqlite")
+    domain = "substr(email, instr(email, '@') + 1)" if sqlite else "split_part(email, '@', 2)"
+    stored = "" if sqlite else " STORED"
+    execute(
+        db_url,
+        "CREATE TABLE customer (id INTEGER PRIMARY KEY, name VARCHAR(50), email VARCHAR(255), "
+        f"email_domain TEXT GENERATED ALWAYS AS ({domain}){stored}, "
+        f"name_upper TEXT GENERATED ALWAYS AS (upper(name)){stored})",
+        "INSERT INTO customer (id, name, email) VALUES (1, 'Ann', 'ann@example.com')",
+    )
+    project = make_project(tmp_path / "p", db_url, column("customer", "email"))
+    add_columns(project.plan(), apply=True)
+    execute(db_url, "UPDATE customer SET email_encrypted = :c", params={"c": b"\x01"})
+    create_views(project.plan(), apply=True)
+    assert _view_columns(db_url) == ["id", "name", "email", "name_upper"]

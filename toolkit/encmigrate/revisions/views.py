@@ -17,7 +17,9 @@ planned plaintext column is nullable already; the result's notes say so.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from alembic.operations import MigrateOperation
 from alembic.operations import ops as alembic_ops
@@ -87,12 +89,19 @@ def create_views(
 
 
 def view_columns(table: LiveTable) -> list[tuple[str, str]]:
-    """(view column, table column) pairs: the ciphertext takes the plaintext's place."""
+    """(view column, table column) pairs: the ciphertext takes the plaintext's place.
+
+    A generated column computed from a planned plaintext (``split_part(email, '@',
+    2)``) is left out: it would show part of the plaintext through the view that
+    exists to hide it.
+    """
     planned = {c.column: c for c in table.plan.columns}
     ciphertexts = {c.encrypted_column: c for c in table.plan.columns}
     pairs: list[tuple[str, str]] = []
     placed: set[str] = set()
     for name in table.columns:
+        if _derived_from_plaintext(table.columns[name], planned):
+            continue
         if name in planned:
             column = planned[name]
             pairs.append((name, column.encrypted_column))
@@ -105,6 +114,17 @@ def view_columns(table: LiveTable) -> list[tuple[str, str]]:
         else:
             pairs.append((name, name))
     return pairs
+
+
+def _derived_from_plaintext(column: Mapping[str, Any], planned: Mapping[str, Any]) -> bool:
+    computed = column.get("computed")
+    if not computed:
+        return False
+    expression = str(computed.get("sqltext", ""))
+    return any(
+        re.search(rf'(?<![\w$"]){re.escape(name)}(?![\w$"])|"{re.escape(name)}"', expression)
+        for name in planned
+    )
 
 
 def _table_ops(
