@@ -66,9 +66,17 @@ def add_columns(
     upgrade: list[MigrateOperation] = []
     downgrade: list[MigrateOperation] = []
     created_tracking = [t for t in TRACKING_TABLES if t.name not in existing]
+    # Every statement can run again (IF NOT EXISTS; the trigger is dropped and recreated;
+    # the index build is idempotent): when the revision's concurrent index build gives up
+    # after the earlier statements were committed, `alembic upgrade head` finishes it.
     for tracking in created_tracking:
-        upgrade.append(alembic_ops.CreateTableOp.from_table(tracking))
-        upgrade.extend(alembic_ops.CreateIndexOp.from_index(index) for index in tracking.indexes)
+        create = alembic_ops.CreateTableOp.from_table(tracking)
+        create.if_not_exists = True
+        upgrade.append(create)
+        for index in tracking.indexes:
+            create_index = alembic_ops.CreateIndexOp.from_index(index)
+            create_index.if_not_exists = True
+            upgrade.append(create_index)
     indexes: list[CreateSearchIndexOp] = []
     names: list[str] = []
     for table in live:
@@ -76,7 +84,7 @@ def add_columns(
         if not new:
             continue
         names.append(table.plan.table)
-        table_up, table_down, table_indexes = _table_ops(table, new)
+        table_up, table_down, table_indexes = _table_ops(table, new, dialect)
         upgrade += table_up
         downgrade = table_down + downgrade
         indexes += table_indexes
@@ -110,7 +118,7 @@ def _shadow_types(column: ColumnPlan) -> tuple[sa.types.TypeEngine[Any], sa.type
 
 
 def _table_ops(
-    table: LiveTable, new: list[ColumnPlan]
+    table: LiveTable, new: list[ColumnPlan], dialect: str
 ) -> tuple[list[MigrateOperation], list[MigrateOperation], list[CreateSearchIndexOp]]:
     schema, name = table.schema, table.name
     upgrade: list[MigrateOperation] = []
@@ -130,7 +138,11 @@ def _table_ops(
                 )
             )
         for shadow in added:
-            upgrade.append(alembic_ops.AddColumnOp(name, shadow, schema=schema))
+            # SQLite has no ADD COLUMN IF NOT EXISTS (and no concurrent index build to fail).
+            again = True if dialect == "postgresql" else None
+            upgrade.append(
+                alembic_ops.AddColumnOp(name, shadow, schema=schema, if_not_exists=again)
+            )
             downgrade.insert(
                 0, alembic_ops.DropColumnOp.from_column_and_tablename(schema, name, shadow)
             )

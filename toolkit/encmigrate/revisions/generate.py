@@ -226,9 +226,14 @@ def _apply(config: Config, dialect: str, path: Path, revision: str) -> None:
             outcome = (
                 f"part of revision {revision} was committed before the failure (statements "
                 "before an autocommit block such as CREATE INDEX CONCURRENTLY, and SQLite DDL, "
-                f"commit as they go): the revision file {path} was kept. Once the cause is "
-                "fixed, run what remains of it by hand and `alembic stamp head`, or undo what "
-                "was committed and delete the file"
+                f"commit as they go): the revision file {path} was kept. "
+                + (
+                    "Every statement of it can run again: once the cause is fixed, "
+                    "`alembic upgrade head` finishes it"
+                    if dialect == "postgresql"
+                    else "Once the cause is fixed, run what remains of it by hand and "
+                    "`alembic stamp head`, or undo what was committed and delete the file"
+                )
             )
         else:
             _remove_revision(path)
