@@ -108,6 +108,7 @@ def test_master_key_accepts_standard_and_urlsafe_base64(encode: object) -> None:
         ("not base64!!", "not valid base64"),
         ("", "empty"),
     ],
+    ids=["short", "not-base64", "empty"],  # the same ids in every process (pytest -n)
 )
 def test_bad_master_keys_are_refused_without_echoing_them(text: str, message: str) -> None:
     with pytest.raises(ValueError, match=message) as caught:
