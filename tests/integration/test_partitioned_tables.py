@@ -295,3 +295,25 @@ def test_plan_check_refuses_a_table_with_inheritance_children(pg_url: str, tmp_p
     path.write_text(PLAN.format(url=pg_url))
     with pytest.raises(plan_module.PlanError, match="inherited by 1 child table"):
         plan_module.load(path, environ={})
+
+
+def test_plan_check_refuses_unique_token_on_a_partitioned_table(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """A unique index of a partitioned table must include the partition key: one on the
+    search token alone cannot exist, so step 5 could never carry the uniqueness over."""
+    engine = connect_engine(pg_url)
+    try:
+        with engine.begin() as conn:
+            for statement in LAYOUTS["range"]:
+                conn.exec_driver_sql(statement)
+    finally:
+        engine.dispose()
+    path = tmp_path / "encmigrate.toml"
+    path.write_text(
+        PLAN.format(url=pg_url).replace(
+            "searchable = true", "searchable = true\nunique_token = true"
+        )
+    )
+    with pytest.raises(plan_module.PlanError, match="requires the partition key in every unique"):
+        plan_module.load(path, environ={})

@@ -14,6 +14,7 @@ __all__ = [
     "INHERITED_COLUMN",
     "OWN_PG_TRIGGER",
     "OWN_PREFIX",
+    "PARTITIONED_UNIQUE_TOKEN",
     "PARTITION_KEY",
     "PRIMARY_KEY",
     "UNENCRYPTABLE_KINDS",
@@ -28,9 +29,10 @@ PRIMARY_KEY = "primary key"
 PARTITION_KEY = "partition key"
 INHERITED_COLUMN = "inherited column"
 INHERITANCE_CHILDREN = "inheritance children"
+PARTITIONED_UNIQUE_TOKEN = "unique token on a partitioned table"  # noqa: S105 (a kind, not a secret)
 # A column with one of these cannot be encrypted at all: a plan problem, not a step-5 matter.
 UNENCRYPTABLE_KINDS = frozenset(
-    {PRIMARY_KEY, PARTITION_KEY, INHERITED_COLUMN, INHERITANCE_CHILDREN}
+    {PRIMARY_KEY, PARTITION_KEY, INHERITED_COLUMN, INHERITANCE_CHILDREN, PARTITIONED_UNIQUE_TOKEN}
 )
 
 # encmigrate's own trigger (PostgreSQL), and the prefix of its SQLite triggers and functions.

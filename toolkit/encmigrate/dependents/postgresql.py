@@ -12,6 +12,7 @@ from encmigrate.dependents.model import (
     INHERITED_COLUMN,
     OWN_PG_TRIGGER,
     PARTITION_KEY,
+    PARTITIONED_UNIQUE_TOKEN,
     PRIMARY_KEY,
     Dependent,
     Describe,
@@ -181,8 +182,20 @@ def postgresql_dependents(
         return []  # the plaintext column is not there (dropped already, or never existed)
     version = int(connection.execute(sa.text("SHOW server_version_num")).scalar() or 0)
     found: list[Dependent] = []
-    kind = connection.execute(sa.text("SELECT relkind FROM pg_class WHERE oid = :r"), {"r": root})
-    if kind.scalar() == "r" and len(tree) > 1:
+    kind = connection.execute(
+        sa.text("SELECT relkind FROM pg_class WHERE oid = :r"), {"r": root}
+    ).scalar()
+    if kind == "p" and column.unique_token and column.search_column is not None:
+        found.append(
+            describe.make(
+                PARTITIONED_UNIQUE_TOKEN,
+                f"{tree[0][3]}.{column.search_column}",
+                "unique_token needs a unique index on the search token alone, and PostgreSQL "
+                "requires the partition key in every unique index of a partitioned table",
+                "remove unique_token and enforce the uniqueness in the application",
+            )
+        )
+    if kind == "r" and len(tree) > 1:
         # Declarative partitions get the parent's row trigger cloned; inheritance children
         # do not: their rows' plaintext could change without their ciphertext being cleared.
         found.append(
