@@ -49,7 +49,7 @@ from encmigrate.revisions.generate import (
 )
 from encmigrate.revisions.ops import (
     CheckEncryptedOp,
-    DropSearchIndexOp,
+    CreateSearchIndexOp,
     DropShadowTriggerOp,
     InstallShadowTriggerOp,
     NoteOp,
@@ -65,7 +65,7 @@ from encmigrate.revisions.triggers import qualified
 from encmigrate.roundtrip import respelled_values
 from encmigrate.tracking import MigrationStatus, migrations
 
-__all__ = ["CreateUniqueTokenIndexOp", "RewriteTableOp", "drop_unencrypted"]
+__all__ = ["RewriteTableOp", "drop_unencrypted"]
 
 PAGES_WARNING = (
     "dropped plaintext can remain in the table's old pages until the table is rewritten: "
@@ -103,83 +103,6 @@ def _rewrite_table(operations: Operations, op: RewriteTableOp) -> None:
 def _render_rewrite(autogen_context: AutogenContext, op: RewriteTableOp) -> str:
     schema = f", schema={op.schema!r}" if op.schema else ""
     return f"op.rewrite_table({op.table!r}{schema})"
-
-
-@Operations.register_operation("create_unique_token_index")
-class CreateUniqueTokenIndexOp(MigrateOperation):
-    """A unique index on a search-token column (``unique_token``); concurrent on PostgreSQL."""
-
-    def __init__(self, index: str, table: str, column: str, *, schema: str | None = None) -> None:
-        self.index, self.table, self.column, self.schema = index, table, column, schema
-
-    @classmethod
-    def create_unique_token_index(
-        cls,
-        operations: Operations,
-        index: str,
-        table: str,
-        column: str,
-        *,
-        schema: str | None = None,
-    ) -> Any:
-        """Create the unique index; on PostgreSQL concurrently, outside the transaction."""
-        return operations.invoke(cls(index, table, column, schema=schema))
-
-    def reverse(self) -> DropSearchIndexOp:
-        return DropSearchIndexOp(self.index, self.table, self.column, schema=self.schema)
-
-
-@Operations.implementation_for(CreateUniqueTokenIndexOp)
-def _create_unique_token_index(operations: Operations, op: CreateUniqueTokenIndexOp) -> None:
-    context = operations.get_context()
-    if context.dialect.name != "postgresql":
-        operations.create_index(op.index, op.table, [op.column], schema=op.schema, unique=True)
-        return
-    # A plain CREATE UNIQUE INDEX blocks every write for the whole build; CONCURRENTLY
-    # does not, but refuses to run in a transaction.
-    with context.autocommit_block():
-        online = not context.as_sql
-        if online:
-            _drop_invalid(operations, op)
-        operations.create_index(
-            op.index,
-            op.table,
-            [op.column],
-            schema=op.schema,
-            unique=True,
-            postgresql_concurrently=True,
-            # Online, a valid index of this name comes from an earlier run of this revision
-            # that failed after the build; offline the reviewer sees the plain statement.
-            if_not_exists=online or None,
-        )
-
-
-def _drop_invalid(operations: Operations, op: CreateUniqueTokenIndexOp) -> None:
-    """Drop what a failed concurrent build left: an INVALID index, still updated on each write."""
-    dialect = operations.get_context().dialect
-    found = (
-        operations.get_bind()
-        .execute(
-            sa.text(
-                "SELECT c.oid::regclass::text FROM pg_index i "
-                "JOIN pg_class c ON c.oid = i.indexrelid "
-                "WHERE c.relname = :index AND i.indrelid = to_regclass(:table) "
-                "AND NOT i.indisvalid"
-            ),
-            {"index": op.index, "table": qualified(dialect, op.table, op.schema)},
-        )
-        .scalar()
-    )
-    if found is not None:
-        operations.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {found}")
-
-
-@renderers.dispatch_for(CreateUniqueTokenIndexOp)
-def _render_unique_token_index(
-    autogen_context: AutogenContext, op: CreateUniqueTokenIndexOp
-) -> str:
-    schema = f", schema={op.schema!r}" if op.schema else ""
-    return f"op.create_unique_token_index({op.index!r}, {op.table!r}, {op.column!r}{schema})"
 
 
 def unique_token_index_name(table: str, column: str) -> str:
@@ -231,7 +154,7 @@ def drop_unencrypted(
     downgrade: list[MigrateOperation] = []
     names: list[str] = []
     checks: list[MigrateOperation] = []
-    tokens: list[CreateUniqueTokenIndexOp] = []
+    tokens: list[CreateSearchIndexOp] = []
     for table in live:
         dropping = [c for c in table.plan.columns if c.phase is ColumnPhase.SHADOWED]
         if not dropping:
@@ -240,11 +163,12 @@ def drop_unencrypted(
         pairs = [(c.column, c.encrypted_column) for c in dropping]
         checks.append(CheckEncryptedOp(table.name, pairs, schema=table.schema))
         tokens += [
-            CreateUniqueTokenIndexOp(
+            CreateSearchIndexOp(
                 unique_token_index_name(table.name, c.search_column),
                 table.name,
                 c.search_column,
                 schema=table.schema,
+                unique=True,
             )
             for c in dropping
             if c.unique_token and c.search_column is not None

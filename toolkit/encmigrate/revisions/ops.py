@@ -322,8 +322,17 @@ def _render_drop(autogen_context: AutogenContext, op: DropShadowTriggerOp) -> st
 class _SearchIndexOp(MigrateOperation):
     """The arguments both index operations carry, so each can ``reverse()`` into the other."""
 
-    def __init__(self, index: str, table: str, column: str, *, schema: str | None = None) -> None:
+    def __init__(
+        self,
+        index: str,
+        table: str,
+        column: str,
+        *,
+        schema: str | None = None,
+        unique: bool = False,
+    ) -> None:
         self.index, self.table, self.column, self.schema = index, table, column, schema
+        self.unique = unique  # step 5's unique_token: the plaintext's UNIQUE moves to the token
 
 
 @Operations.register_operation("create_search_index")
@@ -344,12 +353,15 @@ class CreateSearchIndexOp(_SearchIndexOp):
         column: str,
         *,
         schema: str | None = None,
+        unique: bool = False,
     ) -> Any:
         """Create the index; on PostgreSQL concurrently, outside the transaction."""
-        return operations.invoke(cls(index, table, column, schema=schema))
+        return operations.invoke(cls(index, table, column, schema=schema, unique=unique))
 
     def reverse(self) -> DropSearchIndexOp:
-        return DropSearchIndexOp(self.index, self.table, self.column, schema=self.schema)
+        return DropSearchIndexOp(
+            self.index, self.table, self.column, schema=self.schema, unique=self.unique
+        )
 
 
 @Operations.register_operation("drop_search_index")
@@ -370,14 +382,16 @@ class DropSearchIndexOp(_SearchIndexOp):
         return operations.invoke(cls(index, table, column, schema=schema))
 
     def reverse(self) -> CreateSearchIndexOp:
-        return CreateSearchIndexOp(self.index, self.table, self.column, schema=self.schema)
+        return CreateSearchIndexOp(
+            self.index, self.table, self.column, schema=self.schema, unique=self.unique
+        )
 
 
 @Operations.implementation_for(CreateSearchIndexOp)
 def _create_search_index(operations: Operations, op: CreateSearchIndexOp) -> None:
     context = operations.get_context()
     if context.dialect.name != "postgresql":
-        operations.create_index(op.index, op.table, [op.column], schema=op.schema)
+        operations.create_index(op.index, op.table, [op.column], schema=op.schema, unique=op.unique)
         return
     # A plain CREATE INDEX holds a SHARE lock that blocks every write for the
     # whole build; CONCURRENTLY does not, but refuses to run in a transaction.
@@ -391,7 +405,12 @@ def _create_search_index(operations: Operations, op: CreateSearchIndexOp) -> Non
                 f"-- drop it first: DROP INDEX CONCURRENTLY {index};"
             )
             operations.create_index(
-                op.index, op.table, [op.column], schema=op.schema, postgresql_concurrently=True
+                op.index,
+                op.table,
+                [op.column],
+                schema=op.schema,
+                unique=op.unique,
+                postgresql_concurrently=True,
             )
             return
         # The revision's earlier statements were committed when the autocommit block
@@ -413,6 +432,7 @@ def _create_search_index(operations: Operations, op: CreateSearchIndexOp) -> Non
                     op.table,
                     [op.column],
                     schema=op.schema,
+                    unique=op.unique,
                     postgresql_concurrently=True,
                     if_not_exists=True,
                 )
@@ -473,6 +493,7 @@ def _create_partitioned_index(
     dialect = operations.get_context().dialect
     prep = dialect.identifier_preparer
     column = prep.quote(op.column)
+    kind = "UNIQUE INDEX" if op.unique else "INDEX"
     names: dict[tuple[str, str], str] = {}
     for part in tree:
         is_root = part.parent is None
@@ -485,12 +506,12 @@ def _create_partitioned_index(
                 with attempt:
                     _drop_invalid_index(operations, child)
                     operations.execute(
-                        f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {prep.quote(index)} "
+                        f"CREATE {kind} CONCURRENTLY IF NOT EXISTS {prep.quote(index)} "
                         f"ON {target} ({column})"
                     )
         else:
             operations.execute(
-                f"CREATE INDEX IF NOT EXISTS {prep.quote(index)} ON ONLY {target} ({column})"
+                f"CREATE {kind} IF NOT EXISTS {prep.quote(index)} ON ONLY {target} ({column})"
             )
     for part in tree:
         if part.parent is None:
@@ -546,8 +567,10 @@ def _drop_search_index(operations: Operations, op: DropSearchIndexOp) -> None:
 
 @renderers.dispatch_for(CreateSearchIndexOp)
 def _render_create_index(autogen_context: AutogenContext, op: CreateSearchIndexOp) -> str:
+    unique = ", unique=True" if op.unique else ""
     return (
-        f"op.create_search_index({op.index!r}, {op.table!r}, {op.column!r}{_schema_kw(op.schema)})"
+        f"op.create_search_index({op.index!r}, {op.table!r}, {op.column!r}"
+        f"{_schema_kw(op.schema)}{unique})"
     )
 
 
