@@ -24,7 +24,7 @@ import sqlalchemy as sa
 
 from encmigrate.crypto.codecs import JSON_NULL
 from encmigrate.crypto.envelope import envelope_from_text, header_bytes
-from encmigrate.errors import ConfigError, DecryptionError
+from encmigrate.errors import DecryptionError
 from encmigrate.migrate.batch import BatchResult, PreparedBatch, compute_encrypt, read_encrypt
 from encmigrate.migrate.keyset import Cursor
 from encmigrate.migrate.table import ShadowColumns, TableWork
@@ -221,13 +221,10 @@ def locked_rows(
 
 
 def _decrypt_back_pending(work: TableWork) -> sa.ColumnElement[bool]:
-    missing = [s for s in work.shadows if s.plaintext is None]
-    if missing:
-        names = ", ".join(f"{work.name}.{s.work.plan.column}" for s in missing)
-        raise ConfigError(
-            f"plaintext column(s) {names} do not exist: re-add them first "
-            "(`alembic downgrade -1` undoes the drop-unencrypted revision), then run decrypt-back"
-        )
+    work.require_plaintext(
+        "re-add them first (`alembic downgrade -1` undoes the drop-unencrypted revision), "
+        "then run decrypt-back"
+    )
     return sa.or_(
         *(
             sa.and_(s.ciphertext.is_not(None), s.plaintext.is_(None))  # type: ignore[union-attr]

@@ -33,7 +33,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from encmigrate.errors import ConfigError, DecryptionError, KeyConfigError
+from encmigrate.errors import DecryptionError, KeyConfigError
 from encmigrate.migrate.batch import PreparedBatch
 from encmigrate.migrate.keyset import Cursor
 from encmigrate.migrate.rekey import ENCRYPT, Operation, locked_rows, version_of
@@ -47,13 +47,9 @@ PROBE_VALUES = 200
 
 def _pending(work: TableWork) -> sa.ColumnElement[bool]:
     """Rows with a plaintext and a ciphertext in some selected column: the candidates."""
-    missing = [s for s in work.shadows if s.plaintext is None]
-    if missing:
-        names = ", ".join(f"{work.name}.{s.work.plan.column}" for s in missing)
-        raise ConfigError(
-            f"plaintext column(s) {names} are gone: a repair re-encrypts from the plaintext, "
-            "so it is possible only before drop-unencrypted"
-        )
+    work.require_plaintext(
+        "a repair re-encrypts from the plaintext, so it is possible only before drop-unencrypted"
+    )
     return sa.or_(
         *(
             sa.and_(s.plaintext.is_not(None), s.ciphertext.is_not(None))  # type: ignore[union-attr]

@@ -97,6 +97,15 @@ class TableWork:
     def plaintext_present(self) -> bool:
         return all(s.plaintext is not None for s in self.shadows)
 
+    def require_plaintext(self, why: str) -> list[ShadowColumns]:
+        """The shadows, all with their plaintext column; ConfigError naming the missing ones
+        (dropped by step 5) followed by ``why``."""
+        missing = [s for s in self.shadows if s.plaintext is None]
+        if missing:
+            names = ", ".join(f"{self.name}.{s.work.plan.column}" for s in missing)
+            raise ConfigError(f"plaintext column(s) {names} do not exist: {why}")
+        return self.shadows
+
     # -- SQL ----------------------------------------------------------------
 
     def needs_work(self) -> sa.ColumnElement[bool]:
