@@ -285,7 +285,8 @@ def _rollback_limits(connection: sa.Connection, table: LiveTable) -> list[str]:
             notes.append(
                 f"rollback: {differ} value(s) of {shown}.{column.column} are stored as text "
                 "spelled otherwise than decrypt-back writes them back (the value is the same, "
-                "the bytes differ; docs/application-writes.md, 'After the drop')"
+                "the bytes differ; docs/application-writes.md, 'After the drop, and rolling "
+                "it back')"
             )
     return notes
 
