@@ -22,7 +22,7 @@ from typing import Any
 
 from encmigrate.crypto.cipher import FieldCipher
 from encmigrate.crypto.codecs import JSON_NULL, codec_for
-from encmigrate.crypto.envelope import envelope_to_text
+from encmigrate.crypto.envelope import envelope_from_text, envelope_to_text
 from encmigrate.crypto.search import SearchableCipher
 from encmigrate.errors import ValueTypeError
 from encmigrate.keys.keyring import Keyring
@@ -371,6 +371,21 @@ class ColumnWork:
         assert isinstance(self.cipher, SearchableCipher)
         token = self.cipher.token_under(value, version)
         return envelope_to_text(token) if self._text and token is not None else token
+
+    def token_matches(self, plaintext: Any, token: Any, version: int) -> bool:
+        """Whether ``token`` is the search token of ``plaintext`` under key ``version``.
+
+        The other half of :meth:`same_value`, for a plaintext that passed it:
+        ``verify`` flags a row whose token fails it, and a repair re-seals it.
+        Tokens are compared as bytes (a base64 token is decoded first).
+        """
+        if token is None:
+            return False
+        return _token_bytes(token) == _token_bytes(self.token_of(self.coerce(plaintext), version))
+
+
+def _token_bytes(token: Any) -> bytes | None:
+    return envelope_from_text(token) if isinstance(token, str) else bytes(token)
 
 
 def _texts(blobs: Sequence[bytes | None]) -> list[str | None]:

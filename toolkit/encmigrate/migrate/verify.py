@@ -237,18 +237,12 @@ def _check(
         if (
             shadow.search is not None
             and version is not None
-            and not _token_ok(shadow, token, work.coerce(plain), version)
+            and not work.token_matches(plain, token, version)
         ):
             verdict.token_mismatches += 1
             verdict.note("token", key)
             continue
         verdict.matches += 1
-
-
-def _token_ok(shadow: ShadowColumns, token: Any, expected: Any, version: int) -> bool:
-    if token is None:
-        return False
-    return _as_bytes(token) == _as_bytes(shadow.work.token_of(expected, version))
 
 
 def _open_all(
