@@ -97,14 +97,12 @@ class TableWork:
     def plaintext_present(self) -> bool:
         return all(s.plaintext is not None for s in self.shadows)
 
-    def require_plaintext(self, why: str) -> list[ShadowColumns]:
-        """The shadows, all with their plaintext column; ConfigError naming the missing ones
-        (dropped by step 5) followed by ``why``."""
+    def require_plaintext(self, why: str) -> None:
+        """ConfigError naming the plaintext columns step 5 dropped, followed by ``why``."""
         missing = [s for s in self.shadows if s.plaintext is None]
         if missing:
             names = ", ".join(f"{self.name}.{s.work.plan.column}" for s in missing)
             raise ConfigError(f"plaintext column(s) {names} do not exist: {why}")
-        return self.shadows
 
     # -- SQL ----------------------------------------------------------------
 
@@ -133,7 +131,7 @@ class TableWork:
         wanted: list[Any] = list(self.primary_key)
         for s in self.shadows:
             assert s.plaintext is not None
-            wanted += [_as_read(s), s.ciphertext.is_(None).label(f"_need_{len(wanted)}")]
+            wanted += [read_expression(s), s.ciphertext.is_(None).label(f"_need_{len(wanted)}")]
         if self.dialect == "postgresql":
             # The row's physical address: the batch's UPDATE finds each locked row with a
             # TID scan instead of a primary-key probe. A locked row cannot move (only an
@@ -156,11 +154,6 @@ class TableWork:
 
     def count_pending(self) -> sa.Select[Any]:
         return sa.select(sa.func.count()).select_from(self.table).where(self.needs_work())
-
-
-def _as_read(shadow: ShadowColumns) -> Any:
-    """The plaintext as the batch reads it: see :func:`read_expression`."""
-    return read_expression(shadow)
 
 
 def read_expression(shadow: ShadowColumns) -> Any:
