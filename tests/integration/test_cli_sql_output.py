@@ -16,7 +16,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from support.revisions import execute, rows
+from support.revisions import execute, psql_file, rows
 
 TABLE = "customer_accounts_with_a_long_name_for_wrapping"
 EMAIL = "primary_email_address_of_record_for_account"
@@ -43,24 +43,7 @@ def _apply(url: str, script: Path) -> None:
         with script.open("rb") as stdin:
             done = subprocess.run(command, stdin=stdin, capture_output=True, check=False)
     else:
-        command = [
-            "psql",
-            "-X",
-            "-q",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-h",
-            target.host or "127.0.0.1",
-            "-p",
-            str(target.port or 5432),
-            "-U",
-            target.username or "postgres",
-            "-d",
-            target.database or "",
-            "-f",
-            str(script),
-        ]
-        done = subprocess.run(command, capture_output=True, check=False)
+        done = psql_file(url, script)
     assert done.returncode == 0, (script.read_text(), done.stderr.decode())
 
 

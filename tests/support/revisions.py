@@ -135,12 +135,18 @@ def _triggers(connection: sa.Connection) -> list[str]:
 
 def psql(url: str, sql_text: str, tmp_path: Path) -> None:
     """Apply SQL text with psql, stopping at the first error (as a DBA would)."""
-    target = sa.make_url(url)
     script = tmp_path / "apply.sql"
     script.write_text(sql_text, encoding="utf-8")
-    subprocess.run(
+    psql_file(url, script).check_returncode()
+
+
+def psql_file(url: str, script: Path) -> subprocess.CompletedProcess[bytes]:
+    """``psql -X -q -v ON_ERROR_STOP=1 -f script`` on the database of ``url``."""
+    target = sa.make_url(url)
+    return subprocess.run(
         [
             "psql",
+            "-X",
             "-h",
             target.host or "127.0.0.1",
             "-p",
@@ -155,7 +161,7 @@ def psql(url: str, sql_text: str, tmp_path: Path) -> None:
             "-f",
             str(script),
         ],
-        check=True,
+        check=False,
         capture_output=True,
         env={**os.environ, "PGPASSWORD": target.password or ""},
     )
