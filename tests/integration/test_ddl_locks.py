@@ -28,7 +28,7 @@ from alembic.migration import MigrationContext
 from encmigrate import DatabaseError, RefusedError
 from encmigrate.plan import PlanError, load
 from encmigrate.revisions import add_columns, drop_unencrypted
-from support.revisions import Project, column, execute, make_project, rows
+from support.revisions import Project, column, columns_of, execute, make_project, rows
 
 CUSTOMER = (
     "CREATE TABLE customer (id INTEGER PRIMARY KEY, name VARCHAR(50), email VARCHAR(255))",
@@ -121,11 +121,7 @@ class ReadProbe(threading.Thread):
 
 
 def _columns(url: str) -> list[str]:
-    engine = sa.create_engine(url)
-    try:
-        return [c["name"] for c in sa.inspect(engine).get_columns("customer")]
-    finally:
-        engine.dispose()
+    return columns_of(url, "customer")
 
 
 def _heads(url: str) -> set[str]:

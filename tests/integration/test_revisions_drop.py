@@ -6,13 +6,21 @@ import io
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 from alembic import command
 
 from encmigrate import RefusedError
 from encmigrate.plan import ColumnPhase
 from encmigrate.revisions import add_columns, create_views, drop_unencrypted
-from support.revisions import Project, column, execute, make_project, psql, rows, schema_of
+from support.revisions import (
+    Project,
+    column,
+    columns_of,
+    execute,
+    make_project,
+    psql,
+    rows,
+    schema_of,
+)
 
 VERIFIED_EMAIL = (
     "INSERT INTO encryption_migrations (table_name, column_name, status) "
@@ -57,11 +65,7 @@ def project(tmp_path: Path, db_url: str) -> Project:
 
 
 def _columns(url: str) -> list[str]:
-    engine = sa.create_engine(url)
-    try:
-        return [c["name"] for c in sa.inspect(engine).get_columns("customer")]
-    finally:
-        engine.dispose()
+    return columns_of(url, "customer")
 
 
 def test_drop_without_confirm_is_refused(project: Project) -> None:

@@ -79,6 +79,15 @@ def execute(url: str, *statements: str, params: dict[str, Any] | None = None) ->
         engine.dispose()
 
 
+def columns_of(url: str, table: str) -> list[str]:
+    """The column names of ``table``, in table order."""
+    engine = sa.create_engine(url)
+    try:
+        return [c["name"] for c in sa.inspect(engine).get_columns(table)]
+    finally:
+        engine.dispose()
+
+
 def rows(url: str, query: str) -> list[tuple[Any, ...]]:
     engine = sa.create_engine(url)
     try:
