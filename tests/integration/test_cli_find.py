@@ -177,6 +177,7 @@ def test_inspect_by_row_tells_a_missing_row_from_a_null_value(project: Project) 
 
 def test_find_and_inspect_run_as_real_processes(project: Project) -> None:
     env = dict(os.environ)
+    env["ENCMIGRATE_DEBUG_LOGGERS"] = "sqlalchemy.engine"  # SQL is shown only on request
     email = project.email(3)
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:

@@ -514,6 +514,7 @@ def test_debug_output_shows_sql_but_never_values_or_keys(pg_url: str, tmp_path: 
 
     engine, _, keyring = _setup(pg_url, tmp_path, 120)
     env = _cli_env(tmp_path, keyring)
+    env["ENCMIGRATE_DEBUG_LOGGERS"] = "sqlalchemy.engine"  # SQL is shown only on request
     with engine.connect() as conn:
         emails = (
             conn.execute(sa.text("SELECT email FROM customers WHERE email IS NOT NULL"))

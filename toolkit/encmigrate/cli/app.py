@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Annotated
 
@@ -11,6 +10,7 @@ import typer
 from encmigrate import __version__
 from encmigrate.cli import demo, keys, lookup, migrate, rehearse, schema
 from encmigrate.cli.console import out
+from encmigrate.cli.logs import configure_logging
 from encmigrate.cli.state import CliState
 
 __all__ = ["app", "main"]
@@ -72,7 +72,15 @@ def root(
         ),
     ] = None,
     debug: Annotated[
-        bool, typer.Option("--debug", help="Show tracebacks and debug logs (values masked).")
+        bool,
+        typer.Option(
+            "--debug",
+            help=(
+                "Show tracebacks and encmigrate's debug logs, secrets masked. Third-party "
+                "loggers stay at WARNING; name any to raise in ENCMIGRATE_DEBUG_LOGGERS "
+                "(e.g. botocore,sqlalchemy.engine)."
+            ),
+        ),
     ] = False,
     json_output: Annotated[
         bool, typer.Option("--json", help="Machine-readable JSON output where a command reports.")
@@ -84,11 +92,7 @@ def root(
 ) -> None:
     """Global options go before the command."""
     ctx.obj = CliState(config=config, database_url=database_url, debug=debug, json=json_output)
-    logging.basicConfig(
-        level=logging.DEBUG if debug else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("encmigrate").setLevel(logging.DEBUG if debug else logging.WARNING)
+    ctx.call_on_close(configure_logging(debug))
 
 
 def main() -> None:

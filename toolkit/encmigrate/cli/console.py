@@ -10,6 +10,8 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
+from encmigrate.redaction import redact
+
 __all__ = ["err", "fail", "out", "print_json", "print_verbatim"]
 
 # rich honours NO_COLOR and turns styling off when the stream is not a terminal.
@@ -20,7 +22,8 @@ err = Console(stderr=True, highlight=False)
 def fail(problem: BaseException | str, *, show_traceback: bool = False) -> None:
     """Print one error line: what failed, where, what to do (all in the message)."""
     if show_traceback and isinstance(problem, BaseException):
-        traceback.print_exception(problem, file=sys.stderr)
+        # A traceback quotes arguments and locals' reprs: masked like the debug log lines.
+        sys.stderr.write(redact("".join(traceback.format_exception(problem))))
     text = str(problem) if str(problem) else type(problem).__name__
     first, *rest = text.splitlines()
     err.print(f"[bold red]error:[/] {escape(first)}", markup=True, soft_wrap=True)

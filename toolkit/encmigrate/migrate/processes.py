@@ -38,6 +38,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from encmigrate import errors
 from encmigrate.migrate.batch import BatchResult
+from encmigrate.redaction import RedactingFilter
 
 if TYPE_CHECKING:
     from encmigrate.migrate.tablerun import TableRun
@@ -266,11 +267,16 @@ def _main() -> int:
     _die_with_parent(int(os.environ.get("ENCMIGRATE_WORKER_PARENT", os.getppid())))
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     document = json.loads(sys.stdin.buffer.readline())
+    # Only encmigrate's own loggers follow the parent's level (as the CLI's --debug does):
+    # third-party loggers at DEBUG would print connection details; every line is masked.
     logging.basicConfig(
-        level=int(document.get("log_level", logging.WARNING)),
+        level=logging.WARNING,
         format=f"encmigrate worker {os.getpid()}: %(message)s",
         stream=sys.stderr,
     )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactingFilter())
+    logging.getLogger("encmigrate").setLevel(int(document.get("log_level", logging.WARNING)))
     stop = threading.Event()
     threading.Thread(target=_listen, args=(sys.stdin.buffer, stop), daemon=True).start()
     # The parent reads our stdout as the protocol: keep a handle on it for the protocol and
