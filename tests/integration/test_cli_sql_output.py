@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import sqlalchemy as sa
 
+from support import prefork
 from support.revisions import columns_of, execute, psql_file, rows
 
 TABLE = "customer_accounts_with_a_long_name_for_wrapping"
@@ -64,7 +64,7 @@ def test_every_sql_output_applies_with_the_databases_own_client(
     def cli(*args: str, stdout: Path | None = None) -> str:
         with (stdout or tmp_path / "out.txt").open("wb") as sink:
             done = subprocess.run(
-                [sys.executable, "-m", "encmigrate", *args],
+                [*prefork.command("encmigrate"), *args],
                 cwd=tmp_path,
                 env=env,
                 stdout=sink,

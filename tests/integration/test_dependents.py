@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from encmigrate import RefusedError
 from encmigrate.dependents import Dependent, find_dependents
 from encmigrate.plan import PlanError
 from encmigrate.revisions import add_columns, drop_unencrypted
+from support import prefork
 from support.revisions import Project, column, execute, make_project, rows
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
@@ -134,7 +134,7 @@ def _operator(tmp_path: Path, url: str) -> Run:
 
     def run(*args: str, module: str = "encmigrate") -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", module, *args],
+            [*prefork.command(module), *args],
             cwd=tmp_path,
             env=env,
             capture_output=True,

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import sqlalchemy as sa
+
+from support import prefork
 
 PLAN_COLUMNS = """
 [[columns]]
@@ -26,7 +27,7 @@ type = "numeric"
 
 def _run(tmp_path: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "encmigrate", *args],
+        [*prefork.command("encmigrate"), *args],
         cwd=tmp_path,
         env=env,
         capture_output=True,

@@ -26,6 +26,7 @@ from typer.testing import CliRunner
 
 from encmigrate.cli.app import app
 from encmigrate.testing import PostgresServer, create_database, drop_database
+from support.prefork import Prefork
 from support.runbook import (
     Block,
     RunbookRun,
@@ -173,13 +174,15 @@ def test_runner_stops_a_runbook_that_hangs(tmp_path: Path) -> None:
 # -- the runbooks, run ----------------------------------------------------------------------
 
 
-def _run_one(server: PostgresServer, path: Path, root: Path) -> RunbookRun:
+def _run_one(server: PostgresServer, path: Path, root: Path, warm: Prefork) -> RunbookRun:
     workdir = root / path.stem
     keyring = root / f"{path.stem}-secrets" / "keyring.json"
     workdir.mkdir(parents=True)
     url = create_database(server)
     try:
         env = runbook_environment(database_url=url, keyring_file=keyring, bin_dir=BIN_DIR)
+        # `encmigrate` and `alembic` run in the warm interpreter (support/prefork.py).
+        env["PATH"] = f"{warm.bin_dir}{os.pathsep}{env['PATH']}"
         blocks: list[Block] = [b for b in extract_blocks(path) if b.runnable]
         return run_blocks(blocks, cwd=workdir, env=env, timeout=TIMEOUT_SECONDS)
     finally:
@@ -191,6 +194,7 @@ def runbook_runs(
     request: pytest.FixtureRequest,
     postgres_server: PostgresServer,
     tmp_path_factory: pytest.TempPathFactory,
+    warm_cli: Prefork,
 ) -> Iterator[dict[str, RunbookRun]]:
     # Only the runbooks whose test was selected (`-k first_encryption` runs one).
     wanted = {
@@ -202,7 +206,9 @@ def runbook_runs(
     selected = [p for p in RUNBOOKS if p in wanted]
     root = tmp_path_factory.mktemp("runbooks")
     with ThreadPoolExecutor(max_workers=PARALLEL) as pool:
-        futures = {p.name: pool.submit(_run_one, postgres_server, p, root) for p in selected}
+        futures = {
+            p.name: pool.submit(_run_one, postgres_server, p, root, warm_cli) for p in selected
+        }
         yield {name: future.result() for name, future in futures.items()}
 
 
