@@ -21,7 +21,7 @@ from moto import mock_aws
 from moto.core.authorization import enable_iam_authentication
 
 from encmigrate import KeyConfigError, KeyProviderError, get_cipher
-from encmigrate.keys import KeyManager, Keyring
+from encmigrate.keys import AuditLog, KeyManager, Keyring
 from encmigrate.keys.aws import SecretsManagerProvider
 from encmigrate.keys.aws_kms import KmsProvider
 from encmigrate.keys.remote import KeyringCache, RetryPolicy
@@ -396,8 +396,17 @@ def test_lambda_handler_without_a_keyring_fails_with_a_key_error(
 
 
 def test_an_unknown_provider_in_the_environment_is_refused(aws: None) -> None:
-    with pytest.raises(KeyConfigError, match="unknown provider 'vualt'"):
+    with pytest.raises(KeyConfigError, match="ENCMIGRATE_KEY_PROVIDER: not a provider") as info:
         resolve_key_setup(None, environ={"ENCMIGRATE_KEY_PROVIDER": "vualt"}, cwd="/")
+    assert "vualt" not in str(info.value)  # the field is named, the value never echoed
+
+
+@pytest.mark.parametrize("ttl", ["-5", "soon", "nan"])
+def test_a_bad_cache_ttl_is_a_one_line_key_error(aws: None, ttl: str) -> None:
+    env = {"ENCMIGRATE_KEY_PROVIDER": "aws-secrets-manager", "ENCMIGRATE_KEY_CACHE_TTL": ttl}
+    with pytest.raises(KeyConfigError) as info:
+        resolve_key_setup(None, environ=env, cwd="/")
+    assert str(info.value) == "ENCMIGRATE_KEY_CACHE_TTL: must be a number of seconds (0 or more)"
 
 
 # -- KMS ---------------------------------------------------------------------------------
@@ -452,8 +461,134 @@ def test_kms_tampered_wrapped_key_does_not_unwrap(aws: None, tmp_path: Path) -> 
         "AAAA" if wrapped[-4:] != "AAAA" else "BBBB"
     )
     path.write_text(json.dumps(document))
-    with pytest.raises(KeyConfigError, match="does not unwrap"):
+    with pytest.raises(KeyConfigError, match="does not authenticate"):
         KmsProvider.with_file(key_id, path, REGION, cache_ttl=0).load()
+
+
+def _revive_version_1(document: dict[str, Any]) -> None:
+    """The attack: make disabled version 1 active and current again, no KMS rights needed."""
+    ring = document["keyring"]
+    ring["current"] = 1
+    ring["versions"][0]["state"] = "active"
+    ring["versions"][1]["state"] = "retired"
+
+
+def _edit_state(document: dict[str, Any]) -> None:
+    document["keyring"]["versions"][0]["state"] = "retired"
+
+
+def _add_version(document: dict[str, Any]) -> None:
+    versions = document["keyring"]["versions"]
+    versions.append({**versions[1], "version": 3, "state": "retired"})
+
+
+def _remove_version(document: dict[str, Any]) -> None:
+    del document["keyring"]["versions"][0]
+
+
+def _edit_audit_head(document: dict[str, Any]) -> None:
+    document["keyring"]["audit_head"] = {"sha256": "0" * 64, "lines": 0}
+
+
+def _edit_outer_field(document: dict[str, Any]) -> None:
+    document["keyring"]["rotation_days"] = 9999
+
+
+EDITS = {
+    "disabled version made active and current": _revive_version_1,
+    "state": _edit_state,
+    "add a version": _add_version,
+    "remove a version": _remove_version,
+    "audit head": _edit_audit_head,
+    "rotation schedule": _edit_outer_field,
+}
+
+
+def _kms_keyring_with_version_1_disabled(path: Path) -> KmsProvider:
+    provider = KmsProvider.with_file(_kms_key(), path, REGION, cache_ttl=0, retry=FAST)
+    manager = KeyManager(provider, AuditLog(path.parent / "audit.jsonl"))
+    manager.generate()
+    manager.rotate()
+    manager.disable(1, reason="leaked")
+    return provider
+
+
+@pytest.mark.parametrize("edit", list(EDITS))
+def test_kms_editing_the_stored_keyring_without_kms_is_refused(
+    aws: None, tmp_path: Path, edit: str
+) -> None:
+    path = tmp_path / "k.json"
+    provider = _kms_keyring_with_version_1_disabled(path)
+    document = json.loads(path.read_text())
+    EDITS[edit](document)
+    path.write_text(json.dumps(document, indent=2))
+    with pytest.raises(KeyConfigError, match="the stored keyring does not authenticate") as info:
+        provider.load()
+    assert info.value.exit_code == 3 and "\n" not in str(info.value)
+
+
+def test_kms_keyring_in_secrets_manager_is_authenticated_too(aws: None) -> None:
+    key_id = _kms_key()
+    provider = KmsProvider.with_secret(key_id, SECRET, REGION, cache_ttl=0, retry=FAST)
+    manager = KeyManager(provider)
+    manager.generate()
+    manager.rotate()
+    manager.disable(1)
+    client = boto3.client("secretsmanager")
+    document = json.loads(client.get_secret_value(SecretId=SECRET)["SecretString"])
+    _revive_version_1(document)
+    client.put_secret_value(SecretId=SECRET, SecretString=json.dumps(document))
+    with pytest.raises(KeyConfigError, match="does not authenticate"):
+        provider.load()
+
+
+def test_kms_document_of_an_older_encmigrate_is_refused_until_keys_upgrade(
+    aws: None, tmp_path: Path
+) -> None:
+    path = tmp_path / "k.json"
+    provider = _kms_keyring_with_version_1_disabled(path)
+    document = json.loads(path.read_text())
+    del document["mac"]  # what the previous version wrote: no authentication
+    path.write_text(json.dumps(document, indent=2))
+    with pytest.raises(KeyConfigError, match="not authenticated") as info:
+        provider.load()
+    assert "encmigrate keys upgrade" in str(info.value)
+    upgraded = KeyManager(provider, AuditLog(tmp_path / "audit.jsonl")).upgrade(reason="test")
+    assert [v.state.value for v in upgraded.versions] == ["disabled", "active"]
+    assert "mac" in json.loads(path.read_text())
+    assert provider.load().current == 2
+
+
+def test_kms_upgrade_does_not_accept_a_document_whose_mac_fails(aws: None, tmp_path: Path) -> None:
+    path = tmp_path / "k.json"
+    provider = _kms_keyring_with_version_1_disabled(path)
+    document = json.loads(path.read_text())
+    _revive_version_1(document)
+    path.write_text(json.dumps(document))
+    with pytest.raises(KeyConfigError, match="does not authenticate"):
+        KeyManager(provider).upgrade()
+
+
+def test_kms_destroy_keeps_the_cached_keyring_working(aws: None, tmp_path: Path) -> None:
+    provider = KmsProvider.with_file(_kms_key(), tmp_path / "k.json", REGION, retry=FAST)
+    manager = KeyManager(provider)
+    manager.generate()
+    manager.rotate()
+    manager.destroy(1, confirm=True)
+    cached = provider.load()  # within cache_ttl: the keyring the destroy saved
+    assert cached.get(1).key is None
+    assert len(cached.master_key(2)) == 32  # not "master key material was wiped"
+
+
+def test_kms_old_wrapped_file_is_zeroed_when_replaced(aws: None, tmp_path: Path) -> None:
+    path = tmp_path / "k.json"
+    provider = KmsProvider.with_file(_kms_key(), path, REGION, cache_ttl=0, retry=FAST)
+    KeyManager(provider).generate()
+    os.link(path, tmp_path / "copy-by-hard-link.json")
+    before = path.read_bytes()
+    KeyManager(provider).rotate()
+    kept = (tmp_path / "copy-by-hard-link.json").read_bytes()
+    assert len(kept) == len(before) and set(kept) == {0}
 
 
 def test_kms_refusing_the_data_key_is_a_clear_provider_error(aws: None, tmp_path: Path) -> None:

@@ -148,6 +148,74 @@ def test_transit_stores_no_plaintext_key_and_unwraps_in_memory(backend: Backend,
     assert loaded.master_key(1) == keyring.master_key(1) and loaded.current == 2
 
 
+def _overwrite(backend: Backend, path: str, text: str) -> None:
+    """Write the secret as someone with KV write rights but no Transit rights could."""
+    import hvac  # type: ignore[import-untyped]
+
+    client = hvac.Client(url=backend.url, token=backend.token)
+    client.secrets.kv.v2.create_or_update_secret(
+        path=path, secret={"keyring": text}, mount_point="secret"
+    )
+
+
+def _transit_keyring_with_version_1_disabled(backend: Backend, path: str) -> VaultProvider:
+    transit = f"encmigrate-{uuid.uuid4().hex[:8]}"
+    provider = backend.provider(path, transit_key=transit)
+    manager = KeyManager(provider)
+    manager.generate()
+    manager.rotate()
+    manager.disable(1, reason="leaked")
+    return provider
+
+
+def _revive_version_1(ring: dict[str, Any]) -> None:
+    ring["current"] = 1
+    ring["versions"][0]["state"] = "active"
+    ring["versions"][1]["state"] = "retired"
+
+
+def _add_version(ring: dict[str, Any]) -> None:
+    ring["versions"].append({**ring["versions"][1], "version": 3, "state": "retired"})
+
+
+EDITS = {
+    "disabled version made active and current": _revive_version_1,
+    "state": lambda ring: ring["versions"][0].update(state="retired"),
+    "current": lambda ring: ring.update(current=1),
+    "add a version": _add_version,
+    "remove a version": lambda ring: ring["versions"].pop(0),
+}
+
+
+@pytest.mark.parametrize("edit", list(EDITS))
+def test_transit_editing_the_stored_keyring_without_transit_is_refused(
+    backend: Backend, path: str, edit: str
+) -> None:
+    provider = _transit_keyring_with_version_1_disabled(backend, path)
+    stored, _ = backend.provider(path)._read()
+    document = json.loads(stored)
+    EDITS[edit](document["keyring"])
+    _overwrite(backend, path, json.dumps(document, indent=2))
+    with pytest.raises(KeyConfigError, match="the stored keyring does not authenticate") as info:
+        provider.load()
+    assert info.value.exit_code == 3
+
+
+def test_transit_document_of_an_older_encmigrate_is_refused_until_keys_upgrade(
+    backend: Backend, path: str
+) -> None:
+    provider = _transit_keyring_with_version_1_disabled(backend, path)
+    stored, _ = backend.provider(path)._read()
+    document = json.loads(stored)
+    del document["mac"], document["data_key"]  # what the previous version wrote
+    _overwrite(backend, path, json.dumps(document, indent=2))
+    with pytest.raises(KeyConfigError, match=r"not authenticated.*encmigrate keys upgrade"):
+        provider.load()
+    upgraded = KeyManager(provider).upgrade()
+    assert [v.state.value for v in upgraded.versions] == ["disabled", "active"]
+    assert provider.load().current == 2
+
+
 # -- the fake only: faults, roles, credentials ------------------------------------------------
 
 
@@ -209,7 +277,8 @@ def test_application_policy_reads_the_keyring_with_read_requests_only(
     keyring = Backend(fake.url, app, fake).provider(path, transit_key="encmigrate").load()
     assert keyring.current == 1
     made = [(method, route.split("/")[3]) for method, route, _ in fake.requests[before:]]
-    assert made == [("GET", "data"), ("POST", "decrypt")]
+    # The document's data key, then the one master key: decrypt only, never a write.
+    assert made == [("GET", "data"), ("POST", "decrypt"), ("POST", "decrypt")]
 
 
 def test_admin_commands_with_the_application_policy_need_the_key_administrator_role(

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import multiprocessing
 from pathlib import Path
 
 import pytest
 
-from encmigrate.keys import AuditEvent, AuditLog, verify_audit_log
+from encmigrate.keys import AuditEvent, AuditLog, Keyring, verify_audit_log
 from encmigrate.keys.audit import GENESIS
 
 
@@ -118,3 +120,56 @@ def test_concurrent_writers_never_fork_the_chain(tmp_path: Path) -> None:
 def test_log_file_is_private(tmp_path: Path) -> None:
     log, _ = _log(tmp_path, 1)
     assert log.path.stat().st_mode & 0o077 == 0
+
+
+def _append_many_keyed(path: str, keyring_json: str, count: int) -> None:
+    log, keyring = AuditLog(path), Keyring.from_json(keyring_json)
+    for i in range(count):
+        log.append(AuditEvent(action=f"w{i}", actor="proc"), keyring=keyring)
+
+
+def test_concurrent_keyed_writers_keep_chain_macs_and_seal_consistent(tmp_path: Path) -> None:
+    keyring = Keyring.generate()
+    path = str(tmp_path / "audit.jsonl")
+    ctx = multiprocessing.get_context("fork")
+    workers = [
+        ctx.Process(target=_append_many_keyed, args=(path, keyring.to_json(), 25)) for _ in range(4)
+    ]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    report = verify_audit_log(path, keyring)
+    assert report.ok, report.problems[:3]
+    assert report.lines == 100 and report.notes == ()
+
+
+def test_a_keyed_line_ends_with_its_mac_over_the_rest_of_the_line(tmp_path: Path) -> None:
+    keyring = Keyring.generate().rotated()
+    log = AuditLog(tmp_path / "audit.jsonl")
+    head = log.append(AuditEvent("rotate", version=2, actor="t"), keyring=keyring)
+    raw = log.path.read_bytes()
+    record = json.loads(raw)
+    assert list(record)[-3:] == ["prev", "seal", "mac"] and record["seal"] is None
+    assert record["mac"].startswith("2:")
+    body = raw.rstrip(b"\n").rsplit(b',"mac":', 1)[0] + b"}"
+    key = keyring.audit_key(2)
+    assert key is not None
+    expected = hmac.new(key, body, hashlib.sha256).hexdigest()
+    assert record["mac"] == f"2:{expected}"
+    assert head.keyed is True and log.head() == head
+    assert log.seal_path.stat().st_mode & 0o077 == 0
+
+
+def test_a_keyed_log_verified_with_another_keyring_fails(tmp_path: Path) -> None:
+    log = AuditLog(tmp_path / "audit.jsonl")
+    for i in range(3):
+        log.append(AuditEvent(f"op{i}", actor="t"), keyring=Keyring.generate())
+    report = verify_audit_log(log.path, Keyring.generate())
+    assert not report.ok
+    assert any("MAC does not verify" in p for p in report.problems)
+
+
+def test_extra_fields_may_not_shadow_the_chain_or_the_mac() -> None:
+    with pytest.raises(ValueError, match="mac"):
+        AuditEvent("keyring.load", extra={"mac": "1:00"})

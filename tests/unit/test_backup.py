@@ -315,3 +315,10 @@ def test_environment_keyring_exports_with_a_logged_event_but_cannot_be_imported_
     assert open_backup((tmp_path / "b").read_bytes(), key).keyring.master_key(1) == material
     with pytest.raises(KeyProviderError, match="--path"):
         import_backup(manager, tmp_path / "b", key, force=True)
+
+
+def test_a_deeply_nested_backup_is_refused_in_one_line() -> None:
+    key = BackupKey(Fernet.generate_key())
+    with pytest.raises(ConfigError) as caught:
+        open_backup(b"[" * 200_000 + b"]" * 200_000, key, source="backup b.json")
+    assert str(caught.value) == "backup b.json is not an encmigrate keyring backup (not JSON)"

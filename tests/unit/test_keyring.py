@@ -226,3 +226,38 @@ def test_pbkdf2_keyring_derives_different_keys_than_hkdf() -> None:
         get_cipher("t.c", keyring=pbkdf2).decrypt(get_cipher("t.c", keyring=pbkdf2).encrypt("v"))
         == "v"
     )
+
+
+def test_master_keys_are_compared_in_constant_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    from encmigrate.keys import keyring as keyring_module
+
+    calls: list[tuple[bytes, bytes]] = []
+    real = keyring_module.hmac.compare_digest
+
+    def spy(a: bytes, b: bytes) -> bool:
+        calls.append((bytes(a), bytes(b)))
+        return real(a, b)
+
+    monkeypatch.setattr(keyring_module.hmac, "compare_digest", spy)
+    one = decode_master_key(base64.b64encode(KEY).decode())
+    same = decode_master_key(base64.b64encode(KEY).decode())
+    other = decode_master_key(base64.b64encode(bytes(32)).decode())
+    assert one == same and one != other
+    assert calls == [(KEY, KEY), (KEY, bytes(32))]
+
+
+def test_deeply_nested_keyring_json_is_refused_in_one_line() -> None:
+    with pytest.raises(KeyConfigError) as caught:
+        Keyring.from_json('{"versions":' * 100_000 + "1" + "}" * 100_000)
+    assert str(caught.value) == (
+        "keyring: nested too deeply to be a keyring; expected an encmigrate-keyring/1 document"
+    )
+
+
+def test_audit_key_is_derived_per_version_and_absent_once_destroyed() -> None:
+    keyring = Keyring.generate().rotated()
+    first, second = keyring.audit_key(1), keyring.audit_key(2)
+    assert first is not None and second is not None and first != second
+    assert first not in (keyring.master_key(1), keyring.master_key(2))
+    assert keyring.with_state(1, KeyState.DISABLED).audit_key(1) == first
+    assert keyring.destroyed(1).audit_key(1) is None and keyring.audit_key(9) is None

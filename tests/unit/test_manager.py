@@ -11,7 +11,15 @@ from pathlib import Path
 import pytest
 
 from encmigrate import DecryptionError, KeyProviderError, KeyStateError, RefusedError, get_cipher
-from encmigrate.keys import AuditLog, FileProvider, KeyManager, KeyState, verify_audit_log
+from encmigrate.keys import (
+    AuditEvent,
+    AuditLog,
+    FileProvider,
+    KeyManager,
+    Keyring,
+    KeyState,
+    verify_audit_log,
+)
 
 
 @pytest.fixture
@@ -153,7 +161,89 @@ def test_failed_save_leaves_the_previous_keyring_and_is_audited(
     assert (tmp_path / "keyring.json").read_text() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "audit.jsonl",
+        "audit.jsonl.seal",
         "keyring.json",
         "keyring.json.lock",
     ]
     assert _events(manager)[-1]["outcome"] == "failed"
+
+
+class CachingProvider(FileProvider):
+    """A file provider that serves what it saved, like the Vault and AWS providers' TTL cache."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.cached: Keyring | None = None
+
+    def load(self) -> Keyring:
+        if self.cached is None:
+            self.cached = super().load()
+        return self.cached
+
+    def save(self, keyring: Keyring, *, erase_previous: bool = False) -> None:
+        super().save(keyring, erase_previous=erase_previous)
+        self.cached = keyring
+
+
+def test_destroy_wipes_only_the_destroyed_version_so_a_cached_keyring_keeps_working(
+    tmp_path: Path,
+) -> None:
+    provider = CachingProvider(tmp_path / "keyring.json")
+    manager = KeyManager(provider, AuditLog(tmp_path / "audit.jsonl"))
+    manager.generate()
+    manager.rotate()
+    held = provider.load()  # what an application got before the destroy
+    blob = get_cipher("c.x", keyring=held).encrypt("value")
+    manager.destroy(1, confirm=True)
+    assert get_cipher("c.x", keyring=provider.load()).decrypt(blob) == "value"
+    assert len(held.master_key(2)) == 32
+    with pytest.raises(KeyStateError, match="wiped"):
+        held.master_key(1)  # the destroyed version's material is gone from memory
+
+
+@pytest.mark.parametrize("operation", ["rotate", "disable", "destroy"])
+def test_every_save_zeroes_the_replaced_keyring_which_hard_links_see(
+    manager: KeyManager, tmp_path: Path, operation: str
+) -> None:
+    manager.rotate()
+    path = tmp_path / "keyring.json"
+    link = tmp_path / "hard-link.json"
+    os.link(path, link)
+    before = path.read_bytes()
+    old_key = base64.b64encode(manager.load().master_key(1))
+    if operation == "destroy":
+        manager.destroy(1, confirm=True)
+    else:
+        getattr(manager, operation)(*(() if operation == "rotate" else (1,)))
+    kept = link.read_bytes()
+    assert len(kept) == len(before) and set(kept) == {0}
+    assert old_key not in kept and path.read_bytes() != before
+    assert not (tmp_path / "keyring.json.shred").exists()
+    assert manager.load().current >= 2  # the new keyring is intact
+
+
+def test_a_keyring_without_hard_link_support_is_still_zeroed(
+    manager: KeyManager, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "keyring.json"
+    handle = path.open("rb")  # sees the old inode, as a hard link would
+
+    def no_links(src: object, dst: object) -> None:
+        raise OSError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    manager.rotate()
+    monkeypatch.undo()
+    kept = handle.read()
+    handle.close()
+    assert kept and set(kept) == {0}
+    assert manager.load().current == 2
+
+
+def test_checkpoint_anchors_the_head_and_is_audited(manager: KeyManager) -> None:
+    assert manager.audit is not None
+    manager.audit.append(AuditEvent("keyring.load"), keyring=manager.load())
+    keyring = manager.checkpoint(reason="daily")
+    assert keyring.audit_head == manager.audit.head()
+    assert keyring.audit_head is not None and keyring.audit_head.lines == 3
+    assert _events(manager)[-1]["action"] == "audit.checkpoint"

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import base64
+import json
 import os
 from pathlib import Path
 
 import pytest
 
-from encmigrate import ConfigError, KeyConfigError, KeyProviderError, get_cipher
-from encmigrate.keys import EnvProvider, FileProvider, Keyring, resolve_key_setup
-from encmigrate.keys.resolve import default_keyring, reset_default_keyring
+from encmigrate import ConfigError, DecryptionError, KeyConfigError, KeyProviderError, get_cipher
+from encmigrate.keys import EnvProvider, FileProvider, Keyring, KeyState, resolve_key_setup
+from encmigrate.keys.resolve import default_keyring, holds_default_keyring, reset_default_keyring
 
 KEY = bytes(range(32))
 KEY_B64 = base64.b64encode(KEY).decode()
@@ -41,13 +42,38 @@ def test_env_keyring_document_wins_over_master_key() -> None:
         ({}, "set ENCMIGRATE_KEYRING or ENCMIGRATE_MASTER_KEY"),
         ({"ENCMIGRATE_MASTER_KEY": "abc"}, "ENCMIGRATE_MASTER_KEY: master key must decode to 32"),
         ({"ENCMIGRATE_MASTER_KEY": KEY_B64, "ENCMIGRATE_KEY_VERSION": "two"}, "KEY_VERSION"),
-        ({"ENCMIGRATE_MASTER_KEY": KEY_B64, "ENCMIGRATE_KEY_VERSION": "0"}, "1 or more"),
+        ({"ENCMIGRATE_MASTER_KEY": KEY_B64, "ENCMIGRATE_KEY_VERSION": "0"}, "from 1 to"),
         ({"ENCMIGRATE_KEYRING": "{"}, "ENCMIGRATE_KEYRING: not valid JSON"),
     ],
 )
 def test_env_problems_name_the_variable(env: dict[str, str], message: str) -> None:
     with pytest.raises(KeyConfigError, match=message):
         EnvProvider(environ=env).load()
+
+
+@pytest.mark.parametrize("raw", ["99999999999", "4294967296", "-3", "two", "1e3", "9" * 5000])
+def test_key_version_out_of_range_is_one_line_naming_the_variable_not_the_value(raw: str) -> None:
+    env = {"ENCMIGRATE_MASTER_KEY": KEY_B64, "ENCMIGRATE_KEY_VERSION": raw}
+    with pytest.raises(KeyConfigError) as caught:
+        EnvProvider(environ=env).load()
+    text = str(caught.value)
+    assert text.startswith("ENCMIGRATE_KEY_VERSION: must be a whole number from 1 to 4294967295")
+    assert "\n" not in text and raw not in text
+
+
+def test_the_largest_key_version_the_envelope_holds_is_accepted() -> None:
+    env = {"ENCMIGRATE_MASTER_KEY": KEY_B64, "ENCMIGRATE_KEY_VERSION": "4294967295"}
+    assert EnvProvider(environ=env).load().current == 4294967295
+
+
+def test_deeply_nested_keyring_json_is_a_one_line_key_error() -> None:
+    env = {"ENCMIGRATE_KEYRING": "[" * 100_000 + "]" * 100_000}
+    with pytest.raises(KeyConfigError) as caught:
+        EnvProvider(environ=env).load()
+    assert str(caught.value) == (
+        "ENCMIGRATE_KEYRING: nested too deeply to be a keyring; "
+        "expected an encmigrate-keyring/1 document"
+    )
 
 
 def test_env_provider_is_read_only() -> None:
@@ -209,3 +235,87 @@ def test_key_access_is_audited_once_per_load_and_per_derived_key(tmp_path: Path)
         ("key.derive.data", "customer.email"),
         ("key.derive.data", "customer.phone"),
     ]
+
+
+def _write_in_place(path: Path, text: str, size: int) -> None:
+    """Rewrite ``path`` keeping its inode, size and mtime (coarse clocks, restores, rsync -t)."""
+    info = path.stat()
+    data = text.encode().ljust(size)
+    assert len(data) == size
+    with path.open("r+b") as handle:
+        handle.write(data)
+    os.utime(path, ns=(info.st_atime_ns, info.st_mtime_ns))
+
+
+def test_default_keyring_looks_at_the_store_again_after_its_ttl(tmp_path: Path) -> None:
+    """A disable made elsewhere is in force within ENCMIGRATE_KEYRING_TTL, even unseen by stat."""
+    path = tmp_path / "k.json"
+    keyring = Keyring.generate()
+    blob = get_cipher("t.c", keyring=keyring).encrypt("under version 1")
+    rotated = keyring.rotated()
+    path.write_text(rotated.to_json().ljust(4096))
+    path.chmod(0o600)
+    env = {"ENCMIGRATE_KEYRING_FILE": str(path), "ENCMIGRATE_KEYRING_TTL": "5"}
+    now = [100.0]
+    reset_default_keyring()
+    try:
+        first = default_keyring(env, clock=lambda: now[0])
+        assert get_cipher("t.c", keyring=first).decrypt(blob) == "under version 1"
+        stamp = path.stat()
+        _write_in_place(path, rotated.with_state(1, KeyState.DISABLED).to_json(), 4096)
+        after = path.stat()
+        assert (after.st_ino, after.st_size, after.st_mtime_ns) == (
+            stamp.st_ino,
+            stamp.st_size,
+            stamp.st_mtime_ns,
+        )
+        now[0] += 4.9
+        assert default_keyring(env, clock=lambda: now[0]) is first  # metadata unchanged
+        now[0] += 0.2
+        second = default_keyring(env, clock=lambda: now[0])
+        assert second is not first and second.get(1).state is KeyState.DISABLED
+        with pytest.raises(DecryptionError):
+            get_cipher("t.c", keyring=second).decrypt(blob)
+        assert holds_default_keyring(second) and not holds_default_keyring(first)
+    finally:
+        reset_default_keyring()
+
+
+def test_default_keyring_keeps_the_same_object_while_the_store_is_unchanged(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "k.json"
+    FileProvider(path).save(Keyring.generate())
+    env = {"ENCMIGRATE_KEYRING_FILE": str(path), "ENCMIGRATE_KEYRING_TTL": "0"}
+    reset_default_keyring()
+    try:
+        first = default_keyring(env)
+        os.utime(path)  # metadata moves, content does not: keep the keyring and its derived keys
+        assert default_keyring(env) is first
+        lines = (tmp_path / "encmigrate-audit.jsonl").read_text().splitlines()
+        assert [json.loads(line)["action"] for line in lines] == ["keyring.load"]
+    finally:
+        reset_default_keyring()
+
+
+@pytest.mark.parametrize("ttl", ["soon", "-1", "nan", "inf"])
+def test_a_bad_keyring_ttl_names_the_variable(tmp_path: Path, ttl: str) -> None:
+    env = {"ENCMIGRATE_KEYRING_FILE": str(tmp_path / "k.json"), "ENCMIGRATE_KEYRING_TTL": ttl}
+    with pytest.raises(KeyConfigError) as caught:
+        default_keyring(env)
+    assert str(caught.value) == "ENCMIGRATE_KEYRING_TTL: must be a number of seconds (0 or more)"
+
+
+def test_default_keyring_follows_a_changed_master_key_variable() -> None:
+    env = {"ENCMIGRATE_MASTER_KEY": KEY_B64, "ENCMIGRATE_KEY_VERSION": "1"}
+    reset_default_keyring()
+    try:
+        first = default_keyring(env)
+        assert default_keyring(env) is first
+        env["ENCMIGRATE_KEY_VERSION"] = "2"
+        assert default_keyring(env).current == 2
+        other = bytes(range(100, 132))
+        env["ENCMIGRATE_MASTER_KEY"] = base64.b64encode(other).decode()
+        assert default_keyring(env).master_key(2) == other
+    finally:
+        reset_default_keyring()

@@ -289,10 +289,24 @@ def _refuse_if_in_use(ctx: typer.Context, version: int) -> None:
 @reports_errors
 def audit(
     ctx: typer.Context,
-    verify: Annotated[bool, typer.Option("--verify", help="Check the hash chain.")] = False,
+    verify: Annotated[
+        bool, typer.Option("--verify", help="Check the chain, MACs, seal and anchor.")
+    ] = False,
+    checkpoint: Annotated[
+        bool,
+        typer.Option(
+            "--checkpoint",
+            help="Verify, then anchor the log's head in the stored keyring (schedule it).",
+        ),
+    ] = False,
     limit: Annotated[int, typer.Option("--limit", min=0, help="Show the last N events.")] = 20,
+    reason: Reason = "",
 ) -> None:
-    """Show the audit log; with --verify check its hash chain (exit 3 if broken).
+    """Show the audit log; --verify checks it (exit 3 if not intact); --checkpoint anchors it.
+
+    --verify checks the hash chain, each line's MAC (keyed under the master keys), the
+    seal, and the head the keyring recorded at its last key operation. --checkpoint is a
+    key operation: it refuses (exit 5) a log that does not verify.
 
     Example: [bold]encmigrate keys audit --verify[/]
     """
@@ -301,26 +315,19 @@ def audit(
         raise KeyConfigError(
             "no audit log is configured for this keyring: set [keys] audit_log in encmigrate.toml"
         )
+    if checkpoint:
+        keyring = KeyManager(setup.provider, setup.audit).checkpoint(reason=reason)
+        head = keyring.audit_head
+        lines = head.lines if head is not None else 0
+        _say(
+            ctx,
+            {"anchored": True, "lines": lines},
+            f"Audit log {setup.audit.path}: verified, and its {lines} lines are anchored in "
+            f"{setup.provider.describe()}.",
+        )
+        return
     if verify:
-        expected = setup.provider.load().audit_head
-        report = verify_audit_log(setup.audit.path, expected)
-        if state_of(ctx).json:
-            print_json(
-                {
-                    "path": str(report.path),
-                    "lines": report.lines,
-                    "ok": report.ok,
-                    "problems": list(report.problems),
-                }
-            )
-        elif report.ok:
-            out.print(f"Audit log {report.path}: {report.lines} lines, chain intact.")
-        else:
-            out.print(f"Audit log {report.path}: [bold red]{len(report.problems)} problems[/]")
-            for problem in report.problems:
-                out.print(f"  {problem}", markup=False)
-        if not report.ok:
-            raise typer.Exit(3)
+        _verify_audit(ctx, setup)
         return
     events = list(setup.audit.events())[-limit:] if limit else []
     if state_of(ctx).json:
@@ -332,14 +339,76 @@ def audit(
     for event in events:
         table.add_row(
             *(
-                str(event.get(k) if event.get(k) is not None else "")
+                escape(str(event.get(k) if event.get(k) is not None else ""))
                 for k in ("time", "actor", "action", "version", "outcome", "reason")
             )
         )
     out.print(table)
 
 
+def _verify_audit(ctx: typer.Context, setup: KeySetup) -> None:
+    assert setup.audit is not None
+    report = verify_audit_log(setup.audit.path, setup.provider.load())
+    if state_of(ctx).json:
+        print_json(
+            {
+                "path": str(report.path),
+                "lines": report.lines,
+                "ok": report.ok,
+                "problems": list(report.problems),
+                "notes": list(report.notes),
+            }
+        )
+    else:
+        if report.ok:
+            out.print(
+                f"Audit log {report.path}: {report.lines} lines, chain intact; MACs, seal and "
+                "anchor verified.",
+                markup=False,
+            )
+        else:
+            where = escape(str(report.path))
+            out.print(f"Audit log {where}: [bold red]{len(report.problems)} problems[/]")
+        for problem in report.problems:
+            out.print(f"  {problem}", markup=False)
+        for note in report.notes:
+            out.print(f"  note: {note}", markup=False)
+    if not report.ok:
+        raise typer.Exit(3)
+
+
 @app.command()
+@reports_errors
+def upgrade(ctx: typer.Context, reason: Reason = "") -> None:
+    """Save the keyring again in the current form: authenticated, audit head anchored.
+
+    A Vault Transit or AWS KMS keyring written by an older encmigrate is not
+    authenticated, and is refused everywhere else; this reads it once, shows its
+    versions, and stores it authenticated. Run it before deploying applications of
+    this version (older ones read the upgraded keyring as before).
+
+    Example: [bold]encmigrate keys upgrade --reason "authenticate the stored keyring"[/]
+    """
+    manager = _manager(ctx)
+    keyring = manager.upgrade(reason=reason)
+    versions = ", ".join(f"{v.version} {v.state.value}" for v in keyring.versions)
+    _say(
+        ctx,
+        {
+            "upgraded": manager.provider.describe(),
+            "current": keyring.current,
+            "versions": [{"version": v.version, "state": v.state.value} for v in keyring.versions],
+        },
+        escape(
+            f"Upgraded {manager.provider.describe()}: versions {versions}; current "
+            f"{keyring.current}. If these are not the states you expect, the stored keyring was "
+            "changed before the upgrade: set them right with `encmigrate keys disable`/`destroy`."
+        ),
+    )
+
+
+@app.command()
+@reports_errors
 def health(ctx: typer.Context) -> None:
     """Check the provider, the current version and a test round trip (exit 0/1/3).
 
@@ -550,7 +619,8 @@ def emergency_rotate(
         raise ConfigError("--reason must say why (it is recorded in the audit log)")
     setup = _setup(ctx)
     manager = KeyManager(setup.provider, setup.audit)
-    old = manager.load().current
+    before = manager.load()
+    old = before.current
     plan_of_action = "disable now" if disable_now else "disable after `encmigrate rewrap` completes"
     if setup.audit is not None:
         # Written before the rotation, so the rotate (and disable) that follow store an audit
@@ -563,7 +633,8 @@ def emergency_rotate(
                 reason,
                 manager.actor,
                 {"old_version": old, "follow_up": f"{plan_of_action}: version {old}"},
-            )
+            ),
+            keyring=before,
         )
     new = manager.rotate(reason=f"emergency: {reason}")
     if disable_now:

@@ -4,7 +4,8 @@ The Vault and AWS providers are importable without their extras installed:
 hvac and boto3 are imported on first use.
 """
 
-from encmigrate.keys.audit import AuditEvent, AuditLog, AuditReport, verify_audit_log
+from encmigrate.keys.audit import AuditEvent, AuditLog
+from encmigrate.keys.audit_verify import AuditReport, verify_audit_log
 from encmigrate.keys.aws import SecretsManagerProvider
 from encmigrate.keys.aws_kms import KmsProvider
 from encmigrate.keys.keyring import AuditHead, Keyring, KeyState, KeyVersion, MasterKey

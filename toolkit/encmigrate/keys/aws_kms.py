@@ -2,11 +2,14 @@
 
 Each save asks KMS for a fresh data key (``GenerateDataKey``, AES-256) and
 seals every version's master key with it (AES-256-GCM, the version number in
-the associated data, so wrapped keys cannot be swapped between versions). The
-stored document holds the KMS-encrypted data key and the sealed master keys,
-never a plaintext key; it lives in a file (mode 0600) or a Secrets Manager
-secret. A load calls ``Decrypt`` once, unseals the master keys into memory,
-wipes the data key, and caches the keyring for the TTL.
+the associated data, so wrapped keys cannot be swapped between versions), and
+authenticates the whole document under a key derived from it (states,
+current version, every field: :func:`~encmigrate.keys.remote.check_document`).
+The stored document holds the KMS-encrypted data key and the sealed master
+keys, never a plaintext key; it lives in a file (mode 0600) or a Secrets
+Manager secret. A load calls ``Decrypt`` once, checks the document, unseals
+the master keys into memory, wipes the data key, and caches the keyring for
+the TTL.
 
 The KMS key never leaves KMS; revoking ``kms:Decrypt`` from a role cuts its
 access to every version at once.
@@ -18,7 +21,6 @@ import base64
 import contextlib
 import fcntl
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
@@ -29,10 +31,12 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from encmigrate.errors import KeyConfigError, KeyProviderError
 from encmigrate.keys.aws import AwsCalls, SecretStore, aws_client
 from encmigrate.keys.keyring import Keyring
+from encmigrate.keys.providers import replace_private_file
 from encmigrate.keys.remote import (
     KeyringCache,
     RetryPolicy,
     audit_load_failure,
+    check_document,
     read_wrapped,
     unwrap_keyring,
     wrap_keyring,
@@ -79,20 +83,12 @@ class KeyringFileStore:
             raise KeyProviderError(f"cannot read {self.describe()}: {exc.strerror}") from None
 
     def write(self, text: str, *, erase_previous: bool = False) -> None:
-        """Replace the file atomically (the old copy holds only wrapped keys)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, temporary = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
-        try:
-            os.fchmod(fd, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(text)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temporary, self.path)
-        except OSError as exc:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temporary)
-            raise KeyProviderError(f"cannot write {self.describe()}: {exc.strerror}") from None
+        """Replace the file atomically and zero the replaced one.
+
+        The old copy holds only wrapped keys, but its data key still unwraps
+        under the KMS key: after a destroy it would bring the version back.
+        """
+        replace_private_file(self.path, text.encode("utf-8"), "wrapped keyring file")
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
@@ -191,13 +187,17 @@ class KmsProvider:
                 return base64.b64encode(nonce + sealed).decode()
 
             extra = {"data_key": base64.b64encode(answer["CiphertextBlob"]).decode()}
-            text = wrap_keyring(keyring, wrap, self.wrapping, extra)
+            text = wrap_keyring(keyring, wrap, self.wrapping, extra, data_key=bytes(data_key))
         finally:
             _wipe(data_key)
         self.store.write(text, erase_previous=erase_previous)
         self.cache.put(keyring)
 
-    def _unwrap(self, text: str) -> Keyring:
+    def load_unauthenticated(self) -> Keyring:
+        """The stored keyring even without authentication (``keys upgrade`` only; not cached)."""
+        return self._unwrap(self.store.read(), allow_unauthenticated=True)
+
+    def _unwrap(self, text: str, *, allow_unauthenticated: bool = False) -> Keyring:
         source = self.describe()
         document = read_wrapped(text, self.wrapping, source)
         try:
@@ -209,6 +209,9 @@ class KmsProvider:
         )
         data_key = bytearray(answer["Plaintext"])
         try:
+            check_document(
+                document, bytes(data_key), source, allow_unauthenticated=allow_unauthenticated
+            )
             opener = AESGCM(bytes(data_key))
 
             def unwrap(version: int, wrapped: str) -> bytes:

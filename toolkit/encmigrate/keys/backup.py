@@ -346,7 +346,7 @@ def open_backup(data: bytes, key: BackupKey, *, source: str = "backup") -> Resto
 def _json_object(data: bytes, source: str) -> dict[str, Any]:
     try:
         document = json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         raise ConfigError(f"{source} is not an encmigrate keyring backup (not JSON)") from None
     if not isinstance(document, dict):
         raise ConfigError(f"{source} is not an encmigrate keyring backup (not a JSON object)")
@@ -405,7 +405,7 @@ def export_backup(
     target = Path(out)
     with _audited(manager, "keys.export", reason, {"out": str(target)}) as op:
         keyring = manager.provider.load()
-        op.version = keyring.current
+        op.version, op.keyring = keyring.current, keyring
         if target.exists() and not overwrite:
             raise RefusedError(f"{target} already exists; refusing to replace it (pass --force)")
         if key.is_master_key_of(keyring):
@@ -475,6 +475,7 @@ def import_backup(
             lost_versions=list(comparison.lost),
             revived_versions=list(comparison.revived),
         )
+        op.keyring = restored.keyring  # the line is keyed under the keyring it puts in place
         head = op.commit()
         keyring = restored.keyring if head is None else restored.keyring.with_audit_head(head)
         manager.provider.save(keyring)
@@ -515,10 +516,18 @@ class _AuditedOperation:
     reason: str
     extra: dict[str, Any]
     version: int | None = None
+    keyring: Keyring | None = field(default=None, repr=False)
 
     def commit(self) -> AuditHead | None:
         """Record the operation as done; returns the audit head to store in the keyring."""
         return self._append("ok", self.reason)
+
+    def fail(self, outcome: str, reason: str) -> None:
+        """Record a refusal or failure, keyed if any keyring can be read."""
+        if self.keyring is None and self.manager.audit is not None:
+            with contextlib.suppress(EncmigrateError):
+                self.keyring = self.manager.provider.load()
+        self._append(outcome, reason)
 
     def _append(self, outcome: str, reason: str) -> AuditHead | None:
         event = AuditEvent(
@@ -537,7 +546,7 @@ class _AuditedOperation:
             }
             audit_logger.info("key audit event", extra={"audit": record})
             return None
-        return self.manager.audit.append(event)
+        return self.manager.audit.append(event, keyring=self.keyring)
 
 
 @contextlib.contextmanager
@@ -557,5 +566,5 @@ def _audited(
         except EncmigrateError as exc:
             refused = isinstance(exc, RefusedError | KeyStateError)
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            op._append("refused" if refused else "failed", first)
+            op.fail("refused" if refused else "failed", first)
             raise

@@ -11,11 +11,14 @@ import base64
 import binascii
 import datetime as dt
 import enum
+import hmac
 import json
 import os
 from collections.abc import Iterable
 from typing import Annotated, Any, Literal
 
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -33,6 +36,7 @@ from encmigrate.crypto.kdf import KEY_SIZE, Kdf
 from encmigrate.errors import KeyConfigError, KeyStateError
 
 __all__ = [
+    "AUDIT_KEY_LABEL",
     "KEYRING_FORMAT",
     "AuditHead",
     "KeyState",
@@ -44,6 +48,9 @@ __all__ = [
 ]
 
 KEYRING_FORMAT = "encmigrate-keyring/1"
+# HKDF info of the key that authenticates audit log lines (docs/FORMAT.md, "The audit log"):
+# distinct from every data and search label, which all start "encmigrate/1/data/" or ".../search/".
+AUDIT_KEY_LABEL = b"encmigrate/1/audit-log"
 
 
 class KeyState(enum.StrEnum):
@@ -96,7 +103,8 @@ class MasterKey:
     __str__ = __repr__
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, MasterKey) and bytes(self._buffer) == bytes(other._buffer)
+        # Constant time: comparing keys must not leak how many leading bytes match.
+        return isinstance(other, MasterKey) and hmac.compare_digest(self._buffer, other._buffer)
 
     def __hash__(self) -> int:
         return id(self)
@@ -177,12 +185,17 @@ class KeyVersion(BaseModel):
 
 
 class AuditHead(BaseModel):
-    """The audit log's newest line at the last key operation (hash and count)."""
+    """The audit log's newest line at the last key operation (hash and count).
+
+    ``keyed`` is true when that line carries a MAC: from such an anchor on,
+    every later line must be keyed too (docs/keys.md, "The audit log").
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     lines: int = Field(ge=0)
+    keyed: bool | None = None
 
 
 class Keyring(BaseModel):
@@ -260,6 +273,11 @@ class Keyring(BaseModel):
                 f"{source}: not valid JSON (line {getattr(exc, 'lineno', '?')}); "
                 "expected an encmigrate-keyring/1 document"
             ) from None
+        except RecursionError:
+            raise KeyConfigError(
+                f"{source}: nested too deeply to be a keyring; "
+                "expected an encmigrate-keyring/1 document"
+            ) from None
         if not isinstance(document, dict):
             raise KeyConfigError(f"{source}: expected a JSON object, got {type(document).__name__}")
         try:
@@ -293,6 +311,21 @@ class Keyring(BaseModel):
         if not entry.readable or entry.key is None:
             raise KeyStateError(f"key version {version} is {entry.state.value}")
         return entry.key.reveal()
+
+    def audit_key(self, version: int) -> bytes | None:
+        """The key that authenticates audit lines written under ``version``.
+
+        HKDF-SHA256(IKM = the version's master key, no salt, info =
+        ``encmigrate/1/audit-log``, L = 32). A disabled version still has one,
+        so lines written before it was disabled stay verifiable; a destroyed
+        or unknown version has none (``None``).
+        """
+        entry = self.find(version)
+        if entry is None or entry.key is None:
+            return None
+        return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=AUDIT_KEY_LABEL).derive(
+            entry.key.reveal()
+        )
 
     @property
     def derived_keys(self) -> DerivedKeys:
@@ -374,12 +407,30 @@ class Keyring(BaseModel):
         return self._replace(audit_head=head)
 
     def wipe(self) -> None:
-        """Overwrite this keyring's material in memory (it is unusable afterwards)."""
+        """Overwrite this keyring's material in memory (it is unusable afterwards).
+
+        Keyrings made from this one by an operation share the key objects of
+        the versions they kept: wiping this one wipes theirs too. After a key
+        operation, use :meth:`wipe_version` for the version that went away.
+        """
         if self._derived is not None:
             self._derived.clear()
         for entry in self.versions:
             if entry.key is not None:
                 entry.key.wipe()
+
+    def wipe_version(self, version: int) -> None:
+        """Overwrite one version's material in memory, and forget every derived key.
+
+        Only that version's key object is touched, so keyrings that share the
+        other versions' key objects (the one an operation returned, a
+        provider's cached copy) keep working.
+        """
+        if self._derived is not None:
+            self._derived.clear()
+        entry = self.find(version)
+        if entry is not None and entry.key is not None:
+            entry.key.wipe()
 
     def _replace_version(self, replacement: KeyVersion) -> Keyring:
         versions = [replacement if v.version == replacement.version else v for v in self.versions]

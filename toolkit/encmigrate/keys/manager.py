@@ -1,9 +1,10 @@
-"""Key operations: generate, rotate, retire, disable, enable, destroy, status.
+"""Key operations: generate, rotate, retire, disable, enable, destroy, checkpoint, upgrade.
 
 Every operation runs under the provider's lock as load, change, audit,
-save. The audit line is written before the keyring is saved, and the saved
-keyring records the audit head, so the log always holds at least every
-operation the keyring reflects; a failed save is audited as a failure.
+save. The audit line is written before the keyring is saved, keyed under
+the new keyring, and the saved keyring records the audit head (the anchor),
+so the log always holds at least every operation the keyring reflects; a
+failed save is audited as a failure.
 """
 
 from __future__ import annotations
@@ -14,8 +15,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from encmigrate.crypto.kdf import Kdf, KeyPurpose, derive_key
-from encmigrate.errors import EncmigrateError, KeyStateError, RefusedError
+from encmigrate.errors import (
+    EncmigrateError,
+    KeyConfigError,
+    KeyStateError,
+    RefusedError,
+)
 from encmigrate.keys.audit import AuditEvent, AuditLog, current_actor
+from encmigrate.keys.audit_verify import verify_audit_log
 from encmigrate.keys.keyring import AuditHead, Keyring, KeyState
 from encmigrate.keys.providers import KeyProvider
 
@@ -94,7 +101,8 @@ class KeyManager:
                 version=keyring.current,
                 actor=self.actor,
                 extra={"context": context},
-            )
+            ),
+            keyring,
         )
         return key, keyring.current
 
@@ -167,9 +175,11 @@ class KeyManager:
         """Erase ``version``'s material for good; needs ``confirm=True``.
 
         The material is removed from the stored keyring, the previous keyring
-        file's bytes are overwritten, and the in-memory copy loaded here is
-        wiped. Copies elsewhere in memory (other processes, freed buffers)
-        are out of reach: see docs/keys.md.
+        file's bytes are overwritten, and the destroyed version's key in the
+        copy loaded here is wiped (only that one: the keyring returned, and a
+        provider's cached copy, share the other versions' key objects).
+        Copies elsewhere in memory (other processes, freed buffers) are out
+        of reach: see docs/keys.md.
         """
         with self._operation("destroy", version=version, reason=reason) as op:
             if confirm is not True:
@@ -179,9 +189,45 @@ class KeyManager:
                 )
             before = self.load()
             after = before.destroyed(version, self._clock())
-            self._commit(after, op, erase_previous=True)
-            before.wipe()
+            after = self._commit(after, op, erase_previous=True)
+            before.wipe_version(version)
             return after
+
+    def checkpoint(self, reason: str = "") -> Keyring:
+        """Anchor the audit log's head in the stored keyring (schedule it, e.g. daily).
+
+        Lines up to an anchor cannot be removed or rolled back without the
+        keyring's writer noticing; a log that does not verify is not anchored
+        (refused, exit 5), so the checkpoint never blesses a damaged log.
+        """
+        with self._operation("audit.checkpoint", reason=reason) as op:
+            keyring = self.load()
+            op.version = keyring.current
+            if self.audit is None:
+                raise KeyConfigError(
+                    "no audit log is configured for this keyring: set [keys] audit_log in "
+                    "encmigrate.toml"
+                )
+            report = verify_audit_log(self.audit.path, keyring)
+            if not report.ok:
+                raise RefusedError(
+                    f"the audit log {self.audit.path} does not verify ({len(report.problems)} "
+                    "problem(s)); it is not anchored: `encmigrate keys audit --verify` lists them"
+                )
+            return self._commit(keyring, op)
+
+    def upgrade(self, reason: str = "") -> Keyring:
+        """Save the keyring again in the current form (authenticated, audit head anchored).
+
+        A wrapped keyring written by an older encmigrate is not authenticated
+        and loads only here, once; check ``keys status`` first: whatever the
+        stored document says now is what gets authenticated.
+        """
+        with self._operation("keys.upgrade", reason=reason) as op:
+            load_legacy = getattr(self.provider, "load_unauthenticated", None)
+            keyring = load_legacy() if callable(load_legacy) else self.load()
+            op.version = keyring.current
+            return self._commit(keyring, op)
 
     def _set_state(self, action: str, version: int, state: KeyState, reason: str) -> Keyring:
         with self._operation(action, version=version, reason=reason) as op:
@@ -207,22 +253,32 @@ class KeyManager:
                     outcome = (
                         "refused" if isinstance(exc, RefusedError | KeyStateError) else "failed"
                     )
-                    self._audit(AuditEvent(action, outcome, op.version, _one_line(exc), self.actor))
+                    event = AuditEvent(action, outcome, op.version, _one_line(exc), self.actor)
+                    self._audit(event, self._keyring_for_audit())
                 raise
 
     def _commit(self, keyring: Keyring, op: _Operation, *, erase_previous: bool = False) -> Keyring:
         event = AuditEvent(op.action, "ok", op.version, op.reason, self.actor)
-        head = self._audit(event)
+        head = self._audit(event, keyring)
         if head is not None:
             keyring = keyring.with_audit_head(head)
         self.provider.save(keyring, erase_previous=erase_previous)
         op.committed = True
         return keyring
 
-    def _audit(self, event: AuditEvent) -> AuditHead | None:
+    def _audit(self, event: AuditEvent, keyring: Keyring | None) -> AuditHead | None:
         if self.audit is None:
             return None
-        return self.audit.append(event, now=self._clock())
+        return self.audit.append(event, now=self._clock(), keyring=keyring)
+
+    def _keyring_for_audit(self) -> Keyring | None:
+        """The stored keyring, to key a refusal's line; ``None`` when it cannot be read."""
+        if self.audit is None:
+            return None
+        try:
+            return self.load()
+        except EncmigrateError:
+            return None
 
 
 @dataclass(slots=True)

@@ -6,7 +6,9 @@ Vault and AWS providers implement the same :class:`KeyProvider` protocol.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
+import logging
 import os
 import stat
 import tempfile
@@ -14,12 +16,14 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from encmigrate.crypto.envelope import MAX_VERSION
 from encmigrate.errors import KeyConfigError, KeyProviderError
 from encmigrate.keys.keyring import Keyring, decode_master_key
 
-__all__ = ["DEFAULT_PREFIX", "EnvProvider", "FileProvider", "KeyProvider"]
+__all__ = ["DEFAULT_PREFIX", "EnvProvider", "FileProvider", "KeyProvider", "replace_private_file"]
 
 DEFAULT_PREFIX = "ENCMIGRATE_"
+logger = logging.getLogger(__name__)
 
 
 @runtime_checkable
@@ -91,16 +95,22 @@ class EnvProvider:
             key = decode_master_key(encoded)
         except ValueError as exc:
             raise KeyConfigError(f"{self.prefix}MASTER_KEY: {exc}") from None
-        raw_version = self._environ.get(f"{self.prefix}KEY_VERSION", "1")
+        return Keyring.single(key, self._version())
+
+    def _version(self) -> int:
+        """``<PREFIX>KEY_VERSION``: the envelope stores it in 4 bytes, so 1 to 4294967295."""
+        raw = self._environ.get(f"{self.prefix}KEY_VERSION", "1")
+        problem = (
+            f"{self.prefix}KEY_VERSION: must be a whole number from 1 to {MAX_VERSION} "
+            "(the version the master key was created under)"
+        )
         try:
-            version = int(raw_version)
+            version = int(raw)
         except ValueError:
-            raise KeyConfigError(
-                f"{self.prefix}KEY_VERSION: must be a whole number, got {raw_version!r}"
-            ) from None
-        if version < 1:
-            raise KeyConfigError(f"{self.prefix}KEY_VERSION: must be 1 or more, got {version}")
-        return Keyring.single(key, version)
+            raise KeyConfigError(problem) from None
+        if not 1 <= version <= MAX_VERSION:
+            raise KeyConfigError(problem)
+        return version
 
     def save(self, keyring: Keyring, *, erase_previous: bool = False) -> None:
         raise KeyProviderError(
@@ -117,7 +127,8 @@ class FileProvider:
     """A keyring in a JSON file that only its owner may read (mode 0600).
 
     Writes are atomic (temporary file, fsync, rename, fsync of the folder),
-    so a crash leaves either the old keyring or the new one, never half.
+    so a crash leaves either the old keyring or the new one, never half; the
+    replaced file's bytes are then overwritten with zeros.
     """
 
     name = "file"
@@ -157,36 +168,14 @@ class FileProvider:
         return Keyring.from_json(text, source=str(self.path))
 
     def save(self, keyring: Keyring, *, erase_previous: bool = False) -> None:
-        """Replace the file atomically; ``erase_previous`` overwrites the old file's bytes.
+        """Replace the file atomically, then overwrite the replaced file's bytes with zeros.
 
-        The old file is hard-linked aside before the rename and overwritten
-        with zeros only after the new keyring is in place, so no crash can
-        leave the project without a keyring. A leftover ``.shred`` file from
-        a crash is erased by the next save.
+        Every save erases the old content, not only ``destroy``'s: a keyring
+        that was replaced holds material (a destroyed version, a disabled
+        one's state) nobody should find later. ``erase_previous`` is kept for
+        the provider protocol; files always get it.
         """
-        directory = self.path.parent
-        directory.mkdir(parents=True, exist_ok=True)
-        shred = self.path.with_name(self.path.name + ".shred")
-        _erase(shred)
-        data = keyring.to_json().encode("utf-8")
-        fd, temporary = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=directory)
-        try:
-            os.fchmod(fd, 0o600)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            if erase_previous and self.path.exists():
-                os.link(self.path, shred)
-            os.replace(temporary, self.path)
-            _fsync_directory(directory)
-        except OSError as exc:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temporary)
-            raise KeyProviderError(
-                f"cannot write keyring file {self.path}: {exc.strerror}"
-            ) from None
-        _erase(shred)
+        replace_private_file(self.path, keyring.to_json().encode("utf-8"), "keyring file")
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
@@ -200,6 +189,83 @@ class FileProvider:
             os.close(fd)
 
 
+def replace_private_file(path: Path, data: bytes, what: str) -> None:
+    """Write ``data`` to ``path`` (mode 0600) atomically, and zero the content it replaces.
+
+    The old file is hard-linked aside (``<name>.shred``) before the rename and
+    zeroed in place after it: the zeros reach the old inode, so every other
+    hard link to the old file shows zeros, never the old keys; and a crash
+    between the two steps leaves the new keyring in place and a ``.shred``
+    that the next save erases. Zeroing before the rename instead could leave
+    the project with no keyring at all. Where hard links are not supported,
+    the old file is held open across the rename and zeroed through that.
+    """
+    directory = path.parent
+    directory.mkdir(parents=True, exist_ok=True)
+    shred = path.with_name(path.name + ".shred")
+    _erase(shred)
+    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=directory)
+    old_fd: int | None = None
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        old_fd = _keep_old(path, shred)
+        os.replace(temporary, path)
+        _fsync_directory(directory)
+    except OSError as exc:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        if old_fd is not None:  # the old file is still the keyring: drop the link, keep the bytes
+            os.close(old_fd)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(shred)
+        raise KeyProviderError(f"cannot write {what} {path}: {exc.strerror}") from None
+    if old_fd is not None:
+        try:
+            _zero(old_fd)
+        finally:
+            os.close(old_fd)
+    _erase(shred)
+
+
+def _keep_old(path: Path, shred: Path) -> int | None:
+    """An open descriptor of the file about to be replaced (and a ``.shred`` link to it)."""
+    try:
+        fd = os.open(path, os.O_WRONLY)
+    except FileNotFoundError:
+        return None
+    except PermissionError:
+        logger.warning("%s is not writable: the content it replaces cannot be zeroed", path)
+        return None
+    links = os.fstat(fd).st_nlink
+    if links > 1:
+        logger.warning(
+            "%s has %d other hard link(s): they show zeros after this save, not the new "
+            "content (a hard link is not a backup: use `encmigrate keys export`)",
+            path,
+            links - 1,
+        )
+    try:
+        os.link(path, shred)
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
+            os.close(fd)
+            raise
+    return fd
+
+
+def _zero(fd: int) -> None:
+    size = os.fstat(fd).st_size
+    os.lseek(fd, 0, os.SEEK_SET)
+    zeros = memoryview(b"\0" * size)
+    while zeros:
+        zeros = zeros[os.write(fd, zeros) :]
+    os.fsync(fd)
+
+
 def _erase(path: Path) -> None:
     """Overwrite a file's bytes with zeros, sync, and remove it.
 
@@ -211,9 +277,7 @@ def _erase(path: Path) -> None:
     except FileNotFoundError:
         return
     try:
-        size = os.fstat(fd).st_size
-        os.write(fd, b"\0" * size)
-        os.fsync(fd)
+        _zero(fd)
     finally:
         os.close(fd)
     os.unlink(path)

@@ -8,6 +8,11 @@
 * :func:`wrap_keyring` / :func:`unwrap_keyring` store a keyring whose master
   keys are wrapped by a KMS (Vault Transit, AWS KMS): the stored document has
   no plaintext key, and the keyring format itself is unchanged once unwrapped.
+  The whole stored document (states, current version, audit head, wrapped
+  keys: every field) is authenticated by an HMAC under a key derived from the
+  document's data key (:func:`check_document`), which only the KMS can
+  unwrap: whoever can write the stored secret but not use the KMS key cannot
+  revive a disabled version, add one or remove one.
 * :class:`Redacted` holds a credential so that no ``repr`` shows it.
 * :func:`build_provider` makes the provider the plan and environment name,
   importing its module (and so hvac or boto3) only then.
@@ -16,6 +21,7 @@
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 import logging
 import threading
@@ -26,6 +32,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.hmac import HMAC
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from tenacity import (
     RetryCallState,
     Retrying,
@@ -53,8 +63,10 @@ __all__ = [
     "audit_load_failure",
     "build_provider",
     "call_with_retries",
+    "check_document",
     "missing_extra",
     "read_wrapped",
+    "unauthenticated_message",
     "unwrap_keyring",
     "wrap_keyring",
 ]
@@ -65,6 +77,8 @@ audit_logger = logging.getLogger("encmigrate.audit")
 
 WRAPPED_FORMAT = "encmigrate-wrapped-keyring/1"
 ADMIN_ROLE_REFUSED = "permission denied: needs the key-administrator role"
+# HKDF info of the key that authenticates a stored wrapped keyring (docs/FORMAT.md).
+DOCUMENT_MAC_LABEL = b"encmigrate/1/wrapped-keyring-mac"
 
 
 def missing_extra(extra: str, module: str) -> KeyConfigError:
@@ -191,22 +205,29 @@ def wrap_keyring(
     keyring: Keyring,
     wrap: Callable[[int, bytes], str],
     wrapping: str,
-    extra: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Any],
+    *,
+    data_key: bytes,
 ) -> str:
-    """The stored document: ``keyring`` with each master key replaced by ``wrap(version, key)``."""
+    """The stored document: ``keyring`` with each master key replaced by ``wrap(version, key)``.
+
+    ``extra`` holds the wrapped ``data_key``; ``data_key`` itself (never
+    stored) authenticates the whole document: the ``mac`` member.
+    """
     document = json.loads(keyring.to_json())
     for entry in document["versions"]:
         if entry.get("key") is not None:
             entry["key"] = wrap(entry["version"], base64.b64decode(entry["key"]))
-    stored = {"format": WRAPPED_FORMAT, "wrapping": wrapping, **(extra or {}), "keyring": document}
+    stored = {"format": WRAPPED_FORMAT, "wrapping": wrapping, **extra, "keyring": document}
+    stored["mac"] = base64.b64encode(_document_tag(stored, data_key)).decode("ascii")
     return json.dumps(stored, indent=2) + "\n"
 
 
 def read_wrapped(text: str, wrapping: str, source: str) -> dict[str, Any]:
-    """The stored document, checked to be a wrapped keyring for ``wrapping``."""
+    """The stored document, checked to be a wrapped keyring for ``wrapping`` (not yet authentic)."""
     try:
         document = json.loads(text)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         raise KeyConfigError(
             f"{source}: not valid JSON; expected a {WRAPPED_FORMAT} document"
         ) from None
@@ -216,18 +237,80 @@ def read_wrapped(text: str, wrapping: str, source: str) -> dict[str, Any]:
         )
     if document.get("wrapping") != wrapping:
         raise KeyConfigError(
-            f"{source}: keys are wrapped by {document.get('wrapping')!r}, "
-            f"but this provider is configured for {wrapping!r}"
+            f"{source}: the keys are wrapped by another key or provider than this one, which is "
+            f"configured for {wrapping}"
         )
     if not isinstance(document.get("keyring"), dict):
         raise KeyConfigError(f"{source}: the wrapped document has no keyring")
     return document
 
 
+def check_document(
+    document: Mapping[str, Any],
+    data_key: bytes,
+    source: str,
+    *,
+    allow_unauthenticated: bool = False,
+) -> None:
+    """Refuse a stored document whose ``mac`` does not authenticate it under ``data_key``.
+
+    A document without a ``mac`` was written by an encmigrate before
+    authentication (or had it removed): refused, unless
+    ``allow_unauthenticated`` (``keys upgrade`` only).
+    """
+    mac = document.get("mac")
+    if mac is None and allow_unauthenticated:
+        return
+    if mac is None:
+        raise KeyConfigError(unauthenticated_message(source))
+    try:
+        tag = base64.b64decode(str(mac), validate=True)
+        checker = HMAC(_document_key(data_key), hashes.SHA256())
+        checker.update(_canonical(document))
+        checker.verify(tag)
+    except (InvalidSignature, binascii.Error, ValueError, RecursionError):
+        raise KeyConfigError(
+            f"{source}: the stored keyring does not authenticate: it was changed outside "
+            "encmigrate (a state, the current version, or a version edited, added or removed); "
+            "refused. Restore the previous version of the stored keyring (docs/providers.md)"
+        ) from None
+
+
+def unauthenticated_message(source: str) -> str:
+    return (
+        f"{source}: the stored keyring is not authenticated (written by an encmigrate before "
+        "keyring authentication, or its mac was removed); refused: a key administrator runs "
+        "`encmigrate keys upgrade` once, which shows the versions it authenticates"
+    )
+
+
+def _document_key(data_key: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=DOCUMENT_MAC_LABEL).derive(
+        data_key
+    )
+
+
+def _canonical(document: Mapping[str, Any]) -> bytes:
+    """The document without its ``mac``: sorted keys, no spaces, ASCII (what the MAC signs)."""
+    unsigned = {name: value for name, value in document.items() if name != "mac"}
+    return json.dumps(
+        unsigned, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
+    ).encode("ascii")
+
+
+def _document_tag(document: Mapping[str, Any], data_key: bytes) -> bytes:
+    signer = HMAC(_document_key(data_key), hashes.SHA256())
+    signer.update(_canonical(document))
+    return signer.finalize()
+
+
 def unwrap_keyring(
     document: Mapping[str, Any], unwrap: Callable[[int, str], bytes], source: str
 ) -> Keyring:
-    """The keyring of a stored document, master keys unwrapped into memory only."""
+    """The keyring of a stored document, master keys unwrapped into memory only.
+
+    Call :func:`check_document` first: this trusts the document.
+    """
     ring = json.loads(json.dumps(document["keyring"]))
     for entry in ring.get("versions", []):
         if isinstance(entry, dict) and entry.get("key") is not None:
@@ -265,9 +348,9 @@ def build_provider(
     try:
         ttl = float(ttl_text) if ttl_text else settings.cache_ttl
     except ValueError:
-        raise KeyConfigError(
-            f"{prefix}KEY_CACHE_TTL: must be a number of seconds, got {ttl_text!r}"
-        ) from None
+        ttl = -1.0
+    if not 0 <= ttl < float("inf"):
+        raise KeyConfigError(f"{prefix}KEY_CACHE_TTL: must be a number of seconds (0 or more)")
     if kind == "vault":
         from encmigrate.keys.vault import VaultProvider
 
@@ -294,6 +377,4 @@ def build_provider(
                 key_id, Path(file) if file else directory / settings.path, region, cache_ttl=ttl
             )
         return KmsProvider.with_secret(key_id, secret_id, region, cache_ttl=ttl)
-    raise KeyConfigError(
-        f"unknown key provider {kind!r}: choose env, file, {', '.join(REMOTE_PROVIDERS)}"
-    )
+    raise KeyConfigError(f"unknown key provider: choose env, file, {', '.join(REMOTE_PROVIDERS)}")

@@ -8,8 +8,12 @@ match") and told to run the command again, so no version is ever lost.
 
 With ``transit_key`` the stored document holds no plaintext key: each master
 key is wrapped by the Transit engine (``encrypt``/``decrypt``), unwrapped into
-memory on load and cached for the TTL. The keyring format, envelope and key
-derivation are unchanged.
+memory on load and cached for the TTL. A random data key, wrapped by Transit
+too, authenticates the whole document (every field: states, current version,
+versions), so writing the secret without Transit rights cannot revive a
+disabled version. The keyring format, envelope and key derivation are
+unchanged. (Without Transit the secret holds plaintext keys: whoever can
+write it can replace the keyring, and the secret's ACL is the only guard.)
 
 Credentials come from the environment: ``VAULT_ADDR``, ``VAULT_TOKEN`` or
 ``VAULT_ROLE_ID`` + ``VAULT_SECRET_ID`` (AppRole), ``VAULT_NAMESPACE``,
@@ -21,6 +25,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import os
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -33,8 +38,10 @@ from encmigrate.keys.remote import (
     RetryPolicy,
     audit_load_failure,
     call_with_retries,
+    check_document,
     missing_extra,
     read_wrapped,
+    unauthenticated_message,
     unwrap_keyring,
     wrap_keyring,
 )
@@ -209,6 +216,11 @@ class VaultProvider:
     def generation(self) -> int:
         return self.cache.generation()
 
+    def load_unauthenticated(self) -> Keyring:
+        """The stored keyring even without authentication (``keys upgrade`` only; not cached)."""
+        text, _ = self._read()
+        return self._from_text(text, allow_unauthenticated=True)
+
     def recover_previous(self) -> Keyring:
         """The keyring as it was one KV version before the newest (before the last operation)."""
         _, newest = self._read()
@@ -239,26 +251,52 @@ class VaultProvider:
             raise KeyConfigError(f"{self.describe()}: the secret has no {FIELD!r} field")
         return text, number
 
-    def _from_text(self, text: str) -> Keyring:
+    def _from_text(self, text: str, *, allow_unauthenticated: bool = False) -> Keyring:
         if not self.transit_key:
             return Keyring.from_json(text, source=self.describe())
-        document = read_wrapped(text, self.wrapping, self.describe())
-        return unwrap_keyring(document, self._unwrap, self.describe())
+        source = self.describe()
+        document = read_wrapped(text, self.wrapping, source)
+        wrapped_data_key = document.get("data_key")
+        if not isinstance(wrapped_data_key, str):
+            if not allow_unauthenticated:
+                raise KeyConfigError(unauthenticated_message(source))
+            return unwrap_keyring(document, self._unwrap, source)
+        data_key = bytearray(self._unwrap(0, wrapped_data_key))
+        try:
+            check_document(
+                document, bytes(data_key), source, allow_unauthenticated=allow_unauthenticated
+            )
+        finally:
+            for i in range(len(data_key)):
+                data_key[i] = 0
+        return unwrap_keyring(document, self._unwrap, source)
 
     def _wrap(self, keyring: Keyring) -> str:
-        def wrap(version: int, key: bytes) -> str:
-            answer = self._call(
-                "encrypt with",
-                True,
-                lambda client: client.secrets.transit.encrypt_data(
-                    name=self.transit_key,
-                    plaintext=base64.b64encode(key).decode(),
-                    mount_point=self.transit_mount,
-                ),
+        data_key = bytearray(os.urandom(32))
+        try:
+            extra = {"data_key": self._encrypt(bytes(data_key))}
+            return wrap_keyring(
+                keyring,
+                lambda _, key: self._encrypt(key),
+                self.wrapping,
+                extra,
+                data_key=bytes(data_key),
             )
-            return str(answer["data"]["ciphertext"])
+        finally:
+            for i in range(len(data_key)):
+                data_key[i] = 0
 
-        return wrap_keyring(keyring, wrap, self.wrapping)
+    def _encrypt(self, plaintext: bytes) -> str:
+        answer = self._call(
+            "encrypt with",
+            True,
+            lambda client: client.secrets.transit.encrypt_data(
+                name=self.transit_key,
+                plaintext=base64.b64encode(plaintext).decode(),
+                mount_point=self.transit_mount,
+            ),
+        )
+        return str(answer["data"]["ciphertext"])
 
     def _unwrap(self, version: int, ciphertext: str) -> bytes:
         answer = self._call(
