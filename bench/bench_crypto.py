@@ -131,10 +131,10 @@ def build_contenders(values: list[str], peer_values: list[str]) -> list[Contende
     searchable = encmigrate.get_searchable_cipher(CONTEXT, keyring=keyring)
 
     # The floor derives the same data key as ours, once, outside the timing, so it can
-    # open our envelopes; its associated data is the format-1 header + context.
+    # open our envelopes; its associated data is the header + context + the value's type.
     master = keyring.master_key(keyring.current_version)
     aead = AESGCM(derive_key(master, KeyPurpose.DATA, CONTEXT, keyring.kdf))
-    aad = associated_data(header_bytes(keyring.current_version), CONTEXT)
+    aad = associated_data(header_bytes(keyring.current_version), CONTEXT, "string")
 
     envelopes = ours.batch_encrypt(values)
     blobs = [b for b in envelopes if b is not None]

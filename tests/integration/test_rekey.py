@@ -272,3 +272,55 @@ def test_rewrap_and_decrypt_back_keep_every_kind_of_json_value(db_url: str, tmp_
             assert conn.execute(snapshot).all() == before
     finally:
         engine.dispose()
+
+
+def test_rewrap_moves_format_1_values_to_format_2_bound_to_the_column_type(
+    db_url: str, tmp_path: Path
+) -> None:
+    """Values written before format 2 carry no type; rewrap re-seals them with the column's."""
+    from collections import Counter
+
+    from encmigrate import DecryptionError, get_cipher
+    from encmigrate.crypto import FieldCipher, codec_for
+
+    engine, plan_path = shadow_schema.build(db_url, 120, tmp_path)
+    engine.dispose()
+    keyring = Keyring.generate()
+    plan = shadow_schema.load_plan(plan_path)
+    engine = connect(db_url)
+    numeric = get_cipher("customers.balance", type="numeric", keyring=keyring)
+    legacy = FieldCipher(
+        keyring.derived_keys, "customers.balance", codec_for("numeric"), write_format=1
+    )
+
+    def formats() -> Counter[int]:
+        with engine.connect() as conn:
+            blobs = conn.execute(sa.text("SELECT balance_encrypted FROM customers")).scalars()
+            return Counter(bytes(b)[0] for b in blobs)
+
+    try:
+        migrate_data(plan, engine, keyring)
+        with engine.begin() as conn:
+            stored = conn.execute(
+                sa.text("SELECT id, balance_encrypted FROM customers WHERE id % 3 = 0")
+            ).all()
+            conn.execute(
+                sa.text("UPDATE customers SET balance_encrypted = :c WHERE id = :i"),
+                [{"c": legacy.encrypt(numeric.decrypt(blob)), "i": i} for i, blob in stored],
+            )
+        assert formats() == {1: 40, 2: 80}
+
+        reports = rewrap(plan, engine, keyring, options=MigrateOptions(batch_size=32))
+        assert reports[0].rows_done == 40  # only the format-1 rows: the others are current
+        assert formats() == {2: 120}
+        assert all(v.ok for v in verify(plan, engine, keyring, record=False))
+        with engine.connect() as conn:
+            blob = conn.execute(
+                sa.text("SELECT balance_encrypted FROM customers WHERE id = 3")
+            ).scalar_one()
+        assert numeric.decrypt(blob) == numeric.decrypt(dict(stored)[3])
+        with pytest.raises(DecryptionError):  # the numeric type is bound into it now
+            get_cipher("customers.balance", type="string", keyring=keyring).decrypt(blob)
+        assert rewrap(plan, engine, keyring)[0].rows_done == 0
+    finally:
+        engine.dispose()

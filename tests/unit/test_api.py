@@ -199,3 +199,65 @@ def test_lazily_exported_column_types_are_listed_consistently() -> None:
     assert lazy <= set(encmigrate.__all__)
     for name in lazy:
         assert getattr(encmigrate, name) is getattr(encmigrate.fields, name)
+
+
+NOT_ENVELOPES = [12345, 1.5, object(), ["list"], {"k": "v"}, True]
+
+
+@pytest.mark.parametrize("junk", NOT_ENVELOPES, ids=lambda j: type(j).__name__)
+def test_batch_decrypt_of_anything_that_is_not_an_envelope_is_a_decryption_error(
+    junk: object,
+) -> None:
+    cipher = get_cipher("c", keyring=Keyring.generate())
+    blob = cipher.encrypt("x")
+    for batch in ([junk, blob], [blob, junk], [None, junk], [junk]):
+        with pytest.raises(DecryptionError, match="not an encmigrate envelope"):
+            cipher.batch_decrypt(batch)  # type: ignore[arg-type]
+    with pytest.raises(DecryptionError, match="not an encmigrate envelope"):
+        cipher.decrypt(junk)  # type: ignore[arg-type]
+
+
+def test_a_value_read_as_another_type_is_a_decryption_error() -> None:
+    keyring = Keyring.generate()
+    as_int = get_cipher("customer.age", type="integer", keyring=keyring).encrypt(1)
+    as_str = get_cipher("customer.age", type="string", keyring=keyring).encrypt("1")
+    for type_name, blob in (("boolean", as_int), ("float", as_int), ("integer", as_str)):
+        cipher = get_cipher("customer.age", type=type_name, keyring=keyring)
+        with pytest.raises(DecryptionError, match="another context or type"):
+            cipher.decrypt(blob)
+        with pytest.raises(DecryptionError):
+            cipher.batch_decrypt([blob, blob])
+    # Types that share an encoding share the tag: widening a column keeps its values.
+    assert get_cipher("customer.age", type="bigint", keyring=keyring).decrypt(as_int) == 1
+    assert get_cipher("customer.age", type="text", keyring=keyring).decrypt(as_str) == "1"
+
+
+SECRET = "1999-12-31 secret 4111-1111"
+
+
+@pytest.mark.parametrize("type_name", ["date", "datetime", "time", "numeric", "json", "float"])
+def test_a_payload_that_does_not_decode_never_echoes_the_value(type_name: str) -> None:
+    """A format-1 string read as another type: the error names the type, never the value."""
+    from encmigrate.crypto import FieldCipher, codec_for
+
+    keyring = Keyring.generate()
+    written = FieldCipher(keyring.derived_keys, "c", codec_for("string"), write_format=1)
+    blob = written.encrypt(SECRET)
+    cipher = get_cipher("c", type=type_name, keyring=keyring)
+    for call in (cipher.decrypt, lambda b: cipher.batch_decrypt([b])):
+        with pytest.raises(DecryptionError, match=f"does not decode as {type_name}") as caught:
+            call(blob)
+        error: BaseException | None = caught.value
+        while error is not None:  # nor anything chained to it, which loggers print
+            assert "secret" not in str(error) and "secret" not in repr(error)
+            error = error.__cause__ or error.__context__
+
+
+def test_argument_errors_do_not_repeat_the_argument() -> None:
+    keyring = Keyring.generate()
+    with pytest.raises(ValueError, match="type must be one of") as caught:
+        get_cipher(type=SECRET, keyring=keyring)
+    assert SECRET not in str(caught.value)
+    with pytest.raises(ValueError, match="normalize must be one of") as caught:
+        get_searchable_cipher(normalize=SECRET, keyring=keyring)
+    assert SECRET not in str(caught.value)

@@ -1,8 +1,9 @@
 """Properties of the crypto core, checked with Hypothesis.
 
 * Every type round-trips through encrypt/decrypt, as bytes and as base64 text.
-* Any truncation, extension or bit flip of a valid envelope, and any bytes or text that are not
-  an envelope, raise ``DecryptionError``: never another exception, never a value.
+* Any truncation, extension or bit flip of a valid envelope, any bytes, text or other object
+  that is not an envelope, and any envelope read as a type with another tag, raise
+  ``DecryptionError``: never another exception, never a value.
 * The batch methods agree with the single-value ones, with ``None`` mixed in and with several
   key versions in one ``batch_decrypt``.
 * Search tokens are equal exactly when the normalised values are, and differ across contexts.
@@ -231,6 +232,50 @@ def test_an_envelope_is_refused_in_another_context(typed: tuple[str, Any]) -> No
     blob = cipher(type_name, context="customer.email").encrypt(value)
     with pytest.raises(DecryptionError):
         cipher(type_name, context="customer.phone").decrypt(blob)
+
+
+@PROPERTY
+@given(typed=ANY_TYPED_VALUE, data=st.data())
+def test_an_envelope_is_refused_as_a_type_with_another_tag(
+    typed: tuple[str, Any], data: st.DataObject
+) -> None:
+    """Format 2 binds the type: no value comes back as another type, whatever its bytes."""
+    type_name, value = typed
+    blob = cipher(type_name).encrypt(value)
+    tag = codec_for(type_name).tag
+    other = data.draw(st.sampled_from([t for t in TYPE_NAMES if codec_for(t).tag != tag]))
+    reader = cipher(other)
+    with pytest.raises(DecryptionError):
+        reader.decrypt(blob)
+    with pytest.raises(DecryptionError):
+        reader.batch_decrypt([blob, None, blob])
+
+
+NOT_ENVELOPES = st.one_of(
+    st.integers(),
+    st.floats(),
+    st.booleans(),
+    st.lists(st.binary(max_size=40), max_size=3),
+    st.dictionaries(st.text(max_size=4), st.integers(), max_size=3),
+    st.builds(object),
+    st.tuples(st.binary(max_size=40)),
+)
+
+
+@PROPERTY
+@given(junk=NOT_ENVELOPES, position=st.integers(0, 3), text=st.booleans())
+def test_any_object_in_a_batch_is_refused_with_decryption_error_only(
+    junk: Any, position: int, text: bool
+) -> None:
+    field = cipher("string")
+    blobs: list[Any] = list(field.batch_encrypt(["a", "b", "c"]))
+    if text:  # a text column: base64 envelopes first, then the same rule
+        blobs = [text_of(b) for b in blobs]
+    blobs.insert(position, junk)
+    with pytest.raises(DecryptionError):
+        field.batch_decrypt(blobs)
+    with pytest.raises(DecryptionError):
+        field.decrypt(junk)
 
 
 # -- batches ----------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 import pytest
 
 from encmigrate import DecryptionError, Keyring, KeyState, get_cipher, get_searchable_cipher
+from encmigrate.crypto import FieldCipher, codec_for
 from encmigrate.crypto.envelope import envelope_to_text
 from encmigrate.fields.hotpath import HotPath
 
@@ -26,7 +27,7 @@ def test_sealed_values_are_field_cipher_envelopes_and_back() -> None:
     path = hot(ROTATED)
     cipher = get_cipher("customer.email", keyring=ROTATED)
     sealed = path.seal("alice@example.com")
-    assert sealed[:5] == b"\x01\x00\x00\x00\x02"
+    assert sealed[:5] == b"\x02\x00\x00\x00\x02"
     assert cipher.decrypt(sealed) == "alice@example.com"
     assert path.open(cipher.encrypt("bob@example.com")) == "bob@example.com"
 
@@ -60,7 +61,9 @@ def test_memoryview_bytearray_and_base64_text_open_too() -> None:
         lambda b: b[:20],
         lambda b: b"",
         lambda b: b[:17] + bytes([b[17] ^ 1]) + b[18:],  # tampered ciphertext
-        lambda b: b"\x02" + b[1:],  # unknown format
+        lambda b: b"\x03" + b[1:],  # unknown format
+        lambda b: b"\x01" + b[1:],  # format 2 rewritten as format 1 (no type check)
+        lambda b: 12345,  # not bytes at all (SQLite stores what it is given)
         lambda b: b[:1] + b"\x00\x00\x00\x09" + b[5:],  # unknown version
         lambda b: b[:1] + b"\x00\x00\x00\x00" + b[5:],  # version 0
         lambda b: "not base64!",
@@ -90,10 +93,25 @@ def test_a_value_under_a_disabled_version_raises_even_after_that_version_opened(
     assert caught.value.version == 1
 
 
-def test_a_payload_that_does_not_decode_as_the_type_raises() -> None:
-    as_text = get_cipher("customer.age", type="string", keyring=FIRST).encrypt("x" * 3)
+def test_a_value_written_as_another_type_raises() -> None:
+    as_text = get_cipher("customer.age", type="string", keyring=FIRST).encrypt("x")
+    with pytest.raises(DecryptionError, match="another context or type"):
+        hot(FIRST, context="customer.age", type_name="binary").open(as_text)
+
+
+def test_a_format_1_payload_that_does_not_decode_as_the_type_raises() -> None:
+    keys = FIRST.derived_keys
+    as_text = FieldCipher(keys, "customer.age", codec_for("string"), write_format=1).encrypt("xyz")
     with pytest.raises(DecryptionError, match="boolean"):
         hot(FIRST, context="customer.age", type_name="boolean").open(as_text)
+
+
+def test_format_1_values_open_and_the_type_is_not_checked() -> None:
+    old = FieldCipher(FIRST.derived_keys, "customer.email", codec_for("string"), write_format=1)
+    path = hot(FIRST)
+    assert path.open(old.encrypt("a")) == "a"
+    assert path.open(path.seal("b")) == "b"  # format 2 after format 1: learned separately
+    assert path.open(old.encrypt("c")) == "c"
 
 
 def test_repr_names_context_and_type_only() -> None:

@@ -1,12 +1,15 @@
-"""The frozen format-1 vectors agree three ways: the file, the code and docs/FORMAT.md.
+"""The frozen vectors of formats 1 and 2 agree three ways: the files, the code and docs/FORMAT.md.
 
 1. Each envelope decrypts through the public API to its value.
-2. Re-encrypting the value with the case's nonce reproduces the envelope and token byte for byte.
+2. Re-encrypting the value with the case's nonce (in the file's format) reproduces the envelope
+   and token byte for byte.
 3. Each envelope and token is recomputed from FORMAT.md's recipe with nothing but
    cryptography's HKDF / PBKDF2HMAC / AESGCM and the stdlib's hmac, never our cipher.
 
 So a format change (encoding, key derivation, header, associated data, token) cannot slip in:
-it fails here until the vectors are regenerated on purpose (tests/vectors/make_format1.py).
+it fails here until the vectors are regenerated on purpose (tests/vectors/make_format1.py,
+make_format2.py). Format 2 also binds the value's type: every format-2 envelope is refused
+when read as a type with another tag, and when its format byte is rewritten to 01.
 """
 
 from __future__ import annotations
@@ -23,18 +26,27 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 
 from encmigrate import DecryptionError, Keyring, KeyState, decrypt_field, get_searchable_cipher
-from encmigrate.crypto import CODECS, FieldCipher, SearchableCipher, codec_for
+from encmigrate.crypto import CODECS, TYPE_NAMES, FieldCipher, SearchableCipher, codec_for
 from encmigrate.keys.keyring import KeyVersion, MasterKey
 from support.vectors import FORMAT1_FILE, VECTORS_DIR, Format1Case, load_format1
 
+FORMAT2_FILE = VECTORS_DIR / "encmigrate_format2.json"
 VECTORS = load_format1()
-CASES = [pytest.param(case, id=case.id) for case in VECTORS.cases]
+VECTORS2 = load_format1(FORMAT2_FILE)  # the same fields: the loader reads both files
+FILES = {1: (FORMAT1_FILE, VECTORS), 2: (FORMAT2_FILE, VECTORS2)}
+CASES = [
+    pytest.param(fmt, case, id=f"f{fmt}-{case.id}")
+    for fmt, (_, vectors) in FILES.items()
+    for case in vectors.cases
+]
+CASES2 = [pytest.param(case, id=case.id) for case in VECTORS2.cases]
 
 
 # -- the recipe of docs/FORMAT.md, written out with primitives only ----------------
@@ -81,6 +93,32 @@ def doc_encode(type_name: str, value: Any) -> bytes:
         return bytes(value)
     assert type_name == "json"
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+DOC_TYPE_TAGS = {
+    "string": "string",
+    "text": "string",
+    "integer": "integer",
+    "bigint": "integer",
+    "float": "float",
+    "numeric": "numeric",
+    "boolean": "boolean",
+    "date": "date",
+    "datetime": "datetime",
+    "time": "time",
+    "binary": "binary",
+    "json": "json",
+}
+"""FORMAT.md section 2: the tag format 2 binds; types that share an encoding share a tag."""
+
+
+def doc_aad(envelope_format: int, version: int, context: str, type_name: str) -> bytes:
+    """FORMAT.md section 2: header || UTF-8(context) [|| 00 || ASCII(type tag) in format 2]."""
+    header = bytes([envelope_format]) + version.to_bytes(4, "big")
+    aad = header + context.encode("utf-8")
+    if envelope_format == 2:
+        aad += b"\x00" + DOC_TYPE_TAGS[type_name].encode("ascii")
+    return aad
 
 
 DOC_NORMALIZE: dict[str, Callable[[str], str]] = {
@@ -132,11 +170,15 @@ def replay(nonce: bytes) -> Any:
     return source
 
 
-# -- the file itself ----------------------------------------------------------------
+# -- the files themselves -----------------------------------------------------------
 
 
-def test_vectors_cover_every_type_both_kdfs_both_versions_and_a_non_ascii_context() -> None:
-    cases = VECTORS.cases
+@pytest.mark.parametrize("envelope_format", sorted(FILES))
+def test_vectors_cover_every_type_both_kdfs_both_versions_and_a_non_ascii_context(
+    envelope_format: int,
+) -> None:
+    vectors = FILES[envelope_format][1]
+    cases = vectors.cases
     assert {case.type for case in cases} == set(CODECS)
     assert {case.kdf for case in cases} == {"hkdf-sha256", "pbkdf2-sha256"}
     assert {(case.kdf, case.version) for case in cases} == {
@@ -144,16 +186,30 @@ def test_vectors_cover_every_type_both_kdfs_both_versions_and_a_non_ascii_contex
     }
     assert any(not case.context.isascii() for case in cases)
     assert any(case.normalize != "none" and case.token_input != case.encoded for case in cases)
-    assert VECTORS.pbkdf2_iterations == 100_000
+    assert vectors.pbkdf2_iterations == 100_000
 
 
-def test_the_committed_file_is_exactly_what_the_generator_writes() -> None:
-    generator = _load_generator()
-    assert generator.render(generator.build_document()) == FORMAT1_FILE.read_text("utf-8")
+@pytest.mark.parametrize("envelope_format", sorted(FILES))
+def test_the_committed_file_is_exactly_what_the_generator_writes(envelope_format: int) -> None:
+    generator = _load_generator(f"make_format{envelope_format}")
+    path = FILES[envelope_format][0]
+    assert generator.render(generator.build_document()) == path.read_text("utf-8")
 
 
-def _load_generator() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("make_format1", VECTORS_DIR / "make_format1.py")
+def test_the_format_2_file_lists_the_documented_type_tags() -> None:
+    document = json.loads(FORMAT2_FILE.read_text("utf-8"))
+    assert document["envelope_format"] == 2
+    assert document["type_tags"] == DOC_TYPE_TAGS
+    assert {name: codec.tag for name, codec in CODECS.items()} == DOC_TYPE_TAGS
+
+
+def test_no_nonce_of_the_format_2_file_repeats_one_of_format_1_under_the_same_key() -> None:
+    used = {(c.kdf, c.version, c.context, c.nonce) for c in VECTORS.cases}
+    assert not any((c.kdf, c.version, c.context, c.nonce) in used for c in VECTORS2.cases)
+
+
+def _load_generator(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, VECTORS_DIR / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up there
@@ -161,32 +217,36 @@ def _load_generator() -> ModuleType:
     return module
 
 
-@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize(("envelope_format", "case"), CASES)
 def test_header_shows_format_and_version_and_the_size_follows_the_encoding(
-    case: Format1Case,
+    envelope_format: int, case: Format1Case
 ) -> None:
     envelope = case.envelope
-    assert envelope[0] == 0x01
+    assert envelope[0] == envelope_format
     assert int.from_bytes(envelope[1:5], "big") == case.version
     assert envelope[5:17] == case.nonce
     assert len(envelope) == 1 + 4 + 12 + len(case.encoded) + 16
-    assert case.aad == envelope[:5] + case.context.encode("utf-8")
+    assert case.aad == doc_aad(envelope_format, case.version, case.context, case.type)
     assert base64.b64decode(case.envelope_base64, validate=True) == envelope
 
 
-# -- 1. the code reads the file -------------------------------------------------------
+# -- 1. the code reads the files ------------------------------------------------------
 
 
-@pytest.mark.parametrize("case", CASES)
-def test_envelope_decrypts_to_its_value_through_the_public_api(case: Format1Case) -> None:
+@pytest.mark.parametrize(("envelope_format", "case"), CASES)
+def test_envelope_decrypts_to_its_value_through_the_public_api(
+    envelope_format: int, case: Format1Case
+) -> None:
     ring = both_versions_ring(case.kdf)
     for stored in (case.envelope, case.envelope_base64):
         value = decrypt_field(stored, context=case.context, type=case.type, keyring=ring)
         assert_same_value(value, case.value)
 
 
-@pytest.mark.parametrize("case", CASES)
-def test_token_is_found_by_a_lookup_under_any_readable_version(case: Format1Case) -> None:
+@pytest.mark.parametrize(("envelope_format", "case"), CASES)
+def test_token_is_found_by_a_lookup_under_any_readable_version(
+    envelope_format: int, case: Format1Case
+) -> None:
     ring = both_versions_ring(case.kdf)
     cipher = get_searchable_cipher(
         case.context, normalize=case.normalize, type=case.type, keyring=ring
@@ -194,42 +254,92 @@ def test_token_is_found_by_a_lookup_under_any_readable_version(case: Format1Case
     assert case.token in cipher.lookup_tokens(case.value)
 
 
-@pytest.mark.parametrize("case", CASES)
-def test_envelope_does_not_decrypt_in_another_context(case: Format1Case) -> None:
+@pytest.mark.parametrize(("envelope_format", "case"), CASES)
+def test_envelope_does_not_decrypt_in_another_context(
+    envelope_format: int, case: Format1Case
+) -> None:
     ring = both_versions_ring(case.kdf)
     with pytest.raises(DecryptionError):
         decrypt_field(case.envelope, context=case.context + ".x", type=case.type, keyring=ring)
 
 
-# -- 2. the code writes the file --------------------------------------------------------
+@pytest.mark.parametrize(("envelope_format", "case"), CASES)
+def test_envelope_with_its_format_byte_swapped_does_not_decrypt(
+    envelope_format: int, case: Format1Case
+) -> None:
+    """No downgrade to format 1 (which has no type check), nor the other way round."""
+    ring = both_versions_ring(case.kdf)
+    swapped = bytes([3 - envelope_format]) + case.envelope[1:]
+    with pytest.raises(DecryptionError):
+        decrypt_field(swapped, context=case.context, type=case.type, keyring=ring)
 
 
-@pytest.mark.parametrize("case", CASES)
-def test_encoding_is_the_codecs_output(case: Format1Case) -> None:
+@pytest.mark.parametrize("case", CASES2)
+def test_format_2_envelope_is_refused_as_any_type_with_another_tag(case: Format1Case) -> None:
+    ring = both_versions_ring(case.kdf)
+    own_tag = DOC_TYPE_TAGS[case.type]
+    for other in TYPE_NAMES:
+        if DOC_TYPE_TAGS[other] == own_tag:
+            value = decrypt_field(case.envelope, context=case.context, type=other, keyring=ring)
+            assert_same_value(value, case.value)  # text/string, bigint/integer: one encoding
+            continue
+        with pytest.raises(DecryptionError):
+            decrypt_field(case.envelope, context=case.context, type=other, keyring=ring)
+
+
+def test_format_1_is_read_without_a_type_check_as_documented() -> None:
+    """FORMAT.md: a format-1 value read as another type decodes as what its bytes mean there."""
+    case = next(c for c in VECTORS.cases if c.id == "hkdf-v1-integer-zero")
+    ring = both_versions_ring(case.kdf)
+    assert decrypt_field(case.envelope, context=case.context, type="boolean", keyring=ring) is False
+    twin = next(c for c in VECTORS2.cases if c.id == case.id)
+    with pytest.raises(DecryptionError):
+        decrypt_field(twin.envelope, context=twin.context, type="boolean", keyring=ring)
+
+
+# -- 2. the code writes the files ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(("envelope_format", "case"), CASES)
+def test_encoding_is_the_codecs_output(envelope_format: int, case: Format1Case) -> None:
     assert codec_for(case.type).encode(case.value) == case.encoded
 
 
-@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize(("envelope_format", "case"), CASES)
 def test_re_encrypting_with_the_same_nonce_gives_the_same_envelope_and_token(
-    case: Format1Case,
+    envelope_format: int, case: Format1Case
 ) -> None:
     keys = single_version_ring(case.kdf, case.version).derived_keys
     codec = codec_for(case.type)
-    plain = FieldCipher(keys, case.context, codec, nonces=replay(case.nonce))
+    plain = FieldCipher(
+        keys, case.context, codec, nonces=replay(case.nonce), write_format=envelope_format
+    )
     assert plain.encrypt(case.value) == case.envelope
     searchable = SearchableCipher(
-        keys, case.context, codec, normalize=case.normalize, nonces=replay(case.nonce)
+        keys,
+        case.context,
+        codec,
+        normalize=case.normalize,
+        nonces=replay(case.nonce),
+        write_format=envelope_format,
     )
     sealed = searchable.seal(case.value)
     assert sealed.ciphertext == case.envelope
     assert sealed.token == case.token
 
 
-# -- 3. the doc's recipe gives the file -------------------------------------------------
+@pytest.mark.parametrize("case", CASES2)
+def test_writers_write_format_2_by_default(case: Format1Case) -> None:
+    keys = single_version_ring(case.kdf, case.version).derived_keys
+    cipher = FieldCipher(keys, case.context, codec_for(case.type), nonces=replay(case.nonce))
+    assert cipher.encrypt(case.value) == case.envelope
 
 
-@pytest.mark.parametrize("case", CASES)
-def test_encoding_follows_the_documented_table(case: Format1Case) -> None:
+# -- 3. the doc's recipe gives the files --------------------------------------------------
+
+
+@pytest.mark.parametrize(("envelope_format", "case"), CASES)
+def test_encoding_follows_the_documented_table(envelope_format: int, case: Format1Case) -> None:
     assert doc_encode(case.type, case.value) == case.encoded
     if case.normalize != "none":
         normalised = DOC_NORMALIZE[case.normalize](case.value)
@@ -238,14 +348,16 @@ def test_encoding_follows_the_documented_table(case: Format1Case) -> None:
         assert case.token_input == case.encoded
 
 
-@pytest.mark.parametrize("case", CASES)
-def test_envelope_and_token_follow_the_documented_recipe(case: Format1Case) -> None:
+@pytest.mark.parametrize(("envelope_format", "case"), CASES)
+def test_envelope_and_token_follow_the_documented_recipe(
+    envelope_format: int, case: Format1Case
+) -> None:
     data_key, search_key = doc_keys(case.kdf, case.version, case.context)
     assert data_key == case.data_key
     assert search_key == case.search_key
 
-    header = bytes([0x01]) + case.version.to_bytes(4, "big")
-    aad = header + case.context.encode("utf-8")
+    header = bytes([envelope_format]) + case.version.to_bytes(4, "big")
+    aad = doc_aad(envelope_format, case.version, case.context, case.type)
     sealed = AESGCM(data_key).encrypt(case.nonce, case.encoded, aad)  # ciphertext || tag
     assert header + case.nonce + sealed == case.envelope
     opened = AESGCM(data_key).decrypt(case.envelope[5:17], case.envelope[17:], aad)
@@ -253,3 +365,29 @@ def test_envelope_and_token_follow_the_documented_recipe(case: Format1Case) -> N
 
     token = hmac.digest(search_key, case.token_input, "sha256")
     assert hmac.compare_digest(token, case.token)
+
+
+@pytest.mark.parametrize("case", CASES2)
+def test_format_2_tag_check_holds_with_bare_primitives(case: Format1Case) -> None:
+    """The recipe's AAD with any other tag fails GCM authentication: the type is bound."""
+    data_key = doc_keys(case.kdf, case.version, case.context)[0]
+    own_tag = DOC_TYPE_TAGS[case.type]
+    for tag in sorted(set(DOC_TYPE_TAGS.values()) - {own_tag}):
+        header = case.envelope[:5]
+        aad = header + case.context.encode("utf-8") + b"\x00" + tag.encode("ascii")
+        with pytest.raises(InvalidTag):
+            AESGCM(data_key).decrypt(case.envelope[5:17], case.envelope[17:], aad)
+
+
+@pytest.mark.parametrize("envelope_format", sorted(FILES))
+def test_the_worked_example_of_format_md_is_the_first_case_of_each_file(
+    envelope_format: int,
+) -> None:
+    """Section 9 quotes these bytes: a regenerated file must come with an updated doc."""
+    text = (VECTORS_DIR.parents[1] / "docs" / "FORMAT.md").read_text("utf-8")
+    case = FILES[envelope_format][1].cases[0]
+    assert case.id == "hkdf-v1-string-ascii"
+    envelope = case.envelope
+    quoted = " ".join(f"`{part.hex()}`" for part in (envelope[:5], case.nonce))
+    assert quoted + f" `{envelope[17:-16].hex()}` `{envelope[-16:].hex()}`" in text
+    assert f"`{case.envelope_base64}`" in text

@@ -40,7 +40,7 @@ def test_report_gives_format_version_and_sizes_without_decrypting() -> None:
     keyring = Keyring.generate().rotated()
     blob = _blob(keyring, "ab")
     report = inspect_envelope(blob, keyring)
-    assert (report.format, report.key_version, report.size) == (1, 2, len(blob))
+    assert (report.format, report.key_version, report.size) == (2, 2, len(blob))
     assert (report.header_size, report.nonce_size, report.tag_size) == (5, NONCE_SIZE, TAG_SIZE)
     assert report.ciphertext_size == len(b"ab") == len(blob) - 33
     assert (report.key_state, report.readable, report.current_version) == ("active", True, 2)

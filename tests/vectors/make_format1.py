@@ -211,7 +211,12 @@ def _case(spec: Spec, ring: Keyring, nonces: CounterNonces) -> dict[str, Any]:
     codec = codec_for(spec.type)
     kdf = Kdf(spec.kdf)
     cipher = SearchableCipher(
-        ring.derived_keys, spec.context, codec, normalize=spec.normalize, nonces=nonces
+        ring.derived_keys,
+        spec.context,
+        codec,
+        normalize=spec.normalize,
+        nonces=nonces,
+        write_format=1,  # writers default to format 2 (make_format2.py); this file is format 1
     )
     envelope, token = cipher.seal(spec.value)
     assert envelope is not None and token is not None

@@ -51,7 +51,7 @@ _HEX = frozenset(string.hexdigits)
 
 
 class NotAnEnvelopeError(EncmigrateError):
-    """The bytes given are not a format-1 envelope (exit 1). The message never shows them."""
+    """The bytes given are not an envelope (exit 1). The message never shows them."""
 
     exit_code = 1
 
@@ -127,8 +127,8 @@ def decode_envelope_text(text: str) -> tuple[bytes, str]:
         )
     longest = max(len(blob) for blob, _ in candidates)
     raise NotAnEnvelopeError(
-        f"the value decodes to {longest} bytes that are not a format-1 envelope (it needs the "
-        "format byte 0x01, a key version other than 0, and at least 33 bytes): "
+        f"the value decodes to {longest} bytes that are not an envelope (it needs the "
+        "format byte 0x01 or 0x02, a key version other than 0, and at least 33 bytes): "
         "it is not an encmigrate ciphertext, or it was truncated"
     )
 
@@ -143,7 +143,7 @@ def inspect_envelope(
     header = parse_header(blob)
     if header is None:
         raise NotAnEnvelopeError(
-            f"{len(blob)} bytes that are not a format-1 envelope (it needs the format byte 0x01, "
+            f"{len(blob)} bytes that are not an envelope (it needs the format byte 0x01 or 0x02, "
             "a key version other than 0, and at least 33 bytes)"
         )
     state: str | None = None

@@ -265,7 +265,7 @@ def _run(engine: sa.Engine, url: str, directory: Path, count: int) -> None:
 
     out.rule("Final verify and audit")
     _verify(plan, engine, keyring)
-    report_audit = verify_audit_log(directory / AUDIT_FILE, manager.load().audit_head)
+    report_audit = verify_audit_log(directory / AUDIT_FILE, manager.load())
     out.print(
         f"audit log: {report_audit.lines} events, chain {'intact' if report_audit.ok else 'BROKEN'}"
     )

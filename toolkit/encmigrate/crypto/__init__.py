@@ -1,10 +1,10 @@
-"""The crypto core: envelope format 1, key derivation, codecs, field ciphers.
+"""The crypto core: the envelope (formats 1 and 2), key derivation, codecs, field ciphers.
 
 Nothing here knows where keys come from; :mod:`encmigrate.keys` supplies a
 :class:`MasterKeySource`.
 """
 
-from encmigrate.crypto.cipher import Blob, FieldCipher, NonceSource
+from encmigrate.crypto.cipher import Blob, FieldCipher, KeysSource, NonceSource
 from encmigrate.crypto.codecs import CODECS, TYPE_NAMES, Codec, codec_for
 from encmigrate.crypto.derived import DerivedKeys, MasterKeySource
 from encmigrate.crypto.envelope import EnvelopeHeader, parse_header
@@ -21,6 +21,7 @@ __all__ = [
     "FieldCipher",
     "Kdf",
     "KeyPurpose",
+    "KeysSource",
     "MasterKeySource",
     "NonceSource",
     "Normalize",

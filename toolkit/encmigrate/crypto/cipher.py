@@ -13,22 +13,29 @@ from encmigrate.crypto.codecs import Codec
 from encmigrate.crypto.derived import DerivedKeys
 from encmigrate.crypto.envelope import (
     FORMAT_1,
+    FORMAT_2,
+    FORMATS,
     HEADER_SIZE,
     MIN_SIZE,
     NONCE_SIZE,
-    associated_data,
+    TYPE_SEPARATOR,
+    WRITE_FORMAT,
     envelope_from_text,
     header_bytes,
 )
 from encmigrate.errors import DecryptionError, EncmigrateError
 
-__all__ = ["Blob", "FieldCipher", "NonceSource"]
+__all__ = ["TAG_FAILED", "Blob", "FieldCipher", "KeysSource", "NonceSource"]
 
 Blob = bytes | bytearray | memoryview
 NonceSource = Callable[[int], bytes]
 """Returns that many random bytes. ``os.urandom`` outside the frozen-vector tests."""
+KeysSource = Callable[[], DerivedKeys]
+"""Returns the derived keys of the keyring in force now; asked at every operation, so it
+must be cheap (it bounds its own cache lifetime, e.g. a clock check)."""
 
 _BODY = HEADER_SIZE + NONCE_SIZE
+TAG_FAILED = "the value was altered, or belongs to another context or type"
 
 
 class FieldCipher:
@@ -37,32 +44,70 @@ class FieldCipher:
     ``encrypt`` always uses the keyring's current version; ``decrypt`` reads
     any version the keyring can still read. ``None`` is never encrypted and
     comes back as ``None``. Every failure to decrypt raises
-    :class:`DecryptionError`, whatever the input bytes.
+    :class:`DecryptionError`, whatever the input.
+
+    ``keys`` is either one keyring's :class:`DerivedKeys`, used for the
+    cipher's life (keyrings are immutable: a disable or a rotation made
+    elsewhere is not seen), or a :data:`KeysSource` asked at every operation,
+    so that a long-lived cipher follows the keyring in force (what
+    ``get_cipher()`` without a keyring builds).
+
+    Envelopes are written in format 2, which binds the type's tag into the
+    associated data, so a value read as another type fails like a tampered
+    one; ``write_format=1`` writes the older format (readers from before
+    format 2, and the frozen format-1 vectors). Both formats are read.
 
     The batch methods do the same work for many values at once: the key is
     looked up once, nonces are drawn from the OS in one call, and the common
-    case (every value under one key version) runs without per-value checks
-    in Python, since the header is authenticated as associated data anyway.
+    case (every value under one header) runs without per-value checks in
+    Python, since the header is authenticated as associated data anyway.
     """
 
-    __slots__ = ("_codec", "_context", "_keys", "_nonces", "_state")
+    __slots__ = (
+        "_aad_tails",
+        "_codec",
+        "_context",
+        "_fixed",
+        "_format",
+        "_nonces",
+        "_source",
+        "_state",
+    )
 
     def __init__(
         self,
-        keys: DerivedKeys,
+        keys: DerivedKeys | KeysSource,
         context: str,
         codec: Codec,
         *,
         nonces: NonceSource = os.urandom,
+        write_format: int = WRITE_FORMAT,
     ) -> None:
         if not isinstance(context, str) or not context:
             raise ValueError("context must be a non-empty string")
-        self._keys = keys
+        if write_format not in FORMATS:
+            raise ValueError(f"write_format must be one of {sorted(FORMATS)}")
+        if isinstance(keys, DerivedKeys):
+            fixed = keys
+            self._fixed: DerivedKeys | None = keys
+            self._source: KeysSource = lambda: fixed
+        else:
+            self._fixed = None
+            self._source = keys
         self._context = context
         self._codec = codec
         self._nonces = nonces
-        # (version, header, aad, aead) for the current version, recomputed on rotation.
-        self._state: tuple[int, bytes, bytes, AESGCM] | None = None
+        self._format = write_format
+        # What follows the header in the associated data, per format (section 2 of
+        # docs/FORMAT.md; envelope.associated_data is the reference this must equal).
+        name = context.encode("utf-8")
+        self._aad_tails = {
+            FORMAT_1: name,
+            FORMAT_2: name + TYPE_SEPARATOR + codec.tag.encode("ascii"),
+        }
+        # (keys, version, header, aad, aead) of the current version, recomputed when the
+        # keys object (a reloaded keyring) or its current version (a rotation) changes.
+        self._state: tuple[DerivedKeys, int, bytes, bytes, AESGCM] | None = None
 
     @property
     def context(self) -> str:
@@ -73,13 +118,30 @@ class FieldCipher:
         return self._codec.name
 
     @property
+    def codec(self) -> Codec:
+        return self._codec
+
+    @property
+    def write_format(self) -> int:
+        return self._format
+
+    @property
+    def follows_keyring(self) -> bool:
+        """Whether this cipher asks a :data:`KeysSource` for the keys in force at each call."""
+        return self._fixed is None
+
+    @property
     def keys(self) -> DerivedKeys:
-        return self._keys
+        """The derived keys in force now (for a following cipher, those of this moment)."""
+        return self._fixed or self._source()
 
     def __repr__(self) -> str:
+        # A following cipher does not ask its source here: repr must not load a keyring.
+        keys = (
+            "keyring='in force'" if self._fixed is None else f"version={self.keys.current_version}"
+        )
         return (
-            f"{type(self).__name__}(context={self._context!r}, type={self._codec.name!r}, "
-            f"version={self._keys.current_version})"
+            f"{type(self).__name__}(context={self._context!r}, type={self._codec.name!r}, {keys})"
         )
 
     # -- encryption ------------------------------------------------------
@@ -89,7 +151,7 @@ class FieldCipher:
         if value is None:
             return None
         data = self._codec.encode(value)
-        _version, header, aad, aead = self._current()
+        _keys, _version, header, aad, aead = self._current()
         nonce = self._nonces(NONCE_SIZE)
         return header + nonce + aead.encrypt(nonce, data, aad)
 
@@ -112,7 +174,7 @@ class FieldCipher:
     def _seal_all(self, datas: list[bytes]) -> list[bytes | None]:
         if not datas:
             return []
-        _version, header, aad, aead = self._current()
+        _keys, _version, header, aad, aead = self._current()
         seal = aead.encrypt
         pool = self._nonces(NONCE_SIZE * len(datas))
         nonces = [pool[i : i + NONCE_SIZE] for i in range(0, len(pool), NONCE_SIZE)]
@@ -121,13 +183,15 @@ class FieldCipher:
             for nonce, data in zip(nonces, datas, strict=True)
         ]
 
-    def _current(self) -> tuple[int, bytes, bytes, AESGCM]:
-        version = self._keys.current_version
+    def _current(self) -> tuple[DerivedKeys, int, bytes, bytes, AESGCM]:
+        """Keys, version, header, associated data and AES-GCM of the current version."""
+        keys = self._fixed or self._source()
         state = self._state
-        if state is None or state[0] != version:
-            header = header_bytes(version)
-            aead = self._keys.aead(version, self._context)
-            state = (version, header, associated_data(header, self._context), aead)
+        if state is None or state[0] is not keys or state[1] != keys.current_version:
+            version = keys.current_version
+            header = header_bytes(version, self._format)
+            aad = header + self._aad_tails[self._format]
+            state = (keys, version, header, aad, keys.aead(version, self._context))
             self._state = state
         return state
 
@@ -137,10 +201,13 @@ class FieldCipher:
         """The value sealed in ``blob``; raises :class:`DecryptionError` on any failure."""
         if blob is None:
             return None
-        return self._decode(self._open(blob))
+        return self._decode(self._open(blob, self._fixed or self._source()))
 
     def batch_decrypt(self, blobs: Sequence[Blob | str | None]) -> list[Any]:
-        """Values of ``blobs`` in order; raises on the first that fails."""
+        """Values of ``blobs`` in order; raises :class:`DecryptionError` on the first that fails.
+
+        Any element that is not an envelope (bytes, or base64 text) fails that way too.
+        """
         blobs = blobs if isinstance(blobs, list | tuple) else list(blobs)
         if not blobs:
             return []
@@ -150,18 +217,18 @@ class FieldCipher:
             first = next(b for b in blobs if b is not None)
         if first is None:
             return [None] * len(blobs)
-        plaintexts = self._open_same_version(blobs, first)
+        keys = self._fixed or self._source()  # one keyring for the whole batch
+        plaintexts = self._open_same_header(blobs, first, keys)
         if plaintexts is None:
-            plaintexts = [None if b is None else self._open(b) for b in blobs]
-        decode = self._codec.decode
+            plaintexts = [None if b is None else self._open(b, keys) for b in blobs]
+        decode = self._codec.parse
         try:
             if None in plaintexts:
                 return [None if p is None else decode(p) for p in plaintexts]
             return list(map(decode, plaintexts))
         except Exception:
-            raise DecryptionError(
-                self._context, None, f"payload does not decode as {self._codec.name}"
-            ) from None
+            error = self._undecodable()
+        raise error  # outside the handler: the parser's message can quote the payload
 
     def _from_text(self, blobs: Sequence[Blob | str | None]) -> list[bytes | None]:
         raw = [None if b is None else _as_bytes(b) for b in blobs]
@@ -169,26 +236,32 @@ class FieldCipher:
             raise DecryptionError(self._context, None, "not an encmigrate envelope")
         return raw
 
-    def _open_same_version(self, blobs: Sequence[Any], first: Any) -> list[Any] | None:
-        """The fast path: every blob under ``first``'s version, or None to go slow.
+    def _open_same_header(
+        self, blobs: Sequence[Any], first: Any, keys: DerivedKeys
+    ) -> list[Any] | None:
+        """The fast path: every blob under ``first``'s header, or None to go slow.
 
         The associated data is built once, from ``first``'s header, so each
         blob's own header must equal it: otherwise a blob whose format byte or
         version was rewritten would still open under ``first``'s. A blob under
-        another version, another format or a truncated one sends us to the
-        slow path, which checks and reports each value.
+        another version or format, a truncated one or one that is not bytes
+        sends us to the slow path, which checks and reports each value.
         """
-        if isinstance(first, str) or len(first) < MIN_SIZE or first[0] != FORMAT_1:
+        if (
+            not isinstance(first, bytes | bytearray | memoryview)
+            or len(first) < MIN_SIZE
+            or first[0] not in FORMATS
+        ):
             return None
-        version = int.from_bytes(bytes(first[1:HEADER_SIZE]), "big")
+        header = bytes(first[:HEADER_SIZE])
+        version = int.from_bytes(header[1:], "big")
         if version == 0:
             return None
         try:
-            aead = self._keys.aead(version, self._context)
+            aead = keys.aead(version, self._context)
         except EncmigrateError:
             return None
-        header = header_bytes(version)
-        aad = associated_data(header, self._context)
+        aad = header + self._aad_tails[header[0]]
         unseal = aead.decrypt
         try:
             if any(b[:HEADER_SIZE] != header for b in blobs):
@@ -197,29 +270,35 @@ class FieldCipher:
         except Exception:  # InvalidTag, or a None / short / foreign value
             return None
 
-    def _open(self, blob: Blob | str) -> bytes:
+    def _open(self, blob: Any, keys: DerivedKeys) -> bytes:
         """Authenticate and decrypt one envelope, checking everything."""
         raw = _as_bytes(blob)
-        if raw is None or len(raw) < MIN_SIZE or raw[0] != FORMAT_1:
+        if raw is None or len(raw) < MIN_SIZE or raw[0] not in FORMATS:
             raise DecryptionError(self._context, None, "not an encmigrate envelope")
         version = int.from_bytes(raw[1:HEADER_SIZE], "big")
         try:
-            aead = self._keys.aead(version, self._context)
+            aead = keys.aead(version, self._context)
         except EncmigrateError as exc:
-            raise DecryptionError(self._context, version, str(exc)) from None
-        aad = associated_data(raw[:HEADER_SIZE], self._context)
-        try:
-            return aead.decrypt(raw[HEADER_SIZE:_BODY], raw[_BODY:], aad)
-        except InvalidTag:
-            raise DecryptionError(self._context, version) from None
+            reason = str(exc)  # names the version and its state, never key material
+        else:
+            aad = raw[:HEADER_SIZE] + self._aad_tails[raw[0]]
+            try:
+                return aead.decrypt(raw[HEADER_SIZE:_BODY], raw[_BODY:], aad)
+            except InvalidTag:
+                reason = TAG_FAILED
+        raise DecryptionError(self._context, version, reason)
 
     def _decode(self, data: bytes) -> Any:
         try:
-            return self._codec.decode(data)
+            return self._codec.parse(data)
         except Exception:
-            raise DecryptionError(
-                self._context, None, f"payload does not decode as {self._codec.name}"
-            ) from None
+            error = self._undecodable()
+        raise error  # outside the handler: the parser's message can quote the payload
+
+    def _undecodable(self) -> DecryptionError:
+        return DecryptionError(
+            self._context, None, f"payload does not decode as {self._codec.name}"
+        )
 
 
 def _as_bytes(blob: object) -> bytes | None:

@@ -41,14 +41,33 @@ class Codec:
     """Encoder and decoder of one field type.
 
     ``encode`` raises :class:`ValueTypeError` for a value of the wrong Python
-    type, naming the types only. ``decode`` trusts its input: it only ever
-    sees bytes that passed GCM authentication.
+    type, naming the types only; so does :meth:`decode` for bytes that are not
+    an encoding of the type. ``parse`` is ``decode`` without that wrapping:
+    its errors may quote the bytes (``Invalid isoformat string: '...'``), so
+    only callers that replace every exception with their own may use it (the
+    ciphers do, on their per-value paths).
+
+    ``tag`` is the name bound into format-2 envelopes (docs/FORMAT.md): the
+    type name, except that types sharing an encoding share a tag (``text``
+    is tagged ``string``, ``bigint`` is tagged ``integer``), so that widening
+    a column from one to the other reads its values as they are.
     """
 
     name: str
     encode: Callable[[Any], bytes]
-    decode: Callable[[bytes], Any]
+    parse: Callable[[bytes], Any]
     accepts: str
+    tag: str
+
+    def decode(self, data: bytes) -> Any:
+        """The value ``data`` encodes; :class:`ValueTypeError` (naming the type only) if none."""
+        try:
+            return self.parse(data)
+        except Exception:
+            error = ValueTypeError(f"{self.name} payload does not decode as a {self.name} value")
+        # Raised outside the handler: the parser's exception, whose message can quote
+        # the bytes, must not even ride along as ``__context__``.
+        raise error
 
     def __repr__(self) -> str:
         return f"Codec({self.name!r})"
@@ -64,9 +83,8 @@ def _encode_string(value: Any) -> bytes:
     try:
         return value.encode("utf-8")
     except UnicodeEncodeError:
-        raise ValueTypeError(
-            "string field expects valid Unicode text (lone surrogate found)"
-        ) from None
+        error = ValueTypeError("string field expects valid Unicode text (lone surrogate found)")
+    raise error  # outside the handler: UnicodeEncodeError holds the whole text
 
 
 def _decode_string(data: bytes) -> str:
@@ -201,19 +219,16 @@ def _encode_json(value: Any) -> bytes:
         return b"null"
     if value is None or not isinstance(value, dict | list | str | int | float):
         raise _refuse("json", "a JSON value (dict, list, str, number, bool)", value)
+    # The errors are raised outside their handlers: json's messages, and the text a
+    # UnicodeEncodeError holds, can quote the value; ours must not, not even as __context__.
     try:
         text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
         return text.encode("utf-8")
     except UnicodeEncodeError:
-        # Its message quotes the offending character and position; ours must not.
-        raise ValueTypeError(
-            "json field expects valid Unicode text (lone surrogate found)"
-        ) from None
+        error = ValueTypeError("json field expects valid Unicode text (lone surrogate found)")
     except (TypeError, ValueError) as exc:
-        # json's messages can quote the offending value; ours must not.
-        raise ValueTypeError(
-            f"json field: value is not JSON-serialisable ({type(exc).__name__})"
-        ) from None
+        error = ValueTypeError(f"json field: value is not JSON-serialisable ({type(exc).__name__})")
+    raise error
 
 
 def _decode_json(data: bytes) -> Any:
@@ -221,16 +236,20 @@ def _decode_json(data: bytes) -> Any:
 
 
 def _codec(
-    name: str, encode: Callable[[Any], bytes], decode: Callable[[bytes], Any], accepts: str
+    name: str,
+    encode: Callable[[Any], bytes],
+    parse: Callable[[bytes], Any],
+    accepts: str,
+    tag: str | None = None,
 ) -> Codec:
-    return Codec(name=name, encode=encode, decode=decode, accepts=accepts)
+    return Codec(name=name, encode=encode, parse=parse, accepts=accepts, tag=tag or name)
 
 
 CODECS: dict[str, Codec] = {
     "string": _codec("string", _encode_string, _decode_string, "str"),
-    "text": _codec("text", _encode_string, _decode_string, "str"),
+    "text": _codec("text", _encode_string, _decode_string, "str", tag="string"),
     "integer": _codec("integer", _encode_integer, _decode_integer, "int"),
-    "bigint": _codec("bigint", _encode_integer, _decode_integer, "int"),
+    "bigint": _codec("bigint", _encode_integer, _decode_integer, "int", tag="integer"),
     "float": _codec("float", _encode_float, _decode_float, "float"),
     "numeric": _codec("numeric", _encode_numeric, _decode_numeric, "Decimal"),
     "boolean": _codec("boolean", _encode_boolean, _decode_boolean, "bool"),
@@ -245,10 +264,9 @@ TYPE_NAMES: tuple[str, ...] = tuple(CODECS)
 
 
 def codec_for(type_name: str) -> Codec:
-    """The codec for a DESIGN.md type name, or ``ValueError`` naming the valid ones."""
-    try:
-        return CODECS[type_name]
-    except (KeyError, TypeError):
-        raise ValueError(
-            f"type must be one of {', '.join(TYPE_NAMES)}; got {type_name!r}"
-        ) from None
+    """The codec for a type name, or ``ValueError`` naming the valid ones."""
+    found = CODECS.get(type_name) if isinstance(type_name, str) else None
+    if found is None:
+        # The name given is not repeated: a misplaced argument could be a value.
+        raise ValueError(f"type must be one of {', '.join(TYPE_NAMES)}")
+    return found

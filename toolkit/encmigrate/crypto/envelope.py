@@ -1,17 +1,24 @@
-"""The ciphertext envelope, format 1 (docs/FORMAT.md).
+"""The ciphertext envelope, formats 1 and 2 (docs/FORMAT.md).
 
 ::
 
     offset  size  field
-    0       1     format byte, 0x01
+    0       1     format byte: 0x02 (written), or 0x01 (still read)
     1       4     master-key version, unsigned big-endian
     5       12    nonce
     17      n     AES-256-GCM ciphertext of the encoded value
     17+n    16    GCM tag
 
-The associated data is the 5 header bytes followed by the context in UTF-8.
-The context is never stored: the reader supplies it, so a value moved to
-another column fails authentication.
+Both formats have this layout; they differ only in the associated data:
+
+* format 1: the 5 header bytes, then the context in UTF-8;
+* format 2: the same, then one ``00`` byte and the value's type tag in ASCII
+  (``string``, ``integer``, ``float``, ...; see :attr:`Codec.tag`).
+
+Neither the context nor the type is stored: the reader supplies both, so a
+value moved to another column fails authentication, and so does a format-2
+value read as another type (a format-1 value read as another type decodes
+as whatever its bytes mean in that type: format 1 predates the type tag).
 """
 
 from __future__ import annotations
@@ -21,12 +28,16 @@ import binascii
 from dataclasses import dataclass
 
 __all__ = [
+    "FORMATS",
     "FORMAT_1",
+    "FORMAT_2",
     "HEADER_SIZE",
     "MAX_VERSION",
     "MIN_SIZE",
     "NONCE_SIZE",
     "TAG_SIZE",
+    "TYPE_SEPARATOR",
+    "WRITE_FORMAT",
     "EnvelopeHeader",
     "associated_data",
     "envelope_from_text",
@@ -36,6 +47,12 @@ __all__ = [
 ]
 
 FORMAT_1 = 0x01
+FORMAT_2 = 0x02
+FORMATS = frozenset({FORMAT_1, FORMAT_2})
+"""The format bytes a reader accepts."""
+WRITE_FORMAT = FORMAT_2
+"""The format every writer uses unless told otherwise."""
+TYPE_SEPARATOR = b"\x00"
 HEADER_SIZE = 5
 NONCE_SIZE = 12
 TAG_SIZE = 16
@@ -43,16 +60,27 @@ MIN_SIZE = HEADER_SIZE + NONCE_SIZE + TAG_SIZE
 MAX_VERSION = 2**32 - 1
 
 
-def header_bytes(version: int) -> bytes:
-    """The 5 header bytes of a format-1 envelope under ``version``."""
+def header_bytes(version: int, format: int = WRITE_FORMAT) -> bytes:
+    """The 5 header bytes of an envelope under ``version`` in ``format``."""
+    if format not in FORMATS:
+        raise ValueError(f"envelope format must be one of {sorted(FORMATS)}")
     if not 1 <= version <= MAX_VERSION:
         raise ValueError(f"key version must be between 1 and {MAX_VERSION}, got {version}")
-    return bytes((FORMAT_1,)) + version.to_bytes(4, "big")
+    return bytes((format,)) + version.to_bytes(4, "big")
 
 
-def associated_data(header: bytes, context: str) -> bytes:
-    """GCM associated data: the header followed by the context in UTF-8."""
-    return header + context.encode("utf-8")
+def associated_data(header: bytes, context: str, type_tag: str | None = None) -> bytes:
+    """GCM associated data of an envelope with ``header``, in ``context``, of ``type_tag``.
+
+    Format 1: header || UTF-8(context). Format 2: header || UTF-8(context) ||
+    00 || ASCII(type_tag). The tag is read back from the end (type tags hold
+    no 00 byte), so the framing is unambiguous even for a context that holds one.
+    """
+    if header[0] == FORMAT_1:
+        return header + context.encode("utf-8")
+    if type_tag is None:
+        raise ValueError("a format-2 envelope binds its type: pass type_tag")
+    return header + context.encode("utf-8") + TYPE_SEPARATOR + type_tag.encode("ascii")
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,17 +98,17 @@ class EnvelopeHeader:
 
 
 def parse_header(blob: bytes | bytearray | memoryview) -> EnvelopeHeader | None:
-    """The header of a format-1 envelope, or None when ``blob`` is not one.
+    """The header of a format-1 or format-2 envelope, or None when ``blob`` is not one.
 
     This checks shape only (format byte, length); authenticity is known only
     after decryption.
     """
-    if len(blob) < MIN_SIZE or blob[0] != FORMAT_1:
+    if len(blob) < MIN_SIZE or blob[0] not in FORMATS:
         return None
     version = int.from_bytes(bytes(blob[1:HEADER_SIZE]), "big")
     if version == 0:
         return None
-    return EnvelopeHeader(format=FORMAT_1, version=version, size=len(blob))
+    return EnvelopeHeader(format=blob[0], version=version, size=len(blob))
 
 
 def envelope_to_text(blob: bytes) -> str:

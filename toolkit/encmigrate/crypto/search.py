@@ -15,9 +15,10 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
-from encmigrate.crypto.cipher import FieldCipher, NonceSource
+from encmigrate.crypto.cipher import FieldCipher, KeysSource, NonceSource
 from encmigrate.crypto.codecs import Codec
 from encmigrate.crypto.derived import DerivedKeys
+from encmigrate.crypto.envelope import HEADER_SIZE, WRITE_FORMAT
 
 __all__ = ["Normalize", "Sealed", "SearchableCipher"]
 
@@ -61,19 +62,20 @@ class SearchableCipher(FieldCipher):
 
     def __init__(
         self,
-        keys: DerivedKeys,
+        keys: DerivedKeys | KeysSource,
         context: str,
         codec: Codec,
         *,
         normalize: Normalize | str = Normalize.NONE,
         nonces: NonceSource = os.urandom,
+        write_format: int = WRITE_FORMAT,
     ) -> None:
-        super().__init__(keys, context, codec, nonces=nonces)
+        super().__init__(keys, context, codec, nonces=nonces, write_format=write_format)
         try:
             mode = Normalize(normalize)
         except ValueError:
             choices = ", ".join(m.value for m in Normalize)
-            raise ValueError(f"normalize must be one of {choices}; got {normalize!r}") from None
+            raise ValueError(f"normalize must be one of {choices}") from None
         if mode is not Normalize.NONE and codec.name not in ("string", "text"):
             raise ValueError(f"normalize={mode.value!r} applies to string fields, not {codec.name}")
         self._normalize = _NORMALIZERS.get(mode)
@@ -83,18 +85,19 @@ class SearchableCipher(FieldCipher):
 
     def token(self, value: Any) -> bytes | None:
         """The search token of ``value`` under the current key version."""
-        return self.token_under(value, self._keys.current_version)
+        return self.token_under(value, self.keys.current_version)
 
     def token_under(self, value: Any, version: int) -> bytes | None:
         """The search token of ``value`` under key ``version`` (it must be readable)."""
         if value is None:
             return None
-        key = self._keys.search_key(version, self._context)
+        key = self.keys.search_key(version, self._context)
         return hmac.digest(key, self._search_bytes(value), "sha256")
 
     def batch_tokens(self, values: Sequence[Any]) -> list[bytes | None]:
         """Tokens of ``values`` under the current version; ``None`` stays ``None``."""
-        key = self._keys.search_key(self._keys.current_version, self._context)
+        keys = self.keys
+        key = keys.search_key(keys.current_version, self._context)
         encode = self._search_bytes
         digest = hmac.digest
         return [None if v is None else digest(key, encode(v), "sha256") for v in values]
@@ -104,14 +107,20 @@ class SearchableCipher(FieldCipher):
         if value is None:
             return []
         data = self._search_bytes(value)
+        keys = self.keys
         return [
-            hmac.digest(self._keys.search_key(version, self._context), data, "sha256")
-            for version in self._keys.readable_versions()
+            hmac.digest(keys.search_key(version, self._context), data, "sha256")
+            for version in keys.readable_versions()
         ]
 
     def seal(self, value: Any) -> Sealed:
-        """Ciphertext and token of one value."""
-        return Sealed(self.encrypt(value), self.token(value))
+        """Ciphertext and token of one value (under the same keyring)."""
+        blob = self.encrypt(value)
+        if blob is None:
+            return Sealed(None, None)
+        # The token under the version the envelope names, even if a following
+        # cipher's keyring rotated between the two.
+        return Sealed(blob, self.token_under(value, int.from_bytes(blob[1:HEADER_SIZE], "big")))
 
     def _search_bytes(self, value: Any) -> bytes:
         if self._normalize is not None and isinstance(value, str):

@@ -3,7 +3,7 @@
 See docs/fields.md for recipes. Modules, one concept each:
 
 * :mod:`.encrypted`: the base class (storage, processors, comparisons, repr);
-* :mod:`.types`: one type per DESIGN.md type name;
+* :mod:`.types`: one type per type name;
 * :mod:`.context`: how a type finds its column, context and keyring;
 * :mod:`.hotpath`: the per-value encryption and decryption path;
 * :mod:`.search`: searchable types, ``.search`` lookups, the token column;

@@ -3,7 +3,7 @@
 A type instance is a SQLAlchemy :class:`~sqlalchemy.sql.base.SchemaEventTarget`
 (as ``Enum`` is): ``Column`` hands it the column it belongs to, and the type
 derives the default context from that column the first time it encrypts or
-decrypts, exactly as DESIGN.md "Ciphertext envelope" defines it:
+decrypts, exactly as docs/FORMAT.md (section 2) defines it:
 ``<table>.<column>`` or ``<schema>.<table>.<column>``, the column's database
 name, case kept (for a ``<column>_encrypted`` shadow column, the planned
 column's name). The migrator derives the same string from the plan, so a
@@ -27,22 +27,21 @@ at first use and re-resolved when it changes: at most once a second
 (:data:`REFRESH_SECONDS`), or at once after
 :func:`encmigrate.keys.reset_default_keyring`. ``default_keyring`` itself
 rereads the environment and the keyring file, which costs far too much to do
-per value.
+per value. The ciphers ``get_cipher()`` builds without a keyring share the
+same follower (:data:`encmigrate.api.DEFAULT_KEYRING`).
 """
 
 from __future__ import annotations
 
-import threading
-import time
 from typing import Any, cast
 
 from sqlalchemy import Column, Table
 from sqlalchemy.sql.base import SchemaEventTarget
 
+from encmigrate.api import DEFAULT_KEYRING, REFRESH_SECONDS
 from encmigrate.crypto.cipher import FieldCipher
 from encmigrate.errors import ConfigError
 from encmigrate.fields.hotpath import HotPath
-from encmigrate.keys import resolve
 from encmigrate.keys.keyring import Keyring
 
 __all__ = [
@@ -53,10 +52,6 @@ __all__ = [
     "current_default_keyring",
 ]
 
-REFRESH_SECONDS = 1.0
-"""How long a default keyring is used before ``default_keyring()`` is asked again."""
-
-
 SHADOW_SUFFIX = "_encrypted"
 """Suffix of the shadow columns ``add-columns`` creates (as ``plan.ENCRYPTED_SUFFIX``)."""
 
@@ -65,7 +60,7 @@ def column_context(column: Column[Any]) -> str:
     """The default context of ``column``: ``[<schema>.]<table>.<column>``.
 
     A column named ``<name>_encrypted`` is the shadow column of the planned
-    column ``<name>`` (DESIGN.md, step 1), and ``migrate-data`` encrypts into
+    column ``<name>`` (``add-columns``, step 1), and ``migrate-data`` encrypts into
     it under the planned column's context, ``<table>.<name>``. The suffix is
     dropped here too, so a model mapped onto the shadow columns reads what
     the migrator wrote, and the migrator's ``verify`` reads what the model
@@ -84,39 +79,9 @@ def column_context(column: Column[Any]) -> str:
     return f"{prefix}.{name}"
 
 
-class _DefaultKeyring:
-    """The configuration's keyring, asked for at most once per refresh period."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._state: tuple[Keyring, float] | None = None
-
-    def get(self) -> Keyring:
-        state = self._state
-        if state is not None and time.monotonic() < state[1] and _still_cached(state[0]):
-            return state[0]
-        with self._lock:
-            ring = resolve.default_keyring()
-            self._state = (ring, time.monotonic() + REFRESH_SECONDS)
-            return ring
-
-
-def _still_cached(ring: Keyring) -> bool:
-    """Whether ``default_keyring()`` still holds ``ring`` (reset empties its cache).
-
-    Identity, not ``==``: an equal keyring reloaded after a reset is a new
-    object with a fresh derived-key cache, and comparing pydantic models per
-    value would cost more than the encryption.
-    """
-    return any(cached is ring for cached in resolve._cache.values())
-
-
-_DEFAULT = _DefaultKeyring()
-
-
 def current_default_keyring() -> Keyring:
     """The keyring types with ``keyring=None`` use right now."""
-    return _DEFAULT.get()
+    return DEFAULT_KEYRING.keyring()
 
 
 class ColumnBound(SchemaEventTarget):
@@ -185,7 +150,7 @@ class ColumnBound(SchemaEventTarget):
 
     def keyring(self) -> Keyring:
         """The keyring in force for this type (explicit, or the default one now)."""
-        return self._keyring if self._keyring is not None else _DEFAULT.get()
+        return self._keyring if self._keyring is not None else DEFAULT_KEYRING.keyring()
 
     def cipher(self) -> FieldCipher:
         """This column's cipher under the keyring in force, built once per keyring."""
@@ -193,7 +158,7 @@ class ColumnBound(SchemaEventTarget):
 
     def hot(self) -> HotPath:
         """The per-value path of this column under the keyring in force (see hotpath.py)."""
-        ring = self._keyring if self._keyring is not None else _DEFAULT.get()
+        ring = self._keyring if self._keyring is not None else DEFAULT_KEYRING.keyring()
         state = self._cipher_state
         if state is not None and state[0] is ring:
             return state[1]

@@ -1,6 +1,6 @@
 """The base of the encrypted column types: storage, processors, comparisons, repr.
 
-Every type stores the format-1 envelope (DESIGN.md) of its value, encoded by
+Every type stores the envelope (docs/FORMAT.md) of its value, encoded by
 the crypto core's codec of the same type name, in ``bytea``/``BLOB`` or, with
 ``storage="text"``, as standard base64 in a text column. The bytes are those
 ``encmigrate.get_cipher(context, type=<type name>)`` produces, so the ORM, the
@@ -80,11 +80,11 @@ def check_storage(storage: str) -> Storage:
         return "binary"
     if storage == "text":
         return "text"
-    raise ValueError(f"storage must be 'binary' or 'text'; got {storage!r}")
+    raise ValueError("storage must be 'binary' or 'text'")
 
 
 class EncryptedType(ColumnBound, TypeDecorator[_T]):
-    """Base of the encrypted types; ``type_name`` is the DESIGN.md type name.
+    """Base of the encrypted types; ``type_name`` is the type name (as in the plan).
 
     ``context`` defaults to the column's ``[<schema>.]<table>.<column>``;
     ``keyring`` defaults to the configured keyring (resolved at first use).

@@ -12,9 +12,10 @@ everything else once per (type, keyring):
   crypto core draws it.
 * opening: a value whose 5 header bytes equal those of the previous value
   is opened with that version's AES-GCM instance and associated data; any
-  other header is looked up (and learned) once per version. Anything else
-  (text input, unknown or unreadable version, a failed tag, a payload that
-  does not decode) goes to :meth:`FieldCipher.decrypt`, which checks everything and raises the one
+  other header is looked up (and learned) once per format and version.
+  Anything else (text input, a value that is not bytes, an unknown or
+  unreadable version, a failed tag, a payload that does not decode) goes
+  to :meth:`FieldCipher.decrypt`, which checks everything and raises the one
   :class:`~encmigrate.errors.DecryptionError`: the fast path never decides
   that a value is bad, it only skips work for values that are good.
 
@@ -28,9 +29,8 @@ from collections.abc import Callable
 from typing import Any
 
 from encmigrate.crypto.cipher import FieldCipher
-from encmigrate.crypto.codecs import codec_for
 from encmigrate.crypto.envelope import (
-    FORMAT_1,
+    FORMATS,
     HEADER_SIZE,
     NONCE_SIZE,
     associated_data,
@@ -53,15 +53,15 @@ class HotPath:
 
     def __init__(self, cipher: FieldCipher) -> None:
         self.cipher = cipher
-        keys, context = cipher.keys, cipher.context
-        codec = codec_for(cipher.type_name)
+        keys, context, codec = cipher.keys, cipher.context, cipher.codec
         version = keys.current_version
-        header = header_bytes(version)
-        aad = associated_data(header, context)
+        header = header_bytes(version, cipher.write_format)
+        aad = associated_data(header, context, codec.tag)
         encrypt = keys.aead(version, context).encrypt
         encode = codec.encode
         nonces = os.urandom
-        self._decode = codec.decode
+        # The raw parser: a failure goes to the full path, which raises the one error.
+        self._decode = codec.parse
         self._openers: dict[bytes, Opener] = {}
         self._current_header = header
         self._readable: tuple[int, ...] | None = None
@@ -89,11 +89,11 @@ class HotPath:
 
         # Literal offsets (HEADER_SIZE, HEADER_SIZE + NONCE_SIZE): this runs per value.
         def open_(blob: Any) -> Any:
-            if blob[:5] == header:
-                try:
+            try:
+                if blob[:5] == header:
                     return decode(decrypt(blob[5:17], blob[17:], aad))
-                except Exception:  # a bad tag or payload: let the full path name it
-                    return slow(blob)
+            except Exception:  # a bad tag or payload, or no bytes at all: the full path names it
+                return slow(blob)
             return open_other(blob)
 
         def open_other(blob: Any) -> Any:
@@ -112,7 +112,7 @@ class HotPath:
 
     def _learn(self, blob: bytes) -> Opener | None:
         """The opener of ``blob``'s key version, if that version may be read."""
-        if len(blob) < HEADER_SIZE or blob[0] != FORMAT_1:
+        if len(blob) < HEADER_SIZE or blob[0] not in FORMATS:
             return None
         header = blob[:HEADER_SIZE]
         found = self._openers.get(header)
@@ -125,7 +125,8 @@ class HotPath:
             aead = self.cipher.keys.aead(version, self.cipher.context)
         except EncmigrateError:
             return None
-        opener = (aead.decrypt, associated_data(header, self.cipher.context))
+        aad = associated_data(header, self.cipher.context, self.cipher.codec.tag)
+        opener = (aead.decrypt, aad)
         self._openers[header] = opener
         return opener
 

@@ -130,7 +130,7 @@ class Searchable(EncryptedType[Any]):
             mode = Normalize(normalize)
         except ValueError:
             choices = ", ".join(m.value for m in Normalize)
-            raise ValueError(f"normalize must be one of {choices}; got {normalize!r}") from None
+            raise ValueError(f"normalize must be one of {choices}") from None
         if mode is not Normalize.NONE and self.type_name not in ("string", "text"):
             raise ValueError(f"normalize applies to string fields, not {self.type_name}")
         if not isinstance(token_column, bool | str) or token_column == "":

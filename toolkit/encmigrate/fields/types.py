@@ -1,4 +1,4 @@
-"""The encrypted column types, one per DESIGN.md type name.
+"""The encrypted column types, one per type name (the plan's and ``type=``'s).
 
 Each adds to :class:`~encmigrate.fields.encrypted.EncryptedType` its type
 name (which codec encodes its values), its ``python_type``, and the checks

@@ -4,9 +4,11 @@ Both run on the same chunk, checkpoint, retry and progress machinery as the
 backfill; only which rows need work and what a batch writes differ.
 
 * rewrap: rows whose ciphertext is under another version than the current
-  one (or under ``--from-version``), read from the envelope header in SQL;
-  each value is decrypted and sealed again with a fresh nonce, its search
-  token recomputed. Old and new versions stay readable throughout.
+  one, or in format 1 (without the type bound in), read from the envelope
+  header in SQL (``--from-version``: rows under that version, in either
+  format); each value is decrypted and sealed again with a fresh nonce, in
+  the current format with the column's type, its search token recomputed.
+  Old and new versions stay readable throughout.
 * decrypt-back: rows with a ciphertext and no plaintext (the plaintext
   columns that the drop revision's downgrade re-added empty) get their
   plaintext back. The ciphertext is sealed again in the same statement, so
@@ -23,7 +25,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from encmigrate.crypto.codecs import JSON_NULL
-from encmigrate.crypto.envelope import envelope_from_text, header_bytes
+from encmigrate.crypto.envelope import FORMATS, HEADER_SIZE, envelope_from_text, header_bytes
 from encmigrate.errors import DecryptionError
 from encmigrate.migrate.batch import BatchResult, PreparedBatch, compute_encrypt, read_encrypt
 from encmigrate.migrate.keyset import Cursor
@@ -111,7 +113,7 @@ ENCRYPT = Operation(
 
 
 def rewrap_operation(current: int, from_version: int | None = None) -> Operation:
-    """Re-encrypt values under ``from_version`` (default: any version but ``current``)."""
+    """Re-encrypt values under ``from_version`` (default: all but format 2 under ``current``)."""
 
     def pending(work: TableWork) -> sa.ColumnElement[bool]:
         return sa.or_(*(_stale(s, current, from_version) for s in work.shadows))
@@ -134,17 +136,29 @@ def _stale(shadow: ShadowColumns, current: int, from_version: int | None) -> sa.
     if shadow.work.plan.storage == "text":
         # The version is not cut cleanly by base64 characters: decide per row in Python.
         return column.is_not(None)
-    head = sa.func.substr(column, 1, 5)
     if from_version is not None:
-        return head == sa.literal(header_bytes(from_version), sa.LargeBinary)
+        # Bytes 2-5 are the version in every format.
+        version = sa.func.substr(column, 2, 4)
+        return version == sa.literal(from_version.to_bytes(4, "big"), sa.LargeBinary)
+    # The header the writers write now: a format-1 value under the current
+    # version is stale too (rewrap binds its type in).
+    head = sa.func.substr(column, 1, HEADER_SIZE)
     return sa.and_(column.is_not(None), head != sa.literal(header_bytes(current), sa.LargeBinary))
 
 
-def version_of(blob: Any) -> int | None:
+def header_of(blob: Any) -> bytes | None:
+    """The 5 header bytes of a stored envelope (bytes or base64 text) in a known format, or None."""
     raw = envelope_from_text(blob) if isinstance(blob, str) else blob
-    if raw is None or len(raw) < 5:
+    if not isinstance(raw, bytes | bytearray | memoryview) or len(raw) < HEADER_SIZE:
         return None
-    return int.from_bytes(bytes(raw[1:5]), "big")
+    head = bytes(raw[:HEADER_SIZE])
+    return head if head[0] in FORMATS else None
+
+
+def version_of(blob: Any) -> int | None:
+    """The key version a stored envelope's header names, or None when it has no such header."""
+    head = header_of(blob)
+    return None if head is None else int.from_bytes(head[1:], "big")
 
 
 def _compute_rewrap(
@@ -153,12 +167,15 @@ def _compute_rewrap(
     batch = PreparedBatch(work, rows)
     if not rows:
         return batch
-    current = work.shadows[0].work.cipher.keys.current_version if work.shadows else 0
     for index, shadow in enumerate(work.shadows):
         blobs = [row[batch.width + index] for row in rows]
+        # What the column's cipher writes now: its format and the current version.
+        current = header_bytes(
+            shadow.work.cipher.keys.current_version, shadow.work.cipher.write_format
+        )
         wanted = [
             b is not None
-            and (version_of(b) == from_version if from_version else version_of(b) != current)
+            and (version_of(b) == from_version if from_version else header_of(b) != current)
             for b in blobs
         ]
         chosen = [b if w else None for b, w in zip(blobs, wanted, strict=True)]

@@ -25,7 +25,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from encmigrate.crypto.envelope import envelope_from_text
+from encmigrate.crypto.envelope import FORMATS, HEADER_SIZE, envelope_from_text
 from encmigrate.errors import DatabaseError, DecryptionError
 from encmigrate.keys.keyring import Keyring
 from encmigrate.migrate.bookkeeping import error_kind
@@ -273,9 +273,9 @@ def _as_bytes(value: Any) -> bytes | None:
 
 def _version(blob: Any) -> int | None:
     raw = _as_bytes(blob)
-    if raw is None or len(raw) < 5 or raw[0] != 1:
+    if raw is None or len(raw) < HEADER_SIZE or raw[0] not in FORMATS:
         return None
-    return int.from_bytes(raw[1:5], "big")
+    return int.from_bytes(raw[1:HEADER_SIZE], "big")
 
 
 def _record(

@@ -27,6 +27,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from encmigrate.crypto.cipher import TAG_FAILED
 from encmigrate.errors import ConfigError, DecryptionError
 
 if TYPE_CHECKING:
@@ -94,10 +95,11 @@ def decrypt_failure_reason(error: DecryptionError) -> str:
         return "not_envelope"
     if "does not decode" in text:
         return "decode"
-    # With a version and no reason appended, GCM authentication failed; a reason means the
-    # version's key could not be had (unknown, disabled or destroyed).
-    bare = str(DecryptionError(error.context, error.version))
-    return "auth" if error.version is None or text == bare else "key_unavailable"
+    # With a version, either GCM authentication failed or the version's key could not be had
+    # (unknown, disabled or destroyed: the reason says which state).
+    if error.version is None or error.reason in ("", TAG_FAILED):
+        return "auth"
+    return "key_unavailable"
 
 
 class Metrics:
