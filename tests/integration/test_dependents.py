@@ -211,6 +211,25 @@ def test_find_dependents_names_every_kind_the_postgresql_catalogs_record(
 
 
 @pytest.mark.postgres
+def test_a_percent_sign_in_the_table_name_hides_no_dependent(tmp_path: Path, pg_url: str) -> None:
+    # The table's name is a bound value for to_regclass: a `%` doubled by the dialect's quoting
+    # named another (missing) table, and the view below went unreported.
+    execute(
+        pg_url,
+        'CREATE TABLE "pct%b" (id integer PRIMARY KEY, email text)',
+        'CREATE VIEW pct_emails AS SELECT id, email FROM "pct%b"',
+    )
+    project = make_project(tmp_path / "p", pg_url, column("pct%b", "email"))
+    engine = project.engine()
+    try:
+        with engine.connect() as connection:
+            found = find_dependents(connection, project.plan().tables)
+    finally:
+        engine.dispose()
+    assert [(d.kind, d.name) for d in found] == [("view", "public.pct_emails")]
+
+
+@pytest.mark.postgres
 def test_plan_check_lists_dependents_and_drop_refuses_until_they_are_dealt_with(
     tmp_path: Path, pg_url: str
 ) -> None:

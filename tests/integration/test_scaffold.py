@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -10,8 +11,10 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from typer.testing import CliRunner
 
 from encmigrate import plan as plan_module
+from encmigrate.cli import app
 from encmigrate.revisions import add_columns
 from encmigrate.scaffold import ENV_PY, init
 from support.revisions import execute
@@ -114,3 +117,50 @@ def test_postgres_tables_outside_public_are_listed_schema_qualified(
     )
     result = init(tmp_path, database_url=pg_url)
     assert result.tables == ("customer", "Sales.Order")
+
+
+def test_a_hostile_table_name_is_only_a_toml_string_in_the_starter_plan(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    hostile = 'nl\n[[columns]]\ntable = "victim'
+    execute(sqlite_url, f'CREATE TABLE "{hostile.replace(chr(34), chr(34) * 2)}" (id INTEGER)')
+    result = init(tmp_path, database_url=sqlite_url)
+    assert result.tables == (hostile,)
+    plan_text = (tmp_path / "encmigrate.toml").read_text()
+    assert set(tomllib.loads(plan_text)) == {"database", "alembic", "keys", "migration"}
+    assert '#   table = "nl\\n[[columns]]\\ntable = \\"victim"' in plan_text
+    with pytest.raises(plan_module.PlanError, match="no columns planned"):
+        plan_module.load(tmp_path / "encmigrate.toml", environ={}, check_database=False)
+
+
+@pytest.mark.postgres
+def test_init_does_not_write_the_database_password(tmp_path: Path, pg_url: str) -> None:
+    # The local server trusts its users: any password connects, so a real one is not needed.
+    with_password = sa.make_url(pg_url).set(password="s3cret-pw").render_as_string(False)
+    result = CliRunner().invoke(
+        app, ["--json", "init", str(tmp_path), "--database-url", with_password], env={}
+    )
+    assert result.exit_code == 0, result.output
+    plan_text = (tmp_path / "encmigrate.toml").read_text()
+    assert "s3cret-pw" not in plan_text
+    stored = sa.make_url(tomllib.loads(plan_text)["database"]["url"])
+    assert stored.password is None
+    assert stored.render_as_string(False) == sa.make_url(pg_url).render_as_string(False)
+    (note,) = json.loads(result.stdout)["notes"]
+    assert "ENCMIGRATE_DATABASE_URL" in note and "s3cret" not in note
+    # Without the environment variable the plan's URL is used: the password then comes
+    # from ~/.pgpass or PGPASSWORD (the local server needs none).
+    assert plan_module.resolve_database_url(environ={}, cwd=tmp_path) == str(
+        tomllib.loads(plan_text)["database"]["url"]
+    )
+
+
+def test_init_prints_where_the_password_goes(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        app, ["init", str(tmp_path), "--database-url", "sqlite:///app.db"], env={}
+    )
+    assert result.exit_code == 0
+    assert "note:" not in result.stderr  # nothing was removed from a SQLite URL
+    assert tomllib.loads((tmp_path / "encmigrate.toml").read_text())["database"] == {
+        "url": "sqlite:///app.db"
+    }

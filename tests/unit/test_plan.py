@@ -337,3 +337,56 @@ def test_a_view_on_a_planned_column_warns_that_step_5_will_refuse(
     assert "drop-unencrypted will refuse until you recreate it over the customer_secure view" in (
         view_warning.message
     )
+
+
+PG_URL = "postgresql+psycopg://nobody@127.0.0.1:9/none"  # sets the limit; never reached
+
+
+def test_name_lengths_are_counted_in_bytes_with_the_suffix_for_postgresql(tmp_path: Path) -> None:
+    # 27 x "é" is 27 characters (the old check passed it) but 54 bytes: with
+    # "_encrypted" 64, and PostgreSQL would silently truncate the shadow column's name.
+    path = _plan_file(tmp_path, PG_URL, '[[columns]]\ntable = "t"\ncolumn = "' + "é" * 27 + '"\n')
+    with pytest.raises(PlanError) as caught:
+        load(path, environ={})
+    (problem,) = caught.value.problems
+    assert problem.startswith(f"{path}: columns[0].column: the column name is 54 bytes")
+    assert "64 bytes" in problem and "at most 53 bytes" in problem
+    # SQLite has no identifier limit.
+    path.write_text(path.read_text().replace(PG_URL, "sqlite:///x.db"))
+    assert load(path, environ={}, check_database=False).columns[0].column == "é" * 27
+
+
+def test_the_default_view_name_must_fit_too(tmp_path: Path) -> None:
+    table = "t" * 57  # fits as a table; "<table>_secure" is 64 bytes
+    path = _plan_file(tmp_path, PG_URL, f'[[columns]]\ntable = "{table}"\ncolumn = "c"\n')
+    with pytest.raises(PlanError) as caught:
+        load(path, environ={})
+    (problem,) = caught.value.problems
+    assert problem.startswith(f"{path}: columns[0].table: the table name is 57 bytes")
+    assert "_secure" in problem and 'view = "..."' in problem
+    path.write_text(path.read_text() + f'[tables."{table}"]\nview = "short"\n')
+    assert load(path, environ={}, check_database=False).tables[0].view == "short"
+
+
+def test_control_characters_are_refused_in_one_line_per_name(tmp_path: Path) -> None:
+    path = _plan_file(
+        tmp_path,
+        PG_URL,
+        '[[columns]]\ntable = "t"\ncolumn = "x\\nDROP TABLE victim;--"\n'
+        '[[columns]]\ntable = "sch\\u001b[2J.t"\ncolumn = "ok"\n'
+        '[tables."v\\rw"]\nview = "fine"\n'
+        '[tables."t"]\nview = "bad\\u202eview"\n',
+    )
+    with pytest.raises(PlanError) as caught:
+        load(path, environ={})
+    problems = caught.value.problems
+    assert [p.split(": the ")[0] for p in problems] == [
+        f"{path}: tables.v?w",
+        f"{path}: tables.t.view",
+        f"{path}: columns[0].column",
+        f"{path}: columns[1].table",
+    ]
+    assert "U+000A, a control character, at character 2" in problems[2]
+    assert "the schema name contains U+001B" in problems[3]
+    assert all(p.isprintable() for p in problems)
+    assert "DROP TABLE" not in str(caught.value)

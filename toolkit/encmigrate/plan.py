@@ -34,6 +34,7 @@ from encmigrate.crypto.codecs import TYPE_NAMES
 from encmigrate.crypto.search import Normalize
 from encmigrate.dependents import Dependent, find_dependents, warning_message
 from encmigrate.errors import ConfigError, DatabaseError
+from encmigrate.identifiers import max_identifier_bytes, name_problem, shown
 
 __all__ = [
     "DATABASE_URL_ENV",
@@ -54,8 +55,6 @@ SEARCH_SUFFIX = "_search"
 VIEW_SUFFIX = "_secure"
 # alembic init writes this placeholder; it names no database.
 _ALEMBIC_PLACEHOLDER_URL = "driver://user:pass@localhost/dbname"
-# PostgreSQL truncates longer identifiers silently: two shadow columns could collide.
-_MAX_IDENTIFIER = 63
 # Blind-index leak check: rows sampled per searchable column, and what counts as "few".
 LEAK_SAMPLE_ROWS = 10_000
 LEAK_MAX_DISTINCT = 20
@@ -179,7 +178,7 @@ class ColumnEntry(BaseModel):
     def _table_name(cls, value: str) -> str:
         parts = value.split(".")
         if len(parts) > 2 or not all(parts):
-            raise ValueError(f"table {value!r} must be 'table' or 'schema.table'")
+            raise ValueError("must be 'table' or 'schema.table', each part non-empty")
         return value
 
 
@@ -394,13 +393,16 @@ def load(
             "no plan found: create encmigrate.toml (`encmigrate init` writes a starter), "
             "add [tool.encmigrate] to pyproject.toml, or pass --config"
         )
+    url = resolve_database_url(database_url, config=found, environ=env, cwd=cwd, required=False)
+    # Names are checked against the identifier limit (in bytes) of the database they go to.
+    limit = max_identifier_bytes(url)
     problems: list[str] = []
     sections = _validate_sections(found, problems)
-    view_names = _validate_tables(found, problems)
-    columns = _validate_columns(found, problems)
-
-    url = resolve_database_url(database_url, config=found, environ=env, cwd=cwd, required=False)
-    tables = _group(columns, view_names)
+    view_names = _validate_tables(found, problems, limit)
+    columns = _validate_columns(found, problems, limit)
+    tables = _validate_default_views(
+        found, _group(columns, view_names), view_names, problems, limit
+    )
     warnings: list[PlanWarning] = []
     if check_database and url is None:
         problems.append(
@@ -467,27 +469,39 @@ def _validate_sections(found: ConfigFile, problems: list[str]) -> dict[str, Base
     return sections
 
 
-def _validate_tables(found: ConfigFile, problems: list[str]) -> dict[str, str]:
+def _validate_tables(found: ConfigFile, problems: list[str], limit: int | None) -> dict[str, str]:
     raw = found.table.get("tables", {})
     if not isinstance(raw, Mapping):
         problems.append(f'{found.where("tables")}: must be a table ([tables."<table>"])')
         return {}
     views: dict[str, str] = {}
     for table, settings in raw.items():
+        # The key is the user's text: shown with its unsafe characters replaced.
+        location = f"tables.{shown(table)}"
         if not isinstance(settings, Mapping):
-            problems.append(f"{found.where(f'tables.{table}')}: must be a table")
+            problems.append(f"{found.where(location)}: must be a table")
             continue
         try:
             parsed = TableSettings.model_validate(settings)
         except ValidationError as exc:
-            problems.extend(_problems_from(exc, found, f"tables.{table}"))
+            problems.extend(_problems_from(exc, found, location))
+            continue
+        problem = name_problem(table)
+        if problem is not None:
+            problems.append(f"{found.where(location)}: the table name {problem}")
             continue
         if parsed.view is not None:
+            problem = name_problem(parsed.view, limit=limit)
+            if problem is not None:
+                problems.append(f"{found.where(location + '.view')}: the view name {problem}")
+                continue
             views[table] = parsed.view
     return views
 
 
-def _validate_columns(found: ConfigFile, problems: list[str]) -> list[ColumnPlan]:
+def _validate_columns(
+    found: ConfigFile, problems: list[str], limit: int | None
+) -> list[ColumnPlan]:
     raw = found.table.get("columns", [])
     if not isinstance(raw, list):
         problems.append(f"{found.where('columns')}: must be an array of tables ([[columns]])")
@@ -512,18 +526,16 @@ def _validate_columns(found: ConfigFile, problems: list[str]) -> list[ColumnPlan
         if key in seen:
             problems.append(
                 f"{found.where(location)}: duplicate of columns[{seen[key]}] "
-                f"({key[0]}.{key[1]}); keep one entry per column"
+                f"({shown(key[0])}.{shown(key[1])}); keep one entry per column"
             )
             continue
         seen[key] = index
         if parsed is None:
             continue
-        longest = parsed.column + max(ENCRYPTED_SUFFIX, SEARCH_SUFFIX, key=len)
-        if len(longest) > _MAX_IDENTIFIER:
-            problems.append(
-                f"{found.where(location + '.column')}: {longest!r} would exceed "
-                f"{_MAX_IDENTIFIER} characters (PostgreSQL's identifier limit)"
-            )
+        named = _name_problems(found, location, parsed, limit)
+        if named:
+            problems += named
+            continue  # a refused name goes no further: not to the database, not to SQL
         if parsed.normalize is not Normalize.NONE and not parsed.searchable:
             problems.append(
                 f"{found.where(location + '.normalize')}: only applies to searchable columns; "
@@ -539,6 +551,49 @@ def _validate_columns(found: ConfigFile, problems: list[str]) -> list[ColumnPlan
         data["context"] = parsed.context or f"{parsed.table}.{parsed.column}"
         columns.append(ColumnPlan.model_validate(data))
     return columns
+
+
+def _name_problems(
+    found: ConfigFile, location: str, entry: ColumnEntry, limit: int | None
+) -> list[str]:
+    """The problems of an entry's table and column names (one per name at most)."""
+    problems = []
+    schema, table = _split_table(entry.table)
+    for part, name in (("schema", schema), ("table", table)):
+        problem = None if name is None else name_problem(name, limit=limit)
+        if problem is not None:
+            problems.append(f"{found.where(location + '.table')}: the {part} name {problem}")
+    # The longest name derived from the column is <column>_encrypted.
+    suffix = max(ENCRYPTED_SUFFIX, SEARCH_SUFFIX, key=len)
+    problem = name_problem(entry.column, suffix=suffix, limit=limit)
+    if problem is not None:
+        problems.append(f"{found.where(location + '.column')}: the column name {problem}")
+    return problems
+
+
+def _validate_default_views(
+    found: ConfigFile,
+    tables: Sequence[TablePlan],
+    views: Mapping[str, str],
+    problems: list[str],
+    limit: int | None,
+) -> tuple[TablePlan, ...]:
+    """The tables whose view name fits: without a ``view`` setting it is ``<table>_secure``."""
+    locations = _column_locations(found)
+    kept = []
+    for table in tables:
+        problem = None
+        if table.table not in views:
+            problem = name_problem(table.table_name, suffix=VIEW_SUFFIX, limit=limit)
+        if problem is None:
+            kept.append(table)
+            continue
+        where = locations.get((table.table, table.columns[0].column), "columns")
+        problems.append(
+            f"{found.where(where + '.table')}: the table name {problem}; or name the view "
+            'with view = "..." under [tables] for this table'
+        )
+    return tuple(kept)
 
 
 def _group(columns: Sequence[ColumnPlan], views: Mapping[str, str]) -> tuple[TablePlan, ...]:

@@ -6,6 +6,14 @@ database URL with :func:`encmigrate.plan.resolve_database_url` so that
 ``alembic upgrade`` and ``encmigrate ... --apply`` reach the same database. The
 starter ``encmigrate.toml`` lists the database's tables as commented examples.
 A file that exists is never overwritten.
+
+The plan is written with a TOML writer (``tomlkit``), never by pasting text:
+a table name is only ever a TOML string, even inside a comment, so a name
+holding a newline and ``[[columns]]`` cannot add an entry to the plan. The
+database URL is stored without its password (the plan is an ordinary,
+world-readable file that often ends up in version control): the full URL
+belongs in ``ENCMIGRATE_DATABASE_URL``, or the password in ``~/.pgpass`` or
+``PGPASSWORD``, which the driver reads when the URL has none.
 """
 
 from __future__ import annotations
@@ -18,14 +26,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import sqlalchemy as sa
+import tomlkit
+import tomlkit.items
 from alembic import command
 from alembic.util import CommandError
 
 from encmigrate.errors import ConfigError, DatabaseError
-from encmigrate.plan import safe_url
+from encmigrate.plan import DATABASE_URL_ENV, safe_url
 from encmigrate.revisions.generate import quiet_config
 
-__all__ = ["ENV_PY", "InitResult", "init", "starter_plan"]
+__all__ = ["ENV_PY", "InitResult", "init", "starter_plan", "url_without_password"]
 
 logger = logging.getLogger(__name__)
 
@@ -105,19 +115,24 @@ else:
 
 @dataclass(frozen=True, slots=True)
 class InitResult:
-    """Files ``init`` created and files it left alone because they existed."""
+    """Files ``init`` created and files it left alone because they existed.
+
+    ``notes`` are lines for the user, e.g. that the password was not stored.
+    """
 
     directory: Path
     created: tuple[Path, ...] = field(default=())
     kept: tuple[Path, ...] = field(default=())
     tables: tuple[str, ...] = field(default=())
+    notes: tuple[str, ...] = field(default=())
 
 
 def init(directory: str | os.PathLike[str], *, database_url: str | None = None) -> InitResult:
     """Create ``alembic.ini``, ``alembic/`` and ``encmigrate.toml`` in ``directory``.
 
-    ``database_url`` goes into the plan's ``[database] url``; when given, the
-    database's tables are listed in the plan as commented examples.
+    ``database_url`` goes into the plan's ``[database] url`` without its password
+    (``notes`` says so); when given, the database's tables are listed in the plan
+    as commented examples.
     """
     root = Path(directory).resolve()
     root.mkdir(parents=True, exist_ok=True)
@@ -159,14 +174,21 @@ def init(directory: str | os.PathLike[str], *, database_url: str | None = None) 
             created.append(versions)
     plan_file = root / "encmigrate.toml"
     tables: tuple[str, ...] = ()
+    notes: list[str] = []
     if plan_file.exists():
         kept.append(plan_file)
     else:
         tables = list_tables(database_url) if database_url else ()
         plan_file.write_text(starter_plan(database_url, tables), encoding="utf-8")
         created.append(plan_file)
+        if database_url and url_without_password(database_url) != database_url:
+            notes.append(
+                f"the database password was not written to {plan_file.name}: set "
+                f"{DATABASE_URL_ENV} to the full URL, or keep the password in ~/.pgpass "
+                "or PGPASSWORD"
+            )
     logger.info("init %s: created %d, kept %d", root, len(created), len(kept))
-    return InitResult(root, tuple(created), tuple(kept), tables)
+    return InitResult(root, tuple(created), tuple(kept), tables, tuple(notes))
 
 
 def _set_placeholder_url_comment(ini: Path) -> None:
@@ -222,39 +244,87 @@ def _internal(name: str) -> bool:
     return name == "alembic_version" or name.startswith("encryption_migration")
 
 
+def url_without_password(database_url: str) -> str:
+    """``database_url`` with its password (in the userinfo or the query) removed.
+
+    A URL SQLAlchemy cannot parse is returned as it is only if it holds no
+    ``@`` (nothing that looks like credentials); otherwise ConfigError.
+    """
+    try:
+        url = sa.make_url(database_url)
+    except sa.exc.ArgumentError:
+        if "@" in database_url:
+            raise ConfigError(
+                "--database-url: not a SQLAlchemy URL (dialect+driver://user@host/database)"
+            ) from None
+        return database_url
+    if url.password is None and "password" not in url.query:
+        return database_url
+    # URL.set() leaves a field alone when given None: _replace clears it.
+    url = url._replace(password=None).difference_update_query(["password"])
+    return url.render_as_string(hide_password=False)
+
+
 def starter_plan(database_url: str | None, tables: tuple[str, ...] = ()) -> str:
-    """The text of a starter ``encmigrate.toml``."""
-    url_line = (
-        f'url = "{database_url}"'
-        if database_url
-        else '# url = "postgresql+psycopg://user@host:5432/app"  # or ENCMIGRATE_DATABASE_URL'
+    """The text of a starter ``encmigrate.toml`` (written by a TOML writer).
+
+    ``database_url`` is stored without its password; ``tables`` are shown in
+    comments, each as a TOML string, so that no name can become a key.
+    """
+    plan = tomlkit.document()
+    plan.add(
+        tomlkit.comment(
+            "encmigrate plan: which columns to encrypt. Every key is documented in README.md."
+        )
     )
-    lines = [
-        "# encmigrate plan: which columns to encrypt. Every key is documented in README.md.",
-        "",
-        "[database]",
-        url_line,
-        "",
-        "[alembic]",
-        'config = "alembic.ini"',
-        "",
-        "[keys]",
-        'provider = "file"          # env | file',
-        'path = "keyring.json"',
-        "",
-        "[migration]",
-        "batch_size = 1000",
-        "",
-        "# One [[columns]] entry per column to encrypt, for example:",
-        "# [[columns]]",
-        '# table = "customer"        # "schema.table" outside the default schema',
-        '# column = "email"',
-        '# type = "string"           # string text integer bigint float numeric boolean',
-        "#                           # date datetime time binary json",
-        "# searchable = true         # adds email_search, a blind index for equality lookups",
-        '# normalize = "lower"       # none lower casefold strip lower+strip',
-    ]
+    plan.add(tomlkit.nl())
+    database = tomlkit.table()
+    if database_url:
+        database.add("url", url_without_password(database_url))
+        database.add(
+            tomlkit.comment(
+                f"No password here: put the full URL in {DATABASE_URL_ENV} (it wins over "
+                "this one), or the password in ~/.pgpass or PGPASSWORD."
+            )
+        )
+    else:
+        database.add(
+            tomlkit.comment(
+                'url = "postgresql+psycopg://user@host:5432/app"  # or ENCMIGRATE_DATABASE_URL'
+            )
+        )
+    plan.add("database", database)
+    plan.add("alembic", _table(config="alembic.ini"))
+    keys = _table(provider="file", path="keyring.json")
+    keys["provider"].comment("env | file")
+    plan.add("keys", keys)
+    migration = _table(batch_size=1000)
+    migration.add(tomlkit.nl())
+    for line in _COLUMN_EXAMPLE:
+        migration.add(tomlkit.comment(line))
     if tables:
-        lines += ["", "# Tables in the database:"]
-        lines += [f'#   table = "{name}"' for name in tables]
-    return "\n".join(lines) + "\n"
+        migration.add(tomlkit.nl())
+        migration.add(tomlkit.comment("Tables in the database:"))
+        for name in tables:
+            migration.add(tomlkit.comment(f"  table = {tomlkit.string(name).as_string()}"))
+    plan.add("migration", migration)
+    return tomlkit.dumps(plan)
+
+
+_COLUMN_EXAMPLE = (
+    "One [[columns]] entry per column to encrypt, for example:",
+    "[[columns]]",
+    'table = "customer"        # "schema.table" outside the default schema',
+    'column = "email"',
+    'type = "string"           # string text integer bigint float numeric boolean',
+    "                          # date datetime time binary json",
+    "searchable = true         # adds email_search, a blind index for equality lookups",
+    'normalize = "lower"       # none lower casefold strip lower+strip',
+)
+
+
+def _table(**values: object) -> tomlkit.items.Table:
+    table = tomlkit.table()
+    for key, value in values.items():
+        table.add(key, value)
+    return table

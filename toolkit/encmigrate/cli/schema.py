@@ -131,10 +131,17 @@ def init(
     ctx: typer.Context,
     directory: Annotated[Path, typer.Argument(help="Project directory.")] = Path("."),
     database_url: Annotated[
-        str | None, typer.Option("--database-url", help="Written into the plan's [database] url.")
+        str | None,
+        typer.Option(
+            "--database-url",
+            help="Written into the plan's [database] url, without its password.",
+        ),
     ] = None,
 ) -> None:
     """Create alembic.ini, alembic/ and a starter encmigrate.toml (only what is missing).
+
+    The plan gets the database URL without its password: keep the full URL in
+    ENCMIGRATE_DATABASE_URL (or the password in ~/.pgpass or PGPASSWORD).
 
     Example: [bold]encmigrate init --database-url postgresql://app@db/app[/]
     """
@@ -148,6 +155,7 @@ def init(
                 "created": [str(p) for p in result.created],
                 "kept": [str(p) for p in result.kept],
                 "tables": list(result.tables),
+                "notes": list(result.notes),
             }
         )
         return
@@ -155,6 +163,8 @@ def init(
         out.print(f"created {path}", markup=False)
     for path in result.kept:
         out.print(f"kept    {path}", markup=False)
+    for note in result.notes:
+        err.print(f"note: {escape(note)}")
     out.print("Next: list the columns to encrypt in encmigrate.toml, then `encmigrate plan check`")
 
 

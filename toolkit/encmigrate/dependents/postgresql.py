@@ -17,6 +17,7 @@ from encmigrate.dependents.model import (
     Dependent,
     Describe,
 )
+from encmigrate.identifiers import qualified
 
 if TYPE_CHECKING:
     from encmigrate.plan import ColumnPlan, TablePlan
@@ -163,9 +164,8 @@ _PG_FUNCTIONS = sa.text(
 
 
 def _pg_target(connection: sa.Connection, table: TablePlan) -> str:
-    prep = connection.dialect.identifier_preparer
-    name = prep.quote(table.table_name)
-    return f"{prep.quote_schema(table.schema_name)}.{name}" if table.schema_name else name
+    # A bound value, not SQL text: the dialect's quoting would double a `%` in the name.
+    return qualified(connection.dialect, table.table_name, table.schema_name)
 
 
 def postgresql_dependents(

@@ -26,6 +26,7 @@ from encmigrate.revisions.generate import (
     connect,
     emit,
     require_head,
+    revision_message,
 )
 from encmigrate.revisions.ops import (
     CreateSearchIndexOp,
@@ -101,7 +102,7 @@ def add_columns(
     return emit(
         config,
         step="add-columns",
-        message=f"encmigrate add-columns: {', '.join(names)}",
+        message=revision_message("add-columns", names),
         upgrade=upgrade,
         downgrade=downgrade,
         dialect=dialect,

@@ -46,11 +46,13 @@ from encmigrate.revisions.generate import (
     connect,
     emit,
     require_head,
+    revision_message,
 )
 from encmigrate.revisions.ops import (
     CheckEncryptedOp,
     CreateSearchIndexOp,
     DropShadowTriggerOp,
+    ExecuteVerbatimOp,
     InstallShadowTriggerOp,
     NoteOp,
 )
@@ -61,11 +63,11 @@ from encmigrate.revisions.schema import (
     require_checked,
     shadow_columns,
 )
-from encmigrate.revisions.triggers import qualified
+from encmigrate.revisions.sqltext import qualified, quote, verbatim
 from encmigrate.roundtrip import respelled_values
 from encmigrate.tracking import MigrationStatus, migrations
 
-__all__ = ["RewriteTableOp", "drop_unencrypted"]
+__all__ = ["RewriteTableOp", "SetMigrationStatusOp", "drop_unencrypted"]
 
 PAGES_WARNING = (
     "dropped plaintext can remain in the table's old pages until the table is rewritten: "
@@ -96,13 +98,47 @@ def _rewrite_table(operations: Operations, op: RewriteTableOp) -> None:
     )
     # VACUUM refuses to run inside a transaction on both databases.
     with context.autocommit_block():
-        operations.execute(statement)
+        operations.execute(verbatim(statement))
 
 
 @renderers.dispatch_for(RewriteTableOp)
 def _render_rewrite(autogen_context: AutogenContext, op: RewriteTableOp) -> str:
     schema = f", schema={op.schema!r}" if op.schema else ""
     return f"op.rewrite_table({op.table!r}{schema})"
+
+
+@Operations.register_operation("set_migration_status")
+class SetMigrationStatusOp(MigrateOperation):
+    """Set the status of (table, column) pairs in ``encryption_migrations``.
+
+    The names are values: bound parameters online, and literals rendered by
+    SQLAlchemy in ``--sql`` output (``literal_binds``), never spliced into SQL.
+    """
+
+    def __init__(self, columns: Sequence[Sequence[str]], status: str) -> None:
+        self.columns = [(str(t), str(c)) for t, c in columns]
+        self.status = MigrationStatus(status).value
+
+    @classmethod
+    def set_migration_status(
+        cls, operations: Operations, columns: Sequence[Sequence[str]], status: str
+    ) -> Any:
+        """Record ``status`` for each (table as planned, column) pair."""
+        return operations.invoke(cls(columns, status))
+
+
+@Operations.implementation_for(SetMigrationStatusOp)
+def _set_migration_status(operations: Operations, op: SetMigrationStatusOp) -> None:
+    pairs = [
+        sa.and_(migrations.c.table_name == table, migrations.c.column_name == column)
+        for table, column in op.columns
+    ]
+    operations.execute(migrations.update().where(sa.or_(*pairs)).values(status=op.status))
+
+
+@renderers.dispatch_for(SetMigrationStatusOp)
+def _render_status(autogen_context: AutogenContext, op: SetMigrationStatusOp) -> str:
+    return f"op.set_migration_status({op.columns!r}, {op.status!r})"
 
 
 def unique_token_index_name(table: str, column: str) -> str:
@@ -211,7 +247,7 @@ def drop_unencrypted(
     return emit(
         config,
         step="drop-unencrypted",
-        message=f"encmigrate drop-unencrypted: {', '.join(names)}",
+        message=revision_message("drop-unencrypted", names),
         upgrade=upgrade,
         downgrade=downgrade,
         dialect=dialect,
@@ -312,6 +348,7 @@ def _require_distinct_tokens(connection: sa.Connection, columns: Sequence[Column
     operator gets the count and the query that finds them, before any file.
     """
     problems = []
+    dialect = connection.dialect
     for column in columns:
         if not (column.unique_token and column.search_column):
             continue
@@ -327,7 +364,8 @@ def _require_distinct_tokens(connection: sa.Connection, columns: Sequence[Column
             problems.append(
                 f"{column.table}.{column.search_column}: {count} search tokens are each shared "
                 "by several rows (equal values after normalization under the same key version); "
-                f"find them with SELECT {column.search_column}, count(*) FROM {column.table} "
+                f"find them with SELECT {quote(dialect, column.search_column)}, count(*) FROM "
+                f"{qualified(dialect, column.table_name, column.schema_name)} "
                 "GROUP BY 1 HAVING count(*) > 1, resolve the duplicates, or remove unique_token"
             )
     if problems:
@@ -363,17 +401,7 @@ def _require_verified(connection: sa.Connection, columns: Sequence[ColumnPlan]) 
 
 
 def _status_update(columns: Sequence[ColumnPlan], status: MigrationStatus) -> MigrateOperation:
-    pairs = " OR ".join(
-        f"(table_name = '{_literal(c.table)}' AND column_name = '{_literal(c.column)}')"
-        for c in columns
-    )
-    # Literals, not bind parameters: the statement must render in --sql output too.
-    statement = f"UPDATE encryption_migrations SET status = '{status.value}' WHERE {pairs}"
-    return alembic_ops.ExecuteSQLOp(statement)
-
-
-def _literal(value: str) -> str:
-    return value.replace("'", "''")
+    return SetMigrationStatusOp([(c.table, c.column) for c in columns], status.value)
 
 
 def _plaintext_indexes(table: LiveTable, dropping: Sequence[ColumnPlan]) -> list[dict[str, Any]]:
@@ -426,9 +454,9 @@ def _table_ops(
             )
         )
     dependents = _sqlite_dependents(table, dropping) if dialect == "sqlite" else []
+    # As written: op.execute() would take ":name" in a name or in their SQL for a parameter.
     upgrade += [
-        alembic_ops.ExecuteSQLOp(f"DROP {kind.upper()} {_quote(dep)}")
-        for kind, dep, _ in dependents
+        ExecuteVerbatimOp(f"DROP {kind.upper()} {_quote(dep)}") for kind, dep, _ in dependents
     ]
     readd: list[MigrateOperation] = []
     for column in dropping:
@@ -436,7 +464,7 @@ def _table_ops(
         original = sa.Column(column.column, live["type"], nullable=True)
         upgrade.append(alembic_ops.DropColumnOp(name, column.column, schema=schema))
         readd.append(alembic_ops.AddColumnOp(name, original, schema=schema))
-    upgrade += [alembic_ops.ExecuteSQLOp(sql) for _, _, sql in dependents]
+    upgrade += [ExecuteVerbatimOp(sql) for _, _, sql in dependents]
     restore: list[MigrateOperation] = [
         *readd,
         *downgrade,

@@ -19,6 +19,13 @@ would otherwise make every later query on the table queue behind it. With a
 and ``ddl_retries``). A failed ``--apply`` leaves no revision file the database
 has not run: the file is removed when nothing was applied, and kept (the error
 says so) when part of it was committed before the failure.
+
+A revision's message becomes the file's docstring (Alembic's stock
+``script.py.mako`` opens the docstring and writes ``${message}`` into it as it
+is): :func:`revision_message` shows the table names with every quote, backslash
+and non-printable character replaced by ``?``, so that no name can end the
+docstring. The names themselves are in the file only as string literals
+(``repr``).
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 
 from encmigrate.errors import ConfigError, DatabaseError, EncmigrateError, RefusedError
+from encmigrate.identifiers import shown
 from encmigrate.plan import MigrationSettings, Plan, safe_url
 from encmigrate.revisions.ops import (
     DDL_RETRIES_ATTRIBUTE,
@@ -62,6 +70,7 @@ __all__ = [
     "connect",
     "emit",
     "quiet_config",
+    "revision_message",
     "upgrade_head",
 ]
 
@@ -106,6 +115,11 @@ def alembic_config(plan: Plan) -> Config:
     config.attributes[DDL_LOCK_TIMEOUT_ATTRIBUTE] = plan.migration.ddl_lock_timeout_ms
     config.attributes[DDL_RETRIES_ATTRIBUTE] = plan.migration.ddl_retries
     return config
+
+
+def revision_message(step: str, names: Sequence[str]) -> str:
+    """``encmigrate <step>: a, b``: safe as a docstring, a comment or a string's content."""
+    return f"encmigrate {step}: " + ", ".join(shown(name) for name in names)
 
 
 def _ddl_settings(config: Config) -> tuple[int, int]:
@@ -398,8 +412,12 @@ def _busy(exc: sa.exc.DBAPIError, code: str, lock_timeout_ms: int, retries: int)
 def render_sql(operations: Sequence[MigrateOperation], dialect: str) -> str:
     """The SQL of ``operations`` as ``alembic upgrade --sql`` would print it."""
     buffer = io.StringIO()
+    # As Alembic's offline env.py renders: a named paramstyle (no driver doubles "%" in
+    # the text) and values as literals.
     context = MigrationContext.configure(
-        dialect_name=dialect, opts={"as_sql": True, "output_buffer": buffer}
+        dialect_name=dialect,
+        dialect_opts={"paramstyle": "named"},
+        opts={"as_sql": True, "output_buffer": buffer, "literal_binds": True},
     )
     runner = Operations(context)
     if context.impl.transactional_ddl:

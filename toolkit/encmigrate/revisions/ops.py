@@ -6,6 +6,10 @@ function (which only emits SQL, so ``alembic upgrade --sql`` renders it) and
 written into revision files by a ``renderers.dispatch_for`` function. A
 revision imports this module for the side effect of registering them.
 
+Names reach the revision file only as Python string literals (``repr``) and
+comments only through :func:`~encmigrate.revisions.sqltext.printable`; SQL
+built from names runs through :func:`~encmigrate.revisions.sqltext.verbatim`.
+
 It also holds what a revision needs to take its locks without blocking the
 application: ``op.set_ddl_timeouts`` (a session ``lock_timeout``, so that DDL
 queued behind a long transaction gives up instead of making every later query
@@ -34,14 +38,15 @@ from tenacity import (
 )
 
 from encmigrate.errors import RefusedError
+from encmigrate.identifiers import truncate_utf8
 from encmigrate.plan import MigrationSettings
+from encmigrate.revisions.sqltext import printable, qualified, quote, sql_comment, verbatim
 from encmigrate.revisions.triggers import (
     ShadowColumn,
     check_statement,
     drop_trigger_statements,
     install_trigger_statements,
     missing_rows_query,
-    qualified,
 )
 
 __all__ = [
@@ -53,6 +58,7 @@ __all__ = [
     "DropSearchIndexOp",
     "DropSecureViewOp",
     "DropShadowTriggerOp",
+    "ExecuteVerbatimOp",
     "InstallShadowTriggerOp",
     "NoteOp",
     "ResetDDLTimeoutsOp",
@@ -96,7 +102,11 @@ def _schema_kw(schema: str | None) -> str:
 
 
 class NoteOp(MigrateOperation):
-    """A comment in the revision file (and in ``--sql`` output); runs nothing."""
+    """A comment in the revision file (and in ``--sql`` output); runs nothing.
+
+    Whatever a line holds, it stays a comment: a line break starts a new comment
+    line and other characters that are not printable become ``?``.
+    """
 
     def __init__(self, lines: Sequence[str]) -> None:
         self.lines = list(lines)
@@ -106,12 +116,42 @@ class NoteOp(MigrateOperation):
 def _note(operations: Operations, op: NoteOp) -> None:
     context = operations.get_context()
     if context.as_sql:
-        context.impl.static_output("\n".join(f"-- {line}" for line in op.lines))
+        context.impl.static_output(sql_comment("\n".join(op.lines)))
 
 
 @renderers.dispatch_for(NoteOp)
 def _render_note(autogen_context: AutogenContext, op: NoteOp) -> list[str]:
-    return [f"# {line}" for line in op.lines]
+    return [f"# {printable(part)}" for line in op.lines for part in line.splitlines() or [""]]
+
+
+# --- SQL run as written -----------------------------------------------------------------------
+
+
+@Operations.register_operation("execute_verbatim")
+class ExecuteVerbatimOp(MigrateOperation):
+    """Run a SQL statement exactly as written: no bind parameters, ``%`` as it is.
+
+    ``op.execute("...")`` parses ``:name`` as a bind parameter, even inside a
+    quoted identifier or a string (``"a :b"``, ``'12 :30'``); this does not.
+    """
+
+    def __init__(self, sql: str) -> None:
+        self.sql = sql
+
+    @classmethod
+    def execute_verbatim(cls, operations: Operations, sql: str) -> Any:
+        """Run ``sql`` as written (online), or print it (``--sql``)."""
+        return operations.invoke(cls(sql))
+
+
+@Operations.implementation_for(ExecuteVerbatimOp)
+def _execute_verbatim(operations: Operations, op: ExecuteVerbatimOp) -> None:
+    operations.execute(verbatim(op.sql))
+
+
+@renderers.dispatch_for(ExecuteVerbatimOp)
+def _render_verbatim(autogen_context: AutogenContext, op: ExecuteVerbatimOp) -> str:
+    return f"op.execute_verbatim({op.sql!r})"
 
 
 # --- lock timeouts and their retries ---------------------------------------------------------
@@ -289,14 +329,14 @@ def _install_shadow_trigger(operations: Operations, op: InstallShadowTriggerOp) 
     for statement in install_trigger_statements(
         dialect, op.table, op.columns, schema=op.schema, view_writes=op.view_writes
     ):
-        operations.execute(statement)
+        operations.execute(verbatim(statement))
 
 
 @Operations.implementation_for(DropShadowTriggerOp)
 def _drop_shadow_trigger(operations: Operations, op: DropShadowTriggerOp) -> None:
     dialect = operations.get_context().dialect
     for statement in drop_trigger_statements(dialect, op.table, op.columns, schema=op.schema):
-        operations.execute(statement)
+        operations.execute(verbatim(statement))
 
 
 @renderers.dispatch_for(InstallShadowTriggerOp)
@@ -401,8 +441,10 @@ def _create_search_index(operations: Operations, op: CreateSearchIndexOp) -> Non
             # silently keep an INVALID leftover; the reviewer drops it by hand.
             index = qualified(context.dialect, op.index, op.schema)
             context.impl.static_output(
-                f"-- If an earlier attempt left an INVALID index {index} (\\d shows it),\n"
-                f"-- drop it first: DROP INDEX CONCURRENTLY {index};"
+                sql_comment(
+                    f"If an earlier attempt left an INVALID index {index} (\\d shows it),\n"
+                    f"drop it first: DROP INDEX CONCURRENTLY {index};"
+                )
             )
             operations.create_index(
                 op.index,
@@ -474,8 +516,9 @@ def _partition_tree(operations: Operations, table: str, schema: str | None) -> l
 
 
 def _partition_index_name(index: str, partition: str) -> str:
+    """A partition's index name: at most 40 + 1 + 10 + 1 + 10 = 62 bytes."""
     digest = hashlib.sha256(f"{index}/{partition}".encode()).hexdigest()[:10]
-    return f"{index[:40]}_{partition[:10]}_{digest}"
+    return f"{truncate_utf8(index, 40)}_{truncate_utf8(partition, 10)}_{digest}"
 
 
 def _create_partitioned_index(
@@ -491,8 +534,7 @@ def _create_partitioned_index(
     re-run after a failure picks up where it stopped.
     """
     dialect = operations.get_context().dialect
-    prep = dialect.identifier_preparer
-    column = prep.quote(op.column)
+    column = quote(dialect, op.column)
     kind = "UNIQUE INDEX" if op.unique else "INDEX"
     names: dict[tuple[str, str], str] = {}
     for part in tree:
@@ -506,12 +548,17 @@ def _create_partitioned_index(
                 with attempt:
                     _drop_invalid_index(operations, child)
                     operations.execute(
-                        f"CREATE {kind} CONCURRENTLY IF NOT EXISTS {prep.quote(index)} "
-                        f"ON {target} ({column})"
+                        verbatim(
+                            f"CREATE {kind} CONCURRENTLY IF NOT EXISTS {quote(dialect, index)} "
+                            f"ON {target} ({column})"
+                        )
                     )
         else:
             operations.execute(
-                f"CREATE {kind} IF NOT EXISTS {prep.quote(index)} ON ONLY {target} ({column})"
+                verbatim(
+                    f"CREATE {kind} IF NOT EXISTS {quote(dialect, index)} "
+                    f"ON ONLY {target} ({column})"
+                )
             )
     for part in tree:
         if part.parent is None:
@@ -520,7 +567,9 @@ def _create_partitioned_index(
         child_index = qualified(dialect, names[(part.schema, part.name)], part.schema)
         for attempt in ddl_retrying(retries, log=logger, what=f"attach {child_index}"):
             with attempt:
-                operations.execute(f"ALTER INDEX {parent_index} ATTACH PARTITION {child_index}")
+                operations.execute(
+                    verbatim(f"ALTER INDEX {parent_index} ATTACH PARTITION {child_index}")
+                )
 
 
 def _drop_invalid_index(operations: Operations, op: CreateSearchIndexOp) -> None:
@@ -545,7 +594,7 @@ def _drop_invalid_index(operations: Operations, op: CreateSearchIndexOp) -> None
     )
     if found is not None:
         logger.info("dropping the INVALID index %s left by an interrupted build", found)
-        operations.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {found}")
+        operations.execute(verbatim(f"DROP INDEX CONCURRENTLY IF EXISTS {found}"))
 
 
 @Operations.implementation_for(DropSearchIndexOp)
@@ -646,20 +695,25 @@ class DropSecureViewOp(_SecureViewOp):
 @Operations.implementation_for(CreateSecureViewOp)
 def _create_secure_view(operations: Operations, op: CreateSecureViewOp) -> None:
     dialect = operations.get_context().dialect
-    q = dialect.identifier_preparer.quote
+
+    def q(name: str) -> str:
+        return quote(dialect, name)
+
     selected = ",\n    ".join(
         q(source) if source == name else f"{q(source)} AS {q(name)}" for name, source in op.columns
     )
     operations.execute(
-        f"CREATE VIEW {qualified(dialect, op.view, op.schema)} AS\nSELECT\n    {selected}\n"
-        f"FROM {qualified(dialect, op.table, op.schema)}"
+        verbatim(
+            f"CREATE VIEW {qualified(dialect, op.view, op.schema)} AS\nSELECT\n    {selected}\n"
+            f"FROM {qualified(dialect, op.table, op.schema)}"
+        )
     )
 
 
 @Operations.implementation_for(DropSecureViewOp)
 def _drop_secure_view(operations: Operations, op: DropSecureViewOp) -> None:
     dialect = operations.get_context().dialect
-    operations.execute(f"DROP VIEW IF EXISTS {qualified(dialect, op.view, op.schema)}")
+    operations.execute(verbatim(f"DROP VIEW IF EXISTS {qualified(dialect, op.view, op.schema)}"))
 
 
 @renderers.dispatch_for(CreateSecureViewOp)
@@ -712,18 +766,22 @@ def _check_encrypted(operations: Operations, op: CheckEncryptedOp) -> None:
     context = operations.get_context()
     dialect = context.dialect
     if dialect.name == "postgresql":
-        operations.execute(check_statement(dialect, op.table, op.columns, op.schema))
+        operations.execute(verbatim(check_statement(dialect, op.table, op.columns, op.schema)))
         return
     query = missing_rows_query(dialect, op.table, op.columns, op.schema)
     if context.as_sql:
         # SQLite has no RAISE outside triggers: offline, the reviewer runs the check.
+        # sql_comment: a name holding a line break must not turn the rest into SQL.
         context.impl.static_output(
-            "-- encmigrate: SQLite cannot abort a script by itself. Before running the\n"
-            "-- statements below, this query must return no row:\n"
-            f"-- {query};"
+            sql_comment(
+                "encmigrate: SQLite cannot abort a script by itself. Before running the\n"
+                "statements below, this query must return no row:\n"
+                f"{query};"
+            )
         )
         return
-    found = operations.get_bind().execute(sa.text(query + " LIMIT 1")).first()
+    # exec_driver_sql: SQLite's driver takes no % formatting, and text() would parse ":name".
+    found = operations.get_bind().exec_driver_sql(query + " LIMIT 1").first()
     if found is not None:
         shown = f"{op.schema}.{op.table}" if op.schema else op.table
         raise RefusedError(

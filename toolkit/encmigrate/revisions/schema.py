@@ -17,8 +17,10 @@ from typing import Any
 import sqlalchemy as sa
 
 from encmigrate.errors import ConfigError
+from encmigrate.identifiers import POSTGRESQL_MAX_BYTES, truncate_utf8, utf8_length
 from encmigrate.plan import ColumnPhase, ColumnPlan, Plan, TablePlan
-from encmigrate.revisions.triggers import PG_TRIGGER, ShadowColumn, qualified
+from encmigrate.revisions.sqltext import qualified, quote
+from encmigrate.revisions.triggers import PG_TRIGGER, ShadowColumn, sqlite_trigger_name
 
 __all__ = [
     "LiveTable",
@@ -27,8 +29,6 @@ __all__ = [
     "require_checked",
     "shadow_columns",
 ]
-
-_PG_MAX_NAME = 63
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,30 +94,31 @@ def read_table(connection: sa.Connection, table: TablePlan) -> LiveTable:
 
 
 def _trigger_has_view_writes(connection: sa.Connection, table: TablePlan) -> bool:
-    """Whether the installed shadow trigger fires on ciphertext writes too (create-views)."""
-    if connection.dialect.name == "postgresql":
-        definition = connection.execute(
+    """Whether the installed shadow trigger fires on ciphertext writes too (create-views).
+
+    Read from the catalog by name, never by matching names in the trigger's text:
+    a name may hold anything a pattern would trip over.
+    """
+    dialect = connection.dialect
+    if dialect.name == "postgresql":
+        watched = connection.execute(
             sa.text(
-                "SELECT pg_get_triggerdef(t.oid) FROM pg_trigger t "
+                "SELECT a.attname FROM pg_trigger t JOIN pg_attribute a "
+                "ON a.attrelid = t.tgrelid AND a.attnum = ANY (t.tgattr::int2[]) "
                 "WHERE t.tgrelid = to_regclass(:target) AND t.tgname = :name"
             ),
-            {
-                "target": qualified(connection.dialect, table.table_name, table.schema_name),
-                "name": PG_TRIGGER,
-            },
-        ).scalar()
-    else:
-        definition = connection.execute(
-            sa.text(
-                "SELECT group_concat(sql, ' ') FROM sqlite_master "
-                "WHERE type = 'trigger' AND tbl_name = :name AND name LIKE 'encmigrate_shadow_%'"
-            ),
-            {"name": table.table_name},
-        ).scalar()
-    if not definition:
-        return False
+            {"target": qualified(dialect, table.table_name, table.schema_name), "name": PG_TRIGGER},
+        ).scalars()
+        names = set(watched)
+        return any(c.encrypted_column in names for c in table.columns)
+    found = connection.execute(
+        sa.text("SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = :name"),
+        {"name": table.table_name},
+    ).all()
+    triggers = {str(name): str(sql) for name, sql in found}
     return any(
-        re.search(rf"UPDATE OF [^\n]*\b{re.escape(c.encrypted_column)}\b", str(definition))
+        f"UPDATE OF {quote(dialect, c.column)}, {quote(dialect, c.encrypted_column)} ON"
+        in triggers.get(sqlite_trigger_name(table.table_name, c.column), "")
         for c in table.columns
     )
 
@@ -127,9 +128,9 @@ def shadow_columns(columns: Sequence[ColumnPlan]) -> list[ShadowColumn]:
 
 
 def index_name(table: str, column: str) -> str:
-    """``ix_<table>_<column>``, shortened with a hash past PostgreSQL's 63 characters."""
+    """``ix_<table>_<column>``, shortened with a hash past PostgreSQL's 63 bytes."""
     name = f"ix_{table}_{column}"
-    if len(name) <= _PG_MAX_NAME:
+    if utf8_length(name) <= POSTGRESQL_MAX_BYTES:
         return name
     digest = hashlib.sha256(name.encode("utf-8")).hexdigest()[:10]
-    return f"{name[: _PG_MAX_NAME - 11]}_{digest}"
+    return f"{truncate_utf8(name, POSTGRESQL_MAX_BYTES - 11)}_{digest}"

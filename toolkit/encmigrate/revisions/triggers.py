@@ -1,8 +1,10 @@
 """SQL of the key-free shadow trigger and of the pre-drop check, per dialect.
 
-Every identifier goes through the dialect's identifier preparer (quoted where
-needed, mixed case kept); no value is ever interpolated: the f-strings below
-build DDL from names only.
+Every identifier goes through :func:`encmigrate.revisions.sqltext.quote` (the
+dialect's quoting where needed, mixed case kept, ``%`` kept single for
+:func:`~encmigrate.revisions.sqltext.verbatim`); no value is ever interpolated:
+the f-strings below build DDL from names only. The function body's dollar
+quotes use a tag that no name in it contains.
 
 The trigger keeps DESIGN.md's shadow invariant: a row's plaintext is NULL or
 equal to its decrypted ciphertext, or its ciphertext is NULL. Without it, an
@@ -41,6 +43,8 @@ from typing import NamedTuple
 
 from sqlalchemy.engine import Dialect
 
+from encmigrate.identifiers import POSTGRESQL_MAX_BYTES, truncate_utf8, utf8_length
+from encmigrate.revisions.sqltext import dollar_quoted, qualified, quote, string_literal
 from encmigrate.tracking import MIGRATOR_SETTING, SQLITE_WRITER_TABLE
 
 __all__ = [
@@ -52,7 +56,6 @@ __all__ = [
     "qualified",
 ]
 
-_PG_MAX_NAME = 63
 PG_TRIGGER = "encmigrate_shadow"
 
 
@@ -64,20 +67,13 @@ class ShadowColumn(NamedTuple):
     search: str | None = None
 
 
-def qualified(dialect: Dialect, table: str, schema: str | None) -> str:
-    """``"schema"."table"`` quoted as the dialect needs (only where needed)."""
-    prep = dialect.identifier_preparer
-    name = prep.quote(table)
-    return f"{prep.quote_schema(schema)}.{name}" if schema else name
-
-
 def pg_function_name(table: str) -> str:
-    """The trigger function's name, kept under PostgreSQL's 63-character limit."""
+    """The trigger function's name, kept within PostgreSQL's 63-byte limit."""
     name = f"encmigrate_shadow_{table}"
-    if len(name) <= _PG_MAX_NAME:
+    if utf8_length(name) <= POSTGRESQL_MAX_BYTES:
         return name
     digest = hashlib.sha256(table.encode("utf-8")).hexdigest()[:12]
-    return f"encmigrate_shadow_{table[: _PG_MAX_NAME - 32]}_{digest}"
+    return f"encmigrate_shadow_{truncate_utf8(table, POSTGRESQL_MAX_BYTES - 32)}_{digest}"
 
 
 def sqlite_trigger_name(table: str, column: str) -> str:
@@ -101,7 +97,7 @@ def install_trigger_statements(
         if view_writes:
             # Kept when the trigger goes: other tables' triggers may read it. Always empty
             # outside the migrator's own transactions.
-            writer = dialect.identifier_preparer.quote(SQLITE_WRITER_TABLE)
+            writer = quote(dialect, SQLITE_WRITER_TABLE)
             triggers.insert(0, f"CREATE TABLE IF NOT EXISTS {writer} (pid INTEGER)")
         return [*drops, *triggers]
     raise NotImplementedError(
@@ -118,10 +114,9 @@ def drop_trigger_statements(
     function: bool = True,
 ) -> list[str]:
     """Statements that remove the trigger (and, on PostgreSQL, its function)."""
-    prep = dialect.identifier_preparer
     if dialect.name == "postgresql":
         target = qualified(dialect, table, schema)
-        statements = [f"DROP TRIGGER IF EXISTS {prep.quote(PG_TRIGGER)} ON {target}"]
+        statements = [f"DROP TRIGGER IF EXISTS {quote(dialect, PG_TRIGGER)} ON {target}"]
         if function:
             fn = qualified(dialect, pg_function_name(table), schema)
             statements.append(f"DROP FUNCTION IF EXISTS {fn}()")
@@ -137,9 +132,7 @@ def drop_trigger_statements(
 
 
 def _sqlite_name(dialect: Dialect, table: str, column: str, schema: str | None) -> str:
-    prep = dialect.identifier_preparer
-    name = prep.quote(sqlite_trigger_name(table, column))
-    return f"{prep.quote_schema(schema)}.{name}" if schema else name
+    return qualified(dialect, sqlite_trigger_name(table, column), schema)
 
 
 def _pg_install(
@@ -149,7 +142,9 @@ def _pg_install(
     schema: str | None,
     view_writes: bool,
 ) -> list[str]:
-    q = dialect.identifier_preparer.quote
+    def q(name: str) -> str:
+        return quote(dialect, name)
+
     body: list[str] = []
     for column in columns:
         plain, cipher = q(column.plaintext), q(column.ciphertext)
@@ -171,10 +166,8 @@ def _pg_install(
             ]
         body.append("    END IF;")
     function = qualified(dialect, pg_function_name(table), schema)
-    create_function = "\n".join(
+    code = "\n".join(
         [
-            f"CREATE OR REPLACE FUNCTION {function}() RETURNS trigger",
-            "LANGUAGE plpgsql AS $encmigrate$",
             "BEGIN",
             "    -- The migrator's own writes keep plaintext and ciphertext in agreement.",
             f"    IF current_setting('{MIGRATOR_SETTING}', true) = 'migrator' THEN",
@@ -184,8 +177,11 @@ def _pg_install(
             *body,
             "    RETURN NEW;",
             "END",
-            "$encmigrate$",
         ]
+    )
+    create_function = (
+        f"CREATE OR REPLACE FUNCTION {function}() RETURNS trigger\n"
+        f"LANGUAGE plpgsql AS {dollar_quoted(code)}"
     )
     watched = [c.plaintext for c in columns]
     if view_writes:
@@ -198,7 +194,9 @@ def _pg_install(
 
 
 def _sqlite_trigger(dialect: Dialect, table: str, column: ShadowColumn, view_writes: bool) -> str:
-    q = dialect.identifier_preparer.quote
+    def q(name: str) -> str:
+        return quote(dialect, name)
+
     plain, cipher = q(column.plaintext), q(column.ciphertext)
     plain_changed = f"NEW.{plain} IS NOT OLD.{plain}"
     cipher_kept = f"NEW.{cipher} IS OLD.{cipher}"
@@ -234,8 +232,9 @@ def missing_rows_query(
     dialect: Dialect, table: str, columns: Sequence[tuple[str, str]], schema: str | None
 ) -> str:
     """SELECT of rows whose plaintext is set but whose ciphertext is NULL (not encrypted)."""
-    q = dialect.identifier_preparer.quote
-    where = " OR ".join(f"({q(p)} IS NOT NULL AND {q(c)} IS NULL)" for p, c in columns)
+    where = " OR ".join(
+        f"({quote(dialect, p)} IS NOT NULL AND {quote(dialect, c)} IS NULL)" for p, c in columns
+    )
     return f"SELECT 1 FROM {qualified(dialect, table, schema)} WHERE {where}"
 
 
@@ -244,18 +243,18 @@ def check_statement(
 ) -> str:
     """PostgreSQL: a DO block that aborts the revision when a row is not encrypted."""
     shown = f"{schema}.{table}" if schema else table
-    message = (
+    message = string_literal(
+        dialect,
         f"encmigrate: {shown} has rows with plaintext and no ciphertext; "
-        "run encmigrate migrate-data and encmigrate verify, then upgrade again"
-    ).replace("'", "''")
-    return "\n".join(
+        "run encmigrate migrate-data and encmigrate verify, then upgrade again",
+    )
+    code = "\n".join(
         [
-            "DO $encmigrate$",
             "BEGIN",
             f"    IF EXISTS ({missing_rows_query(dialect, table, columns, schema)}) THEN",
-            f"        RAISE EXCEPTION USING ERRCODE = 'check_violation', MESSAGE = '{message}';",
+            f"        RAISE EXCEPTION USING ERRCODE = 'check_violation', MESSAGE = {message};",
             "    END IF;",
             "END",
-            "$encmigrate$",
         ]
     )
+    return f"DO {dollar_quoted(code)}"

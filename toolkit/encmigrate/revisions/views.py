@@ -32,6 +32,7 @@ from encmigrate.revisions.generate import (
     connect,
     emit,
     require_head,
+    revision_message,
 )
 from encmigrate.revisions.ops import CreateSecureViewOp, InstallShadowTriggerOp, NoteOp
 from encmigrate.revisions.schema import LiveTable, read_table, require_checked, shadow_columns
@@ -76,8 +77,7 @@ def create_views(
     return emit(
         config,
         step="create-views",
-        message="encmigrate create-views: "
-        + ", ".join(t.plan.view for t in live if not t.view_exists),
+        message=revision_message("create-views", [t.plan.view for t in live if not t.view_exists]),
         upgrade=upgrade,
         downgrade=downgrade,
         dialect=dialect,
