@@ -11,7 +11,7 @@ See docs/fields.md for recipes. Modules, one concept each:
 * :mod:`.render`: the Alembic ``render_item`` hook.
 """
 
-from encmigrate.fields.context import column_context
+from encmigrate.fields.context import VIEW_OF, column_context
 from encmigrate.fields.encrypted import EncryptedType
 from encmigrate.fields.render import render_item
 from encmigrate.fields.search import (
@@ -40,6 +40,7 @@ from encmigrate.fields.types import (
 )
 
 __all__ = [
+    "VIEW_OF",
     "EncryptedBigInteger",
     "EncryptedBinary",
     "EncryptedBoolean",

@@ -40,20 +40,34 @@ from sqlalchemy.sql.base import SchemaEventTarget
 
 from encmigrate.api import DEFAULT_KEYRING, REFRESH_SECONDS
 from encmigrate.crypto.cipher import FieldCipher
-from encmigrate.errors import ConfigError
+from encmigrate.errors import ConfigError, DecryptionError
 from encmigrate.fields.hotpath import HotPath
 from encmigrate.keys.keyring import Keyring
 
 __all__ = [
     "REFRESH_SECONDS",
     "SHADOW_SUFFIX",
+    "VIEW_OF",
+    "VIEW_SUFFIX",
     "ColumnBound",
     "column_context",
     "current_default_keyring",
+    "view_hint",
 ]
 
 SHADOW_SUFFIX = "_encrypted"
 """Suffix of the shadow columns ``add-columns`` creates (as ``plan.ENCRYPTED_SUFFIX``)."""
+
+VIEW_SUFFIX = "_secure"
+"""Suffix of the views ``create-views`` creates by default (as ``plan.VIEW_SUFFIX``)."""
+
+VIEW_OF = "encmigrate_view_of"
+"""The ``Table.info`` key of a model mapped on a view: the name of the table the view shows.
+
+The view is in the table's schema, so the value is the table's name only:
+``{"schema": "sales", "info": {VIEW_OF: "customer"}}`` gives contexts
+``sales.customer.<column>``, as the plan ``table = "sales.customer"`` does.
+"""
 
 
 def column_context(column: Column[Any]) -> str:
@@ -72,11 +86,46 @@ def column_context(column: Column[Any]) -> str:
             f"encrypted column {column.name!r} is not part of a Table: "
             "pass context='...' to its type"
         )
-    prefix = f"{table.schema}.{table.name}" if table.schema else str(table.name)
+    base = _context_table(table)
+    prefix = f"{table.schema}.{base}" if table.schema else base
     name = str(column.name)
     if name.endswith(SHADOW_SUFFIX) and len(name) > len(SHADOW_SUFFIX):
         name = name[: -len(SHADOW_SUFFIX)]
     return f"{prefix}.{name}"
+
+
+def _context_table(table: Table) -> str:
+    """The table whose contexts ``table``'s columns use: itself, or the one its view shows."""
+    shows = table.info.get(VIEW_OF)
+    if shows is None:
+        return str(table.name)
+    if not isinstance(shows, str) or not shows:
+        raise ConfigError(
+            f"{table.name!r}: info[{VIEW_OF!r}] must be the name of the table the view "
+            "shows (a non-empty string, without the schema)"
+        )
+    return shows
+
+
+def view_hint(column: Column[Any] | None) -> str:
+    """What to add when a value read through ``column`` does not decrypt, or ``""``.
+
+    Only for a column whose context was derived from a table named like the
+    step-4 views (``<table>_secure``) that does not say which table it shows:
+    reading such a view under its own name is the likely mistake.
+    """
+    table = getattr(column, "table", None)
+    if not isinstance(table, Table) or VIEW_OF in table.info:
+        return ""
+    name = str(table.name)
+    if not name.endswith(VIEW_SUFFIX) or len(name) == len(VIEW_SUFFIX):
+        return ""
+    base = name[: -len(VIEW_SUFFIX)]
+    return (
+        f"if {name!r} is the view of table {base!r}, give its model "
+        f"__table_args__ = {{'info': {{{VIEW_OF!r}: {base!r}}}}} so that its columns "
+        "use the table's contexts"
+    )
 
 
 def current_default_keyring() -> Keyring:
@@ -147,6 +196,14 @@ class ColumnBound(SchemaEventTarget):
             found = column_context(self._column)
         self._resolved_context = found
         return found
+
+    def explained(self, error: DecryptionError) -> DecryptionError:
+        """``error``, saying what to add when the column's model seems to map a view as a table."""
+        hint = "" if self.context is not None else view_hint(self._column)
+        if not hint:
+            return error
+        reason = f"{error.reason}; {hint}" if error.reason else hint
+        return DecryptionError(error.context, error.version, reason)
 
     def keyring(self) -> Keyring:
         """The keyring in force for this type (explicit, or the default one now)."""

@@ -33,7 +33,7 @@ from sqlalchemy.types import TypeDecorator, TypeEngine
 from encmigrate.crypto.cipher import FieldCipher
 from encmigrate.crypto.codecs import codec_for
 from encmigrate.crypto.envelope import envelope_from_text, envelope_to_text
-from encmigrate.errors import ValueTypeError
+from encmigrate.errors import DecryptionError, ValueTypeError
 from encmigrate.fields.context import ColumnBound
 from encmigrate.keys.keyring import Keyring
 
@@ -179,6 +179,7 @@ class EncryptedType(ColumnBound, TypeDecorator[_T]):
         impl_process = self.impl_instance.result_processor(dialect, coltype)
         start: Callable[[Any], Any] | None = _from_text if self.storage == "text" else impl_process
         hot = self.hot
+        explained = self.explained
         fixed = self._keyring is not None
         open_: Callable[[Any], Any] | None = None
 
@@ -188,11 +189,14 @@ class EncryptedType(ColumnBound, TypeDecorator[_T]):
                 value = start(value)
             if value is None:
                 return None
-            if open_ is None:
-                if not fixed:
-                    return hot().open(value)
-                open_ = hot().open
-            return open_(value)
+            try:
+                if open_ is None:
+                    if not fixed:
+                        return hot().open(value)
+                    open_ = hot().open
+                return open_(value)
+            except DecryptionError as error:
+                raise explained(error) from None
 
         return process
 
@@ -208,7 +212,12 @@ class EncryptedType(ColumnBound, TypeDecorator[_T]):
         )
 
     def process_result_value(self, value: Any, dialect: Dialect) -> Any:
-        return None if value is None else self.cipher().decrypt(value)
+        if value is None:
+            return None
+        try:
+            return self.cipher().decrypt(value)
+        except DecryptionError as error:
+            raise self.explained(error) from None
 
     def copy(self, **kw: Any) -> EncryptedType[_T]:
         copy = self._unbound_copy()

@@ -3,7 +3,7 @@
 The idiom (the seed guide's)::
 
     email = Column(EncryptedSearchableString(normalize="lower"))
-    email_search = Column(SearchTokenIndex("email"), index=True)
+    email_search = Column(SearchTokenIndex("email"))   # indexed; index=False opts out
 
 or the short form, which adds the indexed ``email_search`` column itself::
 
@@ -25,6 +25,7 @@ The token column is filled on every write by :mod:`.tokens`.
 from __future__ import annotations
 
 import base64
+import hashlib
 import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -35,13 +36,14 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.sql import false
 from sqlalchemy.sql.base import SchemaEventTarget
 from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.naming import conv
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
 from encmigrate.crypto.cipher import FieldCipher
 from encmigrate.crypto.codecs import codec_for
 from encmigrate.crypto.search import Normalize, SearchableCipher
 from encmigrate.errors import ConfigError, ValueTypeError
-from encmigrate.fields.context import ColumnBound
+from encmigrate.fields.context import SHADOW_SUFFIX, ColumnBound
 from encmigrate.fields.encrypted import (
     NATIVE_BYTES_DRIVERS,
     EncryptedType,
@@ -56,6 +58,7 @@ from encmigrate.fields.types import (
     EncryptedString,
     EncryptedText,
 )
+from encmigrate.identifiers import POSTGRESQL_MAX_BYTES, truncate_utf8, utf8_length
 from encmigrate.keys.keyring import Keyring
 
 __all__ = [
@@ -198,7 +201,6 @@ def _add_token_column(column: Column[Any], table: Any) -> None:
         return  # to_metadata() and mixin copies bring it along already
     storage = column.type.storage
     table.append_column(Column(name, SearchTokenIndex(column.key, storage=storage)))
-    Index(f"ix_{table.name}_{name}", table.c[name])
 
 
 class EncryptedSearchableString(Searchable, EncryptedString):
@@ -274,19 +276,28 @@ class SearchTokenIndex(ColumnBound, TypeDecorator[bytes]):
     """The token column of the searchable column named ``source`` (its key or name).
 
     Holds 32-byte HMAC tokens; with ``storage="text"`` as base64. ``storage``
-    defaults to the source column's storage. Index the column
-    (``index=True``): lookups are ``token IN (...)``.
+    defaults to the source column's storage. ``source`` may name the planned
+    column (``"email"``) of a model mapped on the shadow column
+    ``email_encrypted``.
+
+    The column gets an index (lookups are ``token IN (...)``) unless the
+    column says ``index=False`` or ``unique=True`` (its constraint is an
+    index), or the type says ``index=False``: the form Alembic revisions are
+    rendered with, since they create the index with ``op.create_index``.
     """
 
     impl = LargeBinary
     cache_ok = True
 
-    def __init__(self, source: str, *, storage: Storage | None = None) -> None:
+    def __init__(self, source: str, *, storage: Storage | None = None, index: bool = True) -> None:
         super().__init__()
         if not isinstance(source, str) or not source:
             raise ValueError("source must be the name of the searchable column")
+        if not isinstance(index, bool):
+            raise ValueError("index must be True or False")
         self.source = source
         self.storage = None if storage is None else check_storage(storage)
+        self.index = index
         self.context = None
         self._keyring = None
 
@@ -300,20 +311,33 @@ class SearchTokenIndex(ColumnBound, TypeDecorator[bytes]):
             event.listen(parent, "after_parent_attach", _token_column_attached)
 
     def source_column(self) -> Column[Any]:
-        """The searchable column this token column indexes."""
+        """The searchable column this token column indexes.
+
+        ``source`` is matched against each column's attribute key and database
+        name. The planned column's name finds its shadow column too: in a
+        table with ``email_encrypted`` (with or without the plaintext ``email``
+        beside it), ``SearchTokenIndex("email")`` indexes ``email_encrypted``,
+        the column that ``add-columns`` made the token column's partner.
+        """
         column = self._column
         table = getattr(column, "table", None)
         if column is None or not isinstance(table, Table):
             raise ConfigError("SearchTokenIndex is not attached to a table column")
-        for candidate in table.columns:
-            if self.source in (candidate.key, candidate.name) and candidate is not column:
-                if not isinstance(candidate.type, Searchable):
-                    raise ConfigError(
-                        f"{where(column)} indexes {where(candidate)}, which is not an "
-                        "EncryptedSearchable* column"
-                    )
+        named = [c for c in table.columns if c is not column and self.source in (c.key, c.name)]
+        shadow = f"{self.source}{SHADOW_SUFFIX}"
+        shadows = [c for c in table.columns if c is not column and shadow in (c.key, c.name)]
+        for candidate in (*named, *shadows):
+            if isinstance(candidate.type, Searchable):
                 return cast("Column[Any]", candidate)
-        raise ConfigError(f"{where(column)} indexes {self.source!r}, which is not in the table")
+        if named:
+            raise ConfigError(
+                f"{where(column)} indexes {where(named[0])}, which is not an "
+                "EncryptedSearchable* column"
+            )
+        raise ConfigError(
+            f"{where(column)} indexes {self.source!r}, which is not in the table: name the "
+            "searchable column by its attribute or column name"
+        )
 
     def resolved_storage(self) -> Storage:
         if self.storage is not None:
@@ -370,17 +394,59 @@ class SearchTokenIndex(ColumnBound, TypeDecorator[bytes]):
         return copy
 
     def __repr__(self) -> str:
+        return self._constructor_call(self.index)
+
+    def migration_repr(self) -> str:
+        """The constructor call an Alembic revision gets: ``index=False``.
+
+        Autogenerate renders the column's index as an ``op.create_index`` of
+        its own; the column in ``op.create_table``/``op.add_column`` must not
+        create it a second time.
+        """
+        return self._constructor_call(False)
+
+    def _constructor_call(self, index: bool) -> str:
         storage = f", storage={self.storage!r}" if self.storage is not None else ""
-        return f"SearchTokenIndex({self.source!r}{storage})"
+        unindexed = "" if index else ", index=False"
+        return f"SearchTokenIndex({self.source!r}{storage}{unindexed})"
 
 
 def _token_column_attached(column: Column[Any], table: Any) -> None:
-    """Mark the token as the database's business, and forget the table's cached pairs."""
+    """Index the token, mark it as the database's business, forget the table's cached pairs."""
     if column.server_default is None:
         FetchedValue()._set_parent_with_dispatch(column)
     if column.server_onupdate is None:
         FetchedValue(for_update=True)._set_parent_with_dispatch(column)
+    type_ = column.type
+    indexed = isinstance(type_, SearchTokenIndex) and type_.index
+    if isinstance(table, Table) and indexed and column.index is None and not column.unique:
+        _index_token_column(table, column)
     _PAIRS.pop(table, None)
+
+
+def _index_token_column(table: Table, column: Column[Any]) -> None:
+    """The index every lookup needs.
+
+    Named as ``add-columns`` names it, so a model of a migrated table gives
+    Alembic autogenerate nothing to change. Flagged as the column's own index
+    (as ``index=True`` would be): ``Table.to_metadata()`` and declarative
+    mixins copy the column, whose copy indexes itself, and not the index.
+    """
+    if any(list(index.columns) == [column] for index in table.indexes):
+        return
+    Index(conv(token_index_name(str(table.name), str(column.name))), column, _column_flag=True)
+
+
+def token_index_name(table: str, column: str) -> str:
+    """``ix_<table>_<column>``, shortened with a hash past PostgreSQL's 63 bytes.
+
+    The name ``add-columns`` gives the index of a token column it adds.
+    """
+    name = f"ix_{table}_{column}"
+    if utf8_length(name) <= POSTGRESQL_MAX_BYTES:
+        return name
+    digest = hashlib.sha256(name.encode("utf-8")).hexdigest()[:10]
+    return f"{truncate_utf8(name, POSTGRESQL_MAX_BYTES - 11)}_{digest}"
 
 
 # -- which columns pair up -----------------------------------------------------------
