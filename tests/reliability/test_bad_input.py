@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -21,10 +22,14 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+import typer
+from typer.testing import CliRunner
 
 from encmigrate import Keyring, get_cipher
+from encmigrate.boundary import mapped_errors
+from encmigrate.cli.state import reports_errors
 from encmigrate.crypto.codecs import TYPE_NAMES, codec_for
-from encmigrate.errors import DecryptionError, KeyConfigError
+from encmigrate.errors import DatabaseError, DecryptionError, KeyConfigError
 from encmigrate.keys.keyring import KeyState
 from encmigrate.migrate import MigrateOptions, migrate_data, verify
 from encmigrate.plan import PlanError
@@ -225,7 +230,7 @@ def test_a_malformed_plan_lists_every_problem_and_writes_nothing(
         "emial",
         "normalize",
         "no_such_table",
-        "a.b.c",
+        "columns[5].table",  # "a.b.c": named by its place, the text is not echoed
     ):
         assert sum(expected in p for p in problems) == 1, (expected, problems)
     env = {k: v for k, v in os.environ.items() if not k.startswith("ENCMIGRATE_")}
@@ -351,3 +356,74 @@ def test_json_null_plaintext_does_not_block_the_drop(pg_url: str, prepare: Prepa
         "SELECT count(*) FROM customers WHERE profile IS NOT NULL AND profile_encrypted IS NULL"
     )
     assert stuck == 0  # what drop-unencrypted's check (and the catch-up pass) look for
+
+
+# --- database errors: one line through the boundary, never a bound value ----------------------
+
+SECRET_VALUE = "plaintext-never-shown@example.com"
+
+
+def _insert_twice(url: str) -> None:
+    """A statement that fails with a plaintext parameter (a unique violation)."""
+    # No hide_parameters: SQLAlchemy's own message would show the bound values.
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text("CREATE TABLE people (id integer PRIMARY KEY, email text UNIQUE)"))
+        insert = sa.text("INSERT INTO people (id, email) VALUES (:id, :email)")
+        with engine.begin() as conn:
+            conn.execute(insert, {"id": 1, "email": SECRET_VALUE})
+            conn.execute(insert, {"id": 2, "email": SECRET_VALUE})
+    finally:
+        engine.dispose()
+
+
+def test_a_failing_statement_is_a_database_error_without_its_values(db_url: str) -> None:
+    with pytest.raises(DatabaseError) as raised, mapped_errors():
+        _insert_twice(db_url)
+    text = str(raised.value)
+    assert SECRET_VALUE in str(raised.value.__context__)  # what SQLAlchemy would have printed
+    assert SECRET_VALUE not in text and SECRET_VALUE not in repr(raised.value)
+    assert raised.value.exit_code == 4 and "\n" not in text
+    if db_url.startswith("postgresql"):
+        assert raised.value.sqlstate == "23505"
+        assert text == (
+            "database error (SQLSTATE 23505 UniqueViolation): "
+            'duplicate key value violates unique constraint "people_email_key"'
+        )
+    else:
+        assert text == "database error (IntegrityError): UNIQUE constraint failed: people.email"
+
+
+def test_a_value_postgresql_quotes_in_its_message_is_not_shown(pg_url: str) -> None:
+    engine = sa.create_engine(pg_url)
+    try:
+        with pytest.raises(DatabaseError) as raised, mapped_errors(), engine.connect() as conn:
+            conn.execute(sa.text("SELECT CAST(:v AS integer)"), {"v": SECRET_VALUE})
+    finally:
+        engine.dispose()
+    assert SECRET_VALUE in str(raised.value.__context__)
+    assert str(raised.value) == "database error (SQLSTATE 22P02 InvalidTextRepresentation)"
+
+
+@pytest.mark.parametrize("debug", [False, True], ids=["plain", "debug"])
+def test_the_cli_shows_a_failing_statement_in_one_line_without_its_values(
+    pg_url: str, debug: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    alone = typer.Typer()
+
+    @alone.command()
+    @reports_errors
+    def write() -> None:
+        _insert_twice(pg_url)
+
+    if debug:
+        caplog.set_level(logging.DEBUG, logger="encmigrate")
+    result = CliRunner().invoke(alone, [])
+    assert result.exit_code == 4
+    assert SECRET_VALUE not in result.output
+    assert "error: database error (SQLSTATE 23505 UniqueViolation)" in result.stderr
+    if debug:  # the traceback shows where it failed, with the same safe message
+        assert "Traceback" in result.stderr and "_insert_twice" in result.stderr
+    else:
+        assert result.stderr.count("\n") == 1

@@ -22,6 +22,7 @@ from encmigrate.errors import ConfigError
 
 __all__ = [
     "CONFIG_ENV",
+    "MAX_ROTATION_DAYS",
     "AwsSettings",
     "ConfigFile",
     "KeysSettings",
@@ -31,6 +32,7 @@ __all__ = [
 ]
 
 CONFIG_ENV = "ENCMIGRATE_CONFIG"
+MAX_ROTATION_DAYS = 36_500
 PLAN_FILE = "encmigrate.toml"
 
 
@@ -87,6 +89,9 @@ def _read(path: Path, origin: str) -> ConfigFile:
         document = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    except RecursionError:
+        # tomllib parses nested arrays and inline tables recursively.
+        raise ConfigError(f"{path}: not valid TOML (arrays or tables nested too deeply)") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read ({exc})") from None
     if path.name == "pyproject.toml":
@@ -136,8 +141,10 @@ class KeysSettings(BaseModel):
     path: str = Field(default="keyring.json", min_length=1)
     audit_log: str | None = None
     env_prefix: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
-    rotation_days: int = Field(default=90, ge=1)
-    cache_ttl: float = Field(default=300.0, ge=0)
+    # Upper bounds keep date arithmetic in range (10**9 days overflows datetime): a century,
+    # and a day of caching (a longer cache would hide a rotation from readers that long).
+    rotation_days: int = Field(default=90, ge=1, le=MAX_ROTATION_DAYS, strict=True)
+    cache_ttl: float = Field(default=300.0, ge=0, le=86_400, allow_inf_nan=False)
     vault: VaultSettings = VaultSettings()
     aws: AwsSettings = AwsSettings()
 

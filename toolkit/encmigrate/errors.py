@@ -15,11 +15,22 @@
 
 Messages name what failed, where, and what to do. They never contain key
 material, derived keys or plaintext values.
+
+Errors of other libraries (SQLAlchemy, psycopg, sqlite3, a bad database URL)
+are translated into these in one place, :mod:`encmigrate.boundary`, which the
+CLI applies to every command and Python callers may apply to theirs. The CLI
+prints one line and exits with ``exit_code``; 130 after Ctrl-C. Any other
+exception is a bug in encmigrate: the CLI prints one line naming its class and
+where it was raised (never its message, which could hold a value), asks for a
+re-run with ``--debug`` (which adds the traceback), and exits with
+:data:`UNEXPECTED_EXIT_CODE` (70, ``EX_SOFTWARE`` of sysexits.h), so that a
+crash is never mistaken for exit 1, "verification found problems".
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "UNEXPECTED_EXIT_CODE",
     "AuditLogError",
     "ConfigError",
     "DatabaseError",
@@ -31,6 +42,8 @@ __all__ = [
     "RefusedError",
     "ValueTypeError",
 ]
+
+UNEXPECTED_EXIT_CODE = 70
 
 
 class EncmigrateError(Exception):
@@ -83,6 +96,7 @@ class DecryptionError(EncmigrateError):
     def __init__(self, context: str, version: int | None = None, reason: str = "") -> None:
         self.context = context
         self.version = version
+        self.reason = reason
         where = f"key version {version}" if version is not None else "unknown key version"
         text = f"cannot decrypt value ({where}, context {context!r})"
         if reason:
@@ -97,9 +111,16 @@ class AuditLogError(EncmigrateError):
 
 
 class DatabaseError(EncmigrateError):
-    """The database is unreachable, or an operation failed after its retries."""
+    """The database is unreachable, or an operation failed after its retries.
+
+    ``sqlstate`` is the server's SQLSTATE when it gave one (``"55P03"``), else None.
+    """
 
     exit_code = 4
+
+    def __init__(self, message: str, *, sqlstate: str | None = None) -> None:
+        self.sqlstate = sqlstate
+        super().__init__(message)
 
 
 class RefusedError(EncmigrateError):

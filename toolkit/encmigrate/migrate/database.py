@@ -14,7 +14,6 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.engine import make_url
 from tenacity import (
     RetryCallState,
     Retrying,
@@ -24,8 +23,8 @@ from tenacity import (
     wait_random,
 )
 
-from encmigrate.errors import DatabaseError
-from encmigrate.plan import safe_url
+from encmigrate.boundary import parse_database_url, sqlstate
+from encmigrate.errors import ConfigError
 
 __all__ = ["RetryPolicy", "connect", "is_transient", "sqlstate"]
 
@@ -33,12 +32,6 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 TRANSIENT_SQLSTATES = frozenset({"55P03", "40P01", "40001", "57P01", "57P02", "57P03", "53300"})
-
-
-def sqlstate(exc: BaseException) -> str | None:
-    """The SQLSTATE of a driver error, through SQLAlchemy's wrapper."""
-    original = getattr(exc, "orig", exc)
-    return getattr(original, "sqlstate", None) or getattr(original, "pgcode", None)
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -98,16 +91,22 @@ class RetryPolicy:
 
 
 def connect(
-    url: str | sa.URL, *, workers: int = 1, pool_size: int | None = None, echo: bool = False
+    url: str | sa.URL,
+    *,
+    workers: int = 1,
+    pool_size: int | None = None,
+    echo: bool = False,
+    origin: str | None = None,
 ) -> sa.Engine:
     """An engine set up for batch work.
 
     SQLite gets ``BEGIN IMMEDIATE`` transactions (the write lock is taken
     before the batch reads, so no other writer can slip between read and
     write) and a busy timeout; PostgreSQL gets psycopg 3 and a pool sized for
-    the workers.
+    the workers. A URL that does not parse, or names a dialect or driver that
+    is not installed, raises ConfigError naming ``origin`` (where it was set).
     """
-    parsed = make_url(url)
+    parsed = parse_database_url(url, origin=origin)
     if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg")
     # hide_parameters: with --debug the SQL is logged, never the values bound to it.
@@ -120,7 +119,14 @@ def connect(
     try:
         engine = sa.create_engine(parsed, **kwargs)
     except (sa.exc.ArgumentError, ImportError) as exc:
-        raise DatabaseError(f"cannot use database URL {safe_url(str(url))}: {exc}") from None
+        # The message names the dialect or the missing module; SQLAlchemy's text never holds
+        # the password here (the URL is parsed already), but it is not shown anyway.
+        what = exc.name if isinstance(exc, ImportError) else parsed.drivername
+        where = f"{origin}: " if origin else ""
+        raise ConfigError(
+            f"{where}the database URL names a dialect or driver that is not installed "
+            f"({what}): install it or change the URL"
+        ) from None
     if engine.dialect.name == "sqlite":
         _sqlite_immediate(engine)
     return engine

@@ -1,0 +1,185 @@
+"""Where other libraries' errors become encmigrate errors: here, and nowhere else.
+
+:func:`mapped_errors` wraps a unit of work and :func:`translate` says what a
+foreign exception means. The CLI wraps every command in it (through
+``reports_errors``); Python callers may wrap their own calls the same way::
+
+    with mapped_errors():
+        migrate_data(plan, engine, keyring)
+
+==========================================================  ====================
+raised by                                                   becomes
+==========================================================  ====================
+SQLAlchemy ``ArgumentError`` about a URL, ``NoSuchModuleError``  ConfigError (2)
+(unknown dialect or driver), ``ValueError`` from SQLAlchemy's
+URL parser (a port that is not a number), a missing driver
+SQLAlchemy ``NoSuchTableError``                             ConfigError (2)
+SQLAlchemy ``DBAPIError`` (``OperationalError``,            DatabaseError (4)
+``InterfaceError``, ``IntegrityError``, ...), the pool's
+``TimeoutError``, psycopg and sqlite3 errors raised directly
+any other exception                                         not translated (a bug)
+==========================================================  ====================
+
+A translated database error says what failed in one line: the SQLSTATE, the
+driver's class name and, for the SQLSTATE classes whose first line names
+only objects (tables, columns, constraints, users), that first line. It never
+carries SQLAlchemy's own text (which appends the SQL and its bound
+parameters, that is, values), PostgreSQL's ``DETAIL``/``CONTEXT`` lines (which
+quote rows), the first line of a data exception (class 22 quotes the input it
+could not convert) or a URL password.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from types import TracebackType
+
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from encmigrate.errors import ConfigError, DatabaseError, EncmigrateError
+
+__all__ = ["URL_PLACES", "mapped_errors", "parse_database_url", "sqlstate", "translate"]
+
+URL_PLACES = (
+    "--database-url, ENCMIGRATE_DATABASE_URL, [database] url in the plan "
+    "or sqlalchemy.url in alembic.ini"
+)
+_URL_FORM = "write it as dialect+driver://user:password@host:port/database"
+
+# SQLSTATE classes whose primary message names objects, never a value: connection (08),
+# integrity (23: the values are in DETAIL), transaction state (25), authorization (28),
+# catalog and schema names (3D, 3F), rollbacks (40), syntax and undefined objects (42),
+# resources (53), object state such as lock timeouts (55), operator intervention (57).
+_NAMING_CLASSES = frozenset({"08", "23", "25", "28", "3D", "3F", "40", "42", "53", "55", "57"})
+
+
+def sqlstate(exc: BaseException) -> str | None:
+    """The SQLSTATE of a driver error, through SQLAlchemy's wrapper."""
+    original = getattr(exc, "orig", exc)
+    return getattr(original, "sqlstate", None) or getattr(original, "pgcode", None)
+
+
+@contextlib.contextmanager
+def mapped_errors() -> Iterator[None]:
+    """Raise foreign errors of the work inside as the encmigrate errors :func:`translate` gives.
+
+    The translated error keeps the original's traceback (``--debug`` shows
+    where it happened) but not its message: the original is reachable as
+    ``__context__`` and is not printed with the traceback.
+    """
+    try:
+        yield
+    except EncmigrateError:
+        raise
+    except Exception as exc:
+        mapped = translate(exc)
+        if mapped is None:
+            raise
+        raise mapped.with_traceback(exc.__traceback__) from None
+
+
+def translate(exc: BaseException) -> EncmigrateError | None:
+    """The encmigrate error that ``exc`` means, or None when it means a bug."""
+    if isinstance(exc, EncmigrateError):
+        return exc
+    if isinstance(exc, sa.exc.NoSuchModuleError):
+        return ConfigError(
+            "the database URL names a dialect or driver SQLAlchemy does not know "
+            f"(check {URL_PLACES})"
+        )
+    if isinstance(exc, sa.exc.ArgumentError) and "URL" in str(exc):
+        return _bad_url("it cannot be parsed", None)
+    if isinstance(exc, ValueError) and _raised_in(exc, "sqlalchemy.engine.url"):
+        return _bad_url("its port is not a number", None)
+    if isinstance(exc, ImportError) and _raised_in(exc, "sqlalchemy."):
+        return ConfigError(
+            f"the driver the database URL names is not installed ({exc.name or 'driver'}): "
+            f"install it or change the URL ({URL_PLACES})"
+        )
+    if isinstance(exc, sa.exc.NoSuchTableError):
+        return ConfigError(f"table {str(exc)!r} does not exist in the database")
+    if isinstance(exc, sa.exc.TimeoutError):
+        return DatabaseError("no database connection became free in time (the pool is exhausted)")
+    if isinstance(exc, sa.exc.DBAPIError) or _is_driver_error(exc):
+        return _database_error(exc)
+    return None
+
+
+def parse_database_url(url: str | sa.URL, *, origin: str | None = None) -> sa.URL:
+    """``url`` parsed, or a ConfigError naming ``origin`` (where the URL was set), never the URL."""
+    if isinstance(url, sa.URL):
+        return url
+    try:
+        return make_url(url)
+    except sa.exc.ArgumentError:
+        raise _bad_url("it cannot be parsed", origin) from None
+    except ValueError:
+        raise _bad_url("its port is not a number", origin) from None
+
+
+def _bad_url(problem: str, origin: str | None) -> ConfigError:
+    if origin is None:
+        return ConfigError(f"the database URL is not valid: {problem}; {_URL_FORM} ({URL_PLACES})")
+    return ConfigError(f"{origin}: the database URL is not valid: {problem}; {_URL_FORM}")
+
+
+def _raised_in(exc: BaseException, module: str) -> bool:
+    """Whether the innermost frame of ``exc``'s traceback belongs to ``module`` (a prefix)."""
+    tb: TracebackType | None = exc.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    name = tb.tb_frame.f_globals.get("__name__", "")
+    return isinstance(name, str) and name.startswith(module)
+
+
+def _is_driver_error(exc: BaseException) -> bool:
+    # Matched by module so that psycopg is never imported here (the CLI starts without it).
+    module = type(exc).__module__
+    is_driver = module.startswith("psycopg") or module == "sqlite3"
+    return is_driver and any(base.__name__ == "Error" for base in type(exc).__mro__)
+
+
+def _database_error(exc: BaseException) -> DatabaseError:
+    original = getattr(exc, "orig", None) or exc
+    state = sqlstate(exc)
+    kind = type(original).__name__
+    if state is None and _is_connection_failure(exc, original):
+        return DatabaseError(f"cannot reach the database: {_first_line(original) or kind}")
+    label = f"SQLSTATE {state} {kind}" if state else kind
+    said = _naming_message(original, state)
+    text = f"database error ({label}): {said}" if said else f"database error ({label})"
+    return DatabaseError(text, sqlstate=state)
+
+
+def _is_connection_failure(exc: BaseException, original: BaseException) -> bool:
+    if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    module = type(original).__module__
+    if module == "sqlite3":
+        return "unable to open database" in str(original)
+    # psycopg without a SQLSTATE: the server never answered (refused, unknown host, lost socket).
+    return module.startswith("psycopg") and type(original).__name__ in {
+        "OperationalError",
+        "InterfaceError",
+    }
+
+
+def _naming_message(original: BaseException, state: str | None) -> str:
+    """The driver's first line when it cannot quote a value, else ``""``."""
+    if state is None:
+        # SQLite's messages name tables and constraints ("UNIQUE constraint failed: t.c").
+        return _first_line(original) if type(original).__module__ == "sqlite3" else ""
+    if state[:2] not in _NAMING_CLASSES:
+        return ""
+    diag = getattr(original, "diag", None)
+    primary = getattr(diag, "message_primary", None)
+    return primary.strip() if isinstance(primary, str) else _first_line(original)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0].strip() if lines else ""
