@@ -149,3 +149,44 @@ def test_sqlite_text_keeps_the_offset_it_is_written_with(
     assert _offsets([values[0][1]]) == [dt.timedelta(hours=2)]
     # The naive model type read aware values as they are: timezone= checks writes only.
     assert _offsets([values[0][0], values[1][0]]) == [None, dt.timedelta(0)]
+
+
+def test_sqlite_number_in_a_datetime_column_fails_its_row_not_the_run(
+    sqlite_url: str, tmp_path: Path, engines: list[sa.Engine]
+) -> None:
+    # SQLite keeps whatever was written into a DATETIME column; SQLAlchemy's date parser
+    # raised TypeError on a number and stopped migrate-data at that batch.
+    engine = connect(sqlite_url)
+    engines.append(engine)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TABLE t (id integer PRIMARY KEY, c0 DATETIME, c0_encrypted BLOB)"
+        )
+        conn.exec_driver_sql(
+            "INSERT INTO t (id, c0) VALUES (1, '2024-03-01 12:00:00'), (2, 1709294400), "
+            "(3, '2024-03-01T12:00:00Z'), (4, NULL)"
+        )
+    tracking_metadata.create_all(engine)
+    path = tmp_path / "encmigrate.toml"
+    path.write_text(
+        f'[database]\nurl = "{sqlite_url}"\n[[columns]]\ntable = "t"\ncolumn = "c0"\n'
+        'type = "datetime"\n'
+    )
+    plan = plan_module.load(path, environ={})
+    keyring = Keyring.generate()
+    [report] = migrate_data(plan, engine, keyring)
+    assert (report.rows_done, report.rows_failed) == (2, 1)
+    with engine.connect() as conn:
+        failed = conn.execute(
+            sa.text("SELECT primary_key, reason FROM encryption_migration_failures")
+        ).all()
+    assert [(key, reason) for key, reason in failed] == [
+        ("[2]", "datetime field expects datetime.datetime, got int")
+    ]
+    values = _read(engine, EncryptedDateTime(keyring=keyring))
+    assert values == [
+        (dt.datetime(2024, 3, 1, 12, 0),),
+        (None,),
+        (dt.datetime(2024, 3, 1, 12, 0, tzinfo=UTC),),
+        (None,),
+    ]

@@ -169,20 +169,28 @@ def read_expression(shadow: ShadowColumns) -> Any:
       storage classes (numbers in a JSON or untyped column, blobs) come as
       they are.
 
-    Only textual and json columns are wrapped: other types keep the result
-    processing of their SQL type (SQLite dates and numerics need it).
+    Textual, json and date/time columns are wrapped: SQLite keeps whatever a
+    writer stored in a DATE/DATETIME/TIME column (a number, say), and
+    SQLAlchemy's result processing for those types raised on such a value and
+    stopped the whole run; read as stored, ``ColumnWork`` parses each value and
+    turns one that does not parse into that row's failure (PostgreSQL's driver
+    returns its native date and time objects either way). Other types keep the
+    result processing of their SQL type (SQLite numerics need it).
     """
     column = shadow.plaintext
     assert column is not None
     if shadow.work.plan.type == "json":
         return _JsonRead(column)
-    if isinstance(column.type, sa.String | sa.types.NullType):
+    if isinstance(column.type, (sa.String, sa.types.NullType, *_DATE_TIME_TYPES)):
         return _TextRead(column)
     return column
 
 
+_DATE_TIME_TYPES = (sa.Date, sa.DateTime, sa.Time)
+
+
 class _TextRead(FunctionElement[Any]):
-    """A textual plaintext: the column itself; on SQLite, text as bytes."""
+    """A plaintext read as stored: the column itself; on SQLite, text as bytes."""
 
     name = "encmigrate_text_read"
     inherit_cache = True
