@@ -1,9 +1,13 @@
 # The two set-up commands: `make demo` and `make test`. Both start from a fresh clone with only
-# Python 3.11+ installed: they create .venv and install what they need.
+# Python 3.11+ installed: they create .venv and install what they need. `make demo` installs
+# encmigrate and its runtime dependencies only; the test extras (pytest, ruff, mypy, boto3,
+# moto, ...) are installed by the first target that runs tests or linters.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
+# One stamp per install, so `make demo` then `make test` adds the extras to the same .venv.
+STAMP_PACKAGE := $(VENV)/.installed-package
+STAMP_TEST    := $(VENV)/.installed-test
 
 .PHONY: demo test test-slow lint bench clean
 
@@ -12,14 +16,19 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+$(STAMP_PACKAGE): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
 	@touch $@
 
-demo: $(STAMP)
+# Installing the extras installs the package too: the package stamp is refreshed with it.
+$(STAMP_TEST): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@touch $@ $(STAMP_PACKAGE)
+
+demo: $(STAMP_PACKAGE)
 	$(BIN)/encmigrate demo
 
-lint: $(STAMP)
+lint: $(STAMP_TEST)
 	$(BIN)/ruff check toolkit tests bench
 	$(BIN)/ruff format --check toolkit tests bench
 	$(BIN)/mypy
@@ -27,11 +36,12 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/pytest
 
-# Heavy cases (long fault-injection runs, large tables): not part of `make test`.
-test-slow: $(STAMP)
+# Heavy cases (long fault-injection runs, large tables, the wheel in a clean venv): not part of
+# `make test`.
+test-slow: $(STAMP_TEST)
 	$(BIN)/pytest -m slow
 
-bench: $(STAMP)
+bench: $(STAMP_TEST)
 	$(BIN)/python bench/bench_crypto.py
 
 clean:
