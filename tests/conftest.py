@@ -8,7 +8,7 @@ import pytest
 
 from support import prefork
 
-pytest_plugins = ["pytester"]
+pytest_plugins = ["pytester", "support.output_scan"]
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ from encmigrate.cli import app
 from encmigrate.keys import FileProvider, Keyring, KeyState
 from encmigrate.migrate import MigrateOptions, migrate_data
 from encmigrate.migrate import connect as connect_engine
-from support import shadow_schema
+from support import output_scan, shadow_schema
 
 ROWS = 300
 DUPLICATE = "Shared.Inbox@Example.com"
@@ -64,6 +64,8 @@ def project(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Pro
         conn.execute(
             sa.text("UPDATE customers SET email = :e WHERE id IN (10, 20, 30)"), {"e": DUPLICATE}
         )
+        emails = conn.execute(sa.text("SELECT email FROM customers")).scalars().all()
+    output_scan.canary(*(f(e) for e in emails if e for f in (str, str.upper, str.lower)))
     engine.dispose()
     keyring = Keyring.generate()
     keyring_file = tmp_path / "keyring.json"

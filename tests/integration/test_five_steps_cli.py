@@ -9,7 +9,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from support import prefork
+from support import output_scan, prefork
 
 PLAN_COLUMNS = """
 [[columns]]
@@ -52,6 +52,10 @@ def test_five_steps_end_to_end(db_url: str, tmp_path: Path) -> None:
                 for i in range(1, 1501)
             ],
         )
+    # Every email, as stored and as normalised for the blind index: no command may print one.
+    output_scan.canary(
+        *(e for i in range(1, 1501) for e in (f"User{i}@Example.com", f"user{i}@example.com"))
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith("ENCMIGRATE_")}
     env["ENCMIGRATE_KEYRING_FILE"] = str(tmp_path / "keyring.json")
     env["ENCMIGRATE_DATABASE_URL"] = db_url
