@@ -185,6 +185,8 @@ def test_every_field_problem_is_reported_at_once_with_its_location() -> None:
             "destroyed version must have key null",
         ),
         ({"format": "other/2"}, "format"),
+        # 10**9 days loaded, then `keys status` overflowed computing the due date.
+        ({"rotation_days": 10**9}, "rotation_days"),
         ({"surprise": 1}, "surprise"),
     ],
 )

@@ -221,6 +221,20 @@ def test_no_plan_at_all_says_how_to_make_one(tmp_path: Path) -> None:
         load(cwd=tmp_path, environ={})
 
 
+def test_a_url_with_a_bad_port_is_a_plan_problem_that_never_shows_the_password(
+    tmp_path: Path,
+) -> None:
+    path = _plan_file(
+        tmp_path,
+        "postgresql+psycopg://app:hunter2@db:port/app",
+        '[[columns]]\ntable = "t"\ncolumn = "c"\n',
+    )
+    with pytest.raises(ConfigError, match="not a usable database URL") as raised:
+        load(path, environ={})
+    assert "hunter2" not in str(raised.value)
+    assert "database.url" in str(raised.value)
+
+
 def test_plan_repr_hides_the_database_password(tmp_path: Path) -> None:
     path = _plan_file(
         tmp_path,

@@ -77,7 +77,7 @@ def max_identifier_bytes(database_url: str | None) -> int | None:
         return POSTGRESQL_MAX_BYTES
     try:
         backend = sa.make_url(database_url).get_backend_name()
-    except sa.exc.ArgumentError:
+    except (sa.exc.ArgumentError, ValueError):  # the URL is checked, and reported, elsewhere
         return POSTGRESQL_MAX_BYTES
     return None if backend == "sqlite" else POSTGRESQL_MAX_BYTES
 

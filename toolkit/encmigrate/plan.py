@@ -653,8 +653,12 @@ def _check_live_schema(
 ) -> tuple[TablePlan, ...]:
     try:
         engine = sa.create_engine(url)
-    except (sa.exc.ArgumentError, ImportError) as exc:
-        problems.append(f"{found.where('database.url')}: not a usable database URL ({exc})")
+    except (sa.exc.ArgumentError, ImportError, ValueError):
+        # Not the driver's text: it can quote the URL, password included.
+        problems.append(
+            f"{found.where('database.url')}: not a usable database URL (it does not parse, "
+            "its port is not a number, or it names a driver that is not installed)"
+        )
         return tables
     locations = _column_locations(found)
     try:

@@ -12,6 +12,7 @@ from rich.table import Table
 from encmigrate.api import get_cipher
 from encmigrate.cli.console import err, out, print_json
 from encmigrate.cli.state import reports_errors, state_of
+from encmigrate.config import MAX_ROTATION_DAYS
 from encmigrate.crypto.kdf import Kdf
 from encmigrate.errors import ConfigError, EncmigrateError, KeyConfigError, RefusedError
 from encmigrate.keys import (
@@ -64,7 +65,10 @@ def generate(
     ] = None,
     kdf: Annotated[Kdf, typer.Option("--kdf", help="Key-derivation function.")] = Kdf.HKDF_SHA256,
     rotation_days: Annotated[
-        int, typer.Option("--rotation-days", min=1, help="Rotation schedule in days.")
+        int,
+        typer.Option(
+            "--rotation-days", min=1, max=MAX_ROTATION_DAYS, help="Rotation schedule in days."
+        ),
     ] = 90,
     force: Annotated[
         bool, typer.Option("--force", help="Replace an existing keyring (its keys are lost).")

@@ -30,6 +30,7 @@ from pydantic import (
     model_validator,
 )
 
+from encmigrate.config import MAX_ROTATION_DAYS
 from encmigrate.crypto.derived import DerivedKeys, DeriveHook
 from encmigrate.crypto.envelope import MAX_VERSION
 from encmigrate.crypto.kdf import KEY_SIZE, Kdf
@@ -206,7 +207,7 @@ class Keyring(BaseModel):
     format: Literal["encmigrate-keyring/1"] = "encmigrate-keyring/1"
     kdf: Kdf = Kdf.HKDF_SHA256
     current: int = Field(ge=1, le=MAX_VERSION)
-    rotation_days: int = Field(default=90, ge=1)
+    rotation_days: int = Field(default=90, ge=1, le=MAX_ROTATION_DAYS)
     audit_head: AuditHead | None = None
     versions: tuple[KeyVersion, ...]
 
