@@ -30,6 +30,7 @@ functions, partition indexes) are shortened with a hash by their makers, with
 
 from __future__ import annotations
 
+import hashlib
 import unicodedata
 
 import sqlalchemy as sa
@@ -37,6 +38,7 @@ from sqlalchemy.engine import Dialect
 
 __all__ = [
     "POSTGRESQL_MAX_BYTES",
+    "index_name",
     "max_identifier_bytes",
     "name_problem",
     "qualified",
@@ -137,3 +139,16 @@ def qualified(dialect: Dialect, table: str, schema: str | None) -> str:
     """``"schema"."table"`` quoted as the dialect needs (only where needed), ``%`` single."""
     name = quote(dialect, table)
     return f"{quote(dialect, schema)}.{name}" if schema else name
+
+
+def index_name(table: str, column: str) -> str:
+    """``ix_<table>_<column>``, shortened with a hash past PostgreSQL's 63 bytes.
+
+    The name ``add-columns`` gives a token column's index, and the one the column
+    types declare, so Alembic's autogenerate sees the same index on both sides.
+    """
+    name = f"ix_{table}_{column}"
+    if utf8_length(name) <= POSTGRESQL_MAX_BYTES:
+        return name
+    digest = hashlib.sha256(name.encode("utf-8")).hexdigest()[:10]
+    return f"{truncate_utf8(name, POSTGRESQL_MAX_BYTES - 11)}_{digest}"

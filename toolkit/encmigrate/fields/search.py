@@ -25,7 +25,6 @@ The token column is filled on every write by :mod:`.tokens`.
 from __future__ import annotations
 
 import base64
-import hashlib
 import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -58,7 +57,7 @@ from encmigrate.fields.types import (
     EncryptedString,
     EncryptedText,
 )
-from encmigrate.identifiers import POSTGRESQL_MAX_BYTES, truncate_utf8, utf8_length
+from encmigrate.identifiers import index_name
 from encmigrate.keys.keyring import Keyring
 
 __all__ = [
@@ -434,19 +433,7 @@ def _index_token_column(table: Table, column: Column[Any]) -> None:
     """
     if any(list(index.columns) == [column] for index in table.indexes):
         return
-    Index(conv(token_index_name(str(table.name), str(column.name))), column, _column_flag=True)
-
-
-def token_index_name(table: str, column: str) -> str:
-    """``ix_<table>_<column>``, shortened with a hash past PostgreSQL's 63 bytes.
-
-    The name ``add-columns`` gives the index of a token column it adds.
-    """
-    name = f"ix_{table}_{column}"
-    if utf8_length(name) <= POSTGRESQL_MAX_BYTES:
-        return name
-    digest = hashlib.sha256(name.encode("utf-8")).hexdigest()[:10]
-    return f"{truncate_utf8(name, POSTGRESQL_MAX_BYTES - 11)}_{digest}"
+    Index(conv(index_name(str(table.name), str(column.name))), column, _column_flag=True)
 
 
 # -- which columns pair up -----------------------------------------------------------

@@ -7,7 +7,6 @@ runs the same way online and offline (``--sql``), without reflecting again.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import warnings
 from collections.abc import Mapping, Sequence
@@ -17,7 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from encmigrate.errors import ConfigError
-from encmigrate.identifiers import POSTGRESQL_MAX_BYTES, truncate_utf8, utf8_length
+from encmigrate.identifiers import index_name
 from encmigrate.plan import ColumnPhase, ColumnPlan, Plan, TablePlan
 from encmigrate.revisions.sqltext import qualified, quote
 from encmigrate.revisions.triggers import PG_TRIGGER, ShadowColumn, sqlite_trigger_name
@@ -125,12 +124,3 @@ def _trigger_has_view_writes(connection: sa.Connection, table: TablePlan) -> boo
 
 def shadow_columns(columns: Sequence[ColumnPlan]) -> list[ShadowColumn]:
     return [ShadowColumn(c.column, c.encrypted_column, c.search_column) for c in columns]
-
-
-def index_name(table: str, column: str) -> str:
-    """``ix_<table>_<column>``, shortened with a hash past PostgreSQL's 63 bytes."""
-    name = f"ix_{table}_{column}"
-    if utf8_length(name) <= POSTGRESQL_MAX_BYTES:
-        return name
-    digest = hashlib.sha256(name.encode("utf-8")).hexdigest()[:10]
-    return f"{truncate_utf8(name, POSTGRESQL_MAX_BYTES - 11)}_{digest}"
