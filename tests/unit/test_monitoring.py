@@ -25,6 +25,7 @@ from encmigrate.keys import AuditEvent, AuditLog, FileProvider, KeyManager, Keyr
 from encmigrate.keys.remote import audit_load_failure
 from encmigrate.keys.resolve import KeySetup, load_keyring
 from encmigrate.monitoring import Metrics
+from encmigrate.monitoring.metrics import new_registry
 from encmigrate.monitoring.cloudwatch import CloudWatchPublisher
 from encmigrate.monitoring.metered import FLUSH_EVERY, MeteredCipher
 
@@ -271,3 +272,6 @@ def test_without_prometheus_client_the_error_names_the_extra(
     monkeypatch.setitem(sys.modules, "prometheus_client", None)
     with pytest.raises(ConfigError, match=r"pip install 'encmigrate\[metrics\]'"):
         Metrics(CollectorRegistry())
+    # The Lambda rotation handler's publishing step too (it raised a bare ImportError).
+    with pytest.raises(ConfigError, match=r"pip install 'encmigrate\[metrics\]'"):
+        new_registry()

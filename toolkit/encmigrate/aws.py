@@ -83,12 +83,10 @@ def lambda_handler(event: Mapping[str, Any] | None, context: Any) -> dict[str, A
 
 
 def _publish(status: Any, environ: Mapping[str, str]) -> None:
-    from prometheus_client import CollectorRegistry
-
     from encmigrate.monitoring.cloudwatch import CloudWatchPublisher
-    from encmigrate.monitoring.metrics import Metrics
+    from encmigrate.monitoring.metrics import Metrics, new_registry
 
-    metrics = Metrics(CollectorRegistry())
+    metrics = Metrics(new_registry())
     metrics.observe_key_status(status)
     metrics.observe_health("degraded" if status.rotation_overdue else "healthy")
     CloudWatchPublisher(metrics, region=environ.get("AWS_REGION")).publish()

@@ -42,6 +42,7 @@ __all__ = [
     "Metrics",
     "decrypt_failure_reason",
     "get_metrics",
+    "new_registry",
 ]
 
 logger = logging.getLogger(__name__)
@@ -82,6 +83,12 @@ def _prometheus() -> Any:
             "metrics need the prometheus-client package: pip install 'encmigrate[metrics]'"
         ) from None
     return prometheus_client
+
+
+def new_registry() -> CollectorRegistry:
+    """An empty registry of its own (a ConfigError naming the extra when it is not installed)."""
+    registry: CollectorRegistry = _prometheus().CollectorRegistry()
+    return registry
 
 
 def decrypt_failure_reason(error: DecryptionError) -> str:
