@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from encmigrate.errors import ConfigError
@@ -44,6 +45,25 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("tags")
     op.drop_table("customers")
+'''
+
+TAGS_SEARCH = '''"""tags.search"""
+import sqlalchemy as sa
+from alembic import op
+from sqlalchemy.dialects import postgresql
+
+revision = "0002"
+down_revision = "0001"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.add_column("tags", sa.Column("search", postgresql.TSVECTOR, nullable=False))
+
+
+def downgrade() -> None:
+    op.drop_column("tags", "search")
 '''
 
 COLUMNS = """
@@ -160,15 +180,56 @@ def test_a_leaky_blind_index_is_reported_as_a_warning(
     assert any("columns[4].searchable" in w and "frequency analysis" in w for w in report.warnings)
 
 
-def test_generated_rows_refuse_a_table_without_an_integer_key(
+def test_generated_rows_refuse_a_not_null_type_they_cannot_make(
     postgres_server: PostgresServer, tmp_path: Path
 ) -> None:
     plan = _project(tmp_path, '[[columns]]\ntable = "tags"\ncolumn = "label"\n')
+    (tmp_path / "alembic" / "versions" / "0002_tags_search.py").write_text(TAGS_SEARCH)
     report = rehearse(plan, options=RehearseOptions(rows=10), server=postgres_server, environ={})
     assert report.exit_code == ConfigError.exit_code
     assert report.problems == [
-        "generate 10 rows per table: --rows: tags.code: only integer primary keys are "
-        "generated; load rows with --load"
+        "generate 10 rows per table: --rows: tags.search: NOT NULL column of type TSVECTOR is "
+        "not generated; copy real rows with --sample-from, or load rows with --load"
+    ]
+
+
+def test_a_pg_dump_sample_is_loaded_and_a_failing_file_never_quotes_its_values(
+    postgres_server: PostgresServer, pg_url: str, tmp_path: Path
+) -> None:
+    # What docs/ci-example.md tells users to do: pg_dump --data-only --inserts of a sample.
+    # Its script empties search_path for its session and, since PostgreSQL 15.14, wraps
+    # itself in psql's \restrict: neither may break the steps that follow the load.
+    source = pg_url.replace("postgresql+psycopg://", "postgresql://", 1)
+    with psycopg.connect(source, autocommit=True) as connection:
+        connection.execute(
+            "CREATE TABLE customers (id integer PRIMARY KEY, email varchar(200) NOT NULL, "
+            "balance numeric(12, 2), born text, profile json, country varchar(2) NOT NULL, "
+            "signed_up timestamptz NOT NULL)"
+        )
+        connection.execute(
+            "INSERT INTO customers (id, email, born, country, signed_up) SELECT i, "
+            "'u' || i || '@x.io', '1990-01-02', 'FR', now() FROM generate_series(1, 30) AS i"
+        )
+    sample = tmp_path / "sample.sql"
+    subprocess.run(
+        ["pg_dump", "--data-only", "--inserts", "--table=customers", f"--file={sample}", source],
+        check=True,
+    )
+    plan = _project(tmp_path)
+    report = rehearse(
+        plan, options=RehearseOptions(load=sample), server=postgres_server, environ={}
+    )
+    assert report.ok, report.problems
+    assert report.rows == 30 and report.steps[1].name == "load sample.sql"
+    bad = tmp_path / "bad.sql"
+    bad.write_text(
+        "INSERT INTO customers (id, email, country, signed_up) "
+        "VALUES (1, 'a@x.io', 'FR', 'canary-not-a-timestamp');"
+    )
+    report = rehearse(plan, options=RehearseOptions(load=bad), server=postgres_server, environ={})
+    assert report.exit_code == ConfigError.exit_code
+    assert report.problems == [
+        "load bad.sql: --load: the SQL failed (SQLSTATE 22007 InvalidDatetimeFormat)"
     ]
 
 

@@ -12,6 +12,7 @@ from rich.table import Table
 from encmigrate.cli.console import err, out, print_json
 from encmigrate.cli.state import reports_errors, state_of
 from encmigrate.migrate.runner import eta_text
+from encmigrate.rehearse.report import DEFAULT_ROWS
 
 if TYPE_CHECKING:
     from encmigrate.rehearse import RehearsalReport, StepResult
@@ -22,13 +23,57 @@ __all__ = ["rehearse_command"]
 @reports_errors
 def rehearse_command(
     ctx: typer.Context,
+    schema_from: Annotated[
+        str | None,
+        typer.Option(
+            "--schema-from",
+            envvar="ENCMIGRATE_SCHEMA_FROM",
+            help="PostgreSQL URL whose schema (never its rows) is copied with pg_dump "
+            "--schema-only instead of applying your Alembic history. Read only. "
+            "Env: ENCMIGRATE_SCHEMA_FROM (keeps the password off the command line).",
+            show_envvar=False,
+        ),
+    ] = None,
+    schema_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--schema-file",
+            exists=True,
+            dir_okay=False,
+            help="Plain SQL schema dump (pg_dump --schema-only) to start from instead of "
+            "your Alembic history.",
+        ),
+    ] = None,
     load: Annotated[
         Path | None,
-        typer.Option("--load", exists=True, dir_okay=False, help="SQL file run after the history."),
+        typer.Option("--load", exists=True, dir_okay=False, help="SQL file run after the schema."),
     ] = None,
     rows: Annotated[
-        int, typer.Option("--rows", min=0, help="Generated rows per planned table.")
-    ] = 0,
+        int | None,
+        typer.Option(
+            "--rows",
+            min=0,
+            help="Generated rows per table (planned tables and the tables they reference), "
+            f"respecting types, NOT NULL, unique, foreign keys and simple CHECKs. Default: "
+            f"{DEFAULT_ROWS} with --schema-from/--schema-file, else 0.",
+        ),
+    ] = None,
+    sample_from: Annotated[
+        str | None,
+        typer.Option(
+            "--sample-from",
+            envvar="ENCMIGRATE_SAMPLE_FROM",
+            help="PostgreSQL URL to copy a sample of REAL rows from (instead of --rows): "
+            "--sample-rows per planned table plus the rows they reference. Read only. The "
+            "real rows stay in the throwaway database, which is dropped at the end. "
+            "Env: ENCMIGRATE_SAMPLE_FROM.",
+            show_envvar=False,
+        ),
+    ] = None,
+    sample_rows: Annotated[
+        int,
+        typer.Option("--sample-rows", min=1, help="Real rows per planned table (--sample-from)."),
+    ] = DEFAULT_ROWS,
     production_rows: Annotated[
         int | None,
         typer.Option("--production-rows", min=1, help="Rows in production, for the ETA."),
@@ -44,11 +89,15 @@ def rehearse_command(
     """Rehearse every step and downgrade on a throwaway PostgreSQL; exit non-zero on any problem.
 
     The database comes from ENCMIGRATE_TEST_DATABASE_URL, else a testcontainers
-    container (Docker), else a local server; it is dropped afterwards. Your
-    Alembic history is applied to it; the revisions go to a temporary copy of
-    your script directory and the keys are throwaway ones.
+    container (Docker), else a local server; it is dropped afterwards. The schema
+    is your Alembic history, or with --schema-from/--schema-file the schema of a
+    database Alembic never managed. The revisions go to a temporary Alembic
+    project (a copy of yours, or an empty one with a schema source), never into
+    your tree, and the keys are throwaway ones.
 
     Example: [bold]encmigrate rehearse --rows 20000 --production-rows 40000000[/]
+
+    Legacy schema: [bold]ENCMIGRATE_SCHEMA_FROM=postgresql://ro@db/app encmigrate rehearse[/]
     """
     state = state_of(ctx)
     from encmigrate.rehearse import RehearseOptions, rehearse  # Alembic: imported when used
@@ -60,6 +109,10 @@ def rehearse_command(
         batch_size=batch_size,
         workers=workers,
         seed=seed,
+        schema_from=schema_from,
+        schema_file=schema_file,
+        sample_from=sample_from,
+        sample_rows=sample_rows,
     )
     report = rehearse(state.config, options=options, on_step=None if state.json else _show_step)
     if state.json:
@@ -78,6 +131,7 @@ def _show_step(step: StepResult) -> None:
 
 def _summary(report: RehearsalReport) -> None:
     grid = Table(title=f"encmigrate rehearse (PostgreSQL from {escape(report.server)})")
+    out.print(f"schema: {escape(report.schema)}; revisions written to {escape(report.alembic)}")
     for name in ("step", "seconds", "result", "detail"):
         grid.add_column(name)
     for step in report.steps:
@@ -109,6 +163,8 @@ def _document(report: RehearsalReport) -> dict[str, Any]:
         "ok": report.ok,
         "exit_code": report.exit_code,
         "server": report.server,
+        "schema": report.schema,
+        "alembic": report.alembic,
         "rows": report.rows,
         "rows_migrated": report.rows_migrated,
         "rate": round(report.rate, 1),
