@@ -247,6 +247,16 @@ def test_plan_repr_hides_the_database_password(tmp_path: Path) -> None:
     assert isinstance(plan, PlanModel)
 
 
+def test_an_unreadable_alembic_url_is_reported_without_quoting_it(tmp_path: Path) -> None:
+    # configparser's own message quotes the line: part of the password was printed.
+    (tmp_path / "alembic.ini").write_text(
+        "[alembic]\nsqlalchemy.url = postgresql://app:s3cr%PW0rd@db/app\n", encoding="utf-8"
+    )
+    with pytest.raises(ConfigError, match="cannot read sqlalchemy.url") as raised:
+        resolve_database_url(environ={}, cwd=tmp_path)
+    assert "PW0rd" not in str(raised.value) and "s3cr" not in str(raised.value)
+
+
 def test_database_url_order_is_flag_then_environment_then_plan_then_alembic(
     tmp_path: Path,
 ) -> None:

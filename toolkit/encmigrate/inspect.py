@@ -225,8 +225,7 @@ def _key_values(primary_key: Sequence[sa.Column[Any]], given: Sequence[str]) -> 
             name, eq, value = item.partition("=")
             if not eq or name not in names or name in texts:
                 raise ConfigError(
-                    f"--key {item!r}: give one --key NAME=VALUE per primary-key column "
-                    f"({', '.join(names)})"
+                    f"--key: give one --key NAME=VALUE per primary-key column ({', '.join(names)})"
                 )
             texts[name] = value
         if set(texts) != set(names):

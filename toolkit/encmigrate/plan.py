@@ -132,10 +132,7 @@ class MigrationSettings(BaseModel):
             return value
         found = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s)\s*", value)
         if found is None:
-            raise ValueError(
-                f'must be a duration such as "2s" or "500ms", or a number of seconds '
-                f"(got {value!r})"
-            )
+            raise ValueError('must be a duration such as "2s" or "500ms", or a number of seconds')
         number = float(found.group(1))
         return number / 1000 if found.group(2) == "ms" else number
 
@@ -354,8 +351,13 @@ def _read_alembic_url(ini: Path) -> str | None:
     try:
         parser.read(ini, encoding="utf-8")
         return parser.get("alembic", "sqlalchemy.url", fallback=None) or None
-    except configparser.Error as exc:
-        raise ConfigError(f"{ini}: cannot read sqlalchemy.url ({exc})") from None
+    except configparser.Error:
+        # Not the parser's text: it quotes the line, which holds the URL and its password
+        # (a `%` in a password is a configparser interpolation error).
+        raise ConfigError(
+            f"{ini}: cannot read sqlalchemy.url (write a literal % as %%, or set "
+            "ENCMIGRATE_DATABASE_URL instead)"
+        ) from None
 
 
 # --- loading ----------------------------------------------------------------------------------
