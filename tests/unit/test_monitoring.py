@@ -25,9 +25,9 @@ from encmigrate.keys import AuditEvent, AuditLog, FileProvider, KeyManager, Keyr
 from encmigrate.keys.remote import audit_load_failure
 from encmigrate.keys.resolve import KeySetup, load_keyring
 from encmigrate.monitoring import Metrics
-from encmigrate.monitoring.metrics import new_registry
 from encmigrate.monitoring.cloudwatch import CloudWatchPublisher
 from encmigrate.monitoring.metered import FLUSH_EVERY, MeteredCipher
+from encmigrate.monitoring.metrics import new_registry
 
 CONTEXT = "customer.email"
 
