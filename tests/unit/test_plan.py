@@ -252,7 +252,7 @@ def test_an_unreadable_alembic_url_is_reported_without_quoting_it(tmp_path: Path
     (tmp_path / "alembic.ini").write_text(
         "[alembic]\nsqlalchemy.url = postgresql://app:s3cr%PW0rd@db/app\n", encoding="utf-8"
     )
-    with pytest.raises(ConfigError, match="cannot read sqlalchemy.url") as raised:
+    with pytest.raises(ConfigError, match=r"cannot read sqlalchemy\.url") as raised:
         resolve_database_url(environ={}, cwd=tmp_path)
     assert "PW0rd" not in str(raised.value) and "s3cr" not in str(raised.value)
 
