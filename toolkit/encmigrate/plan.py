@@ -29,6 +29,7 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from encmigrate.boundary import parse_database_url
 from encmigrate.config import ConfigFile, KeysSettings, find_config
 from encmigrate.crypto.codecs import TYPE_NAMES
 from encmigrate.crypto.search import Normalize
@@ -396,6 +397,10 @@ def load(
             "add [tool.encmigrate] to pyproject.toml, or pass --config"
         )
     url = resolve_database_url(database_url, config=found, environ=env, cwd=cwd, required=False)
+    if url is not None:
+        # A URL that does not parse is a one-line ConfigError naming where it was set (never
+        # the URL: it may hold a password), whatever the command goes on to do.
+        parse_database_url(url, origin=_url_origin(found, url))
     # Names are checked against the identifier limit (in bytes) of the database they go to.
     limit = max_identifier_bytes(url)
     problems: list[str] = []
@@ -646,6 +651,14 @@ def type_fits(plan_type: str, column_type: sa.types.TypeEngine[Any]) -> bool:
     return isinstance(column_type, _FITS[plan_type])
 
 
+def _url_origin(found: ConfigFile, url: str) -> str | None:
+    """``<plan>: database.url`` when the URL is the plan's own, else None (set elsewhere)."""
+    database = found.table.get("database")
+    if isinstance(database, dict) and database.get("url") == url:
+        return found.where("database.url")
+    return None
+
+
 def _check_live_schema(
     found: ConfigFile,
     url: str,
@@ -655,11 +668,11 @@ def _check_live_schema(
 ) -> tuple[TablePlan, ...]:
     try:
         engine = sa.create_engine(url)
-    except (sa.exc.ArgumentError, ImportError, ValueError):
+    except (sa.exc.ArgumentError, ImportError):
         # Not the driver's text: it can quote the URL, password included.
         problems.append(
-            f"{found.where('database.url')}: not a usable database URL (it does not parse, "
-            "its port is not a number, or it names a driver that is not installed)"
+            f"{found.where('database.url')}: not a usable database URL (it names a dialect or "
+            "driver that is not installed)"
         )
         return tables
     locations = _column_locations(found)
