@@ -14,7 +14,7 @@ every check covers both: a partitioned table's rows are told apart by their
 whole key, and a batch written to the wrong partition's rows shows up as
 mismatches (or as changed plaintext, with the partition of each row).
 
-Default run: ``CRASH_TRIALS`` (20) trials, batch 50.
+Default run: ``CRASH_TRIALS`` (12) trials, batch 50.
 Long mode (``-m slow``): ``ENCMIGRATE_CRASH_TRIALS`` trials (default 200).
 """
 
@@ -32,7 +32,7 @@ import pytest
 from encmigrate.migrate import MigrateOptions, migrate_data
 from reliability.conftest import Migration, Prepare
 
-CRASH_TRIALS = 20
+CRASH_TRIALS = 12
 ROWS = 2000
 PAYMENTS = 800  # rows of the partitioned table
 BATCH = 50
