@@ -30,8 +30,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from encmigrate.errors import KeyConfigError, KeyProviderError
 from encmigrate.keys.aws import AwsCalls, SecretStore, aws_client
+from encmigrate.keys.files import replace_private_file
 from encmigrate.keys.keyring import Keyring
-from encmigrate.keys.providers import replace_private_file
 from encmigrate.keys.remote import (
     KeyringCache,
     RetryPolicy,

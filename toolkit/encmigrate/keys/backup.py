@@ -37,7 +37,6 @@ import json
 import logging
 import os
 import stat
-import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +53,7 @@ from encmigrate.errors import (
     RefusedError,
 )
 from encmigrate.keys.audit import AuditEvent
+from encmigrate.keys.files import fsync_directory, write_temporary
 from encmigrate.keys.keyring import AuditHead, Keyring, KeyState
 from encmigrate.keys.manager import KeyManager
 from encmigrate.keys.providers import EnvProvider
@@ -206,27 +206,17 @@ def _write_private(path: Path, data: bytes, *, overwrite: bool, what: str) -> No
     hard link, which fails if the name exists, so a file that appeared since
     the caller looked is never replaced either.
     """
-    directory = path.parent
     try:
-        fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=directory)
+        temporary = write_temporary(path, data)
     except OSError as exc:
         raise ConfigError(f"cannot write {what} {path}: {exc.strerror}") from None
     try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
         if overwrite:
             os.replace(temporary, path)
         else:
             os.link(temporary, path)
             os.unlink(temporary)
-        directory_fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(directory_fd)
-        finally:
-            os.close(directory_fd)
+        fsync_directory(path.parent)
     except FileExistsError:
         raise RefusedError(
             f"{what} {path} already exists; refusing to replace it (pass --force)"
