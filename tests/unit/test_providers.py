@@ -1,4 +1,4 @@
-"""Environment and file providers, and the lookup order of DESIGN.md."""
+"""Environment and file providers, and the order in which the default keyring is looked up."""
 
 from __future__ import annotations
 

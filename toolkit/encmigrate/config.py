@@ -1,8 +1,9 @@
 """Finding and reading encmigrate's settings file (the plan).
 
-Order (DESIGN.md, "Where things are found"): an explicit path (``--config``),
-then ``ENCMIGRATE_CONFIG``, then ``./encmigrate.toml``, then the
-``[tool.encmigrate]`` table of ``./pyproject.toml``. This module only finds
+The first found wins: an explicit path (``--config``), then
+``ENCMIGRATE_CONFIG``, then ``./encmigrate.toml``, then the
+``[tool.encmigrate]`` table of ``./pyproject.toml`` (docs/architecture.md,
+"Where things are found", has every such order). This module only finds
 and parses the file; :mod:`encmigrate.plan` validates the columns and
 :mod:`encmigrate.keys` reads the ``[keys]`` table.
 """

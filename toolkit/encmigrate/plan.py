@@ -296,7 +296,7 @@ def resolve_database_url(
     cwd: str | os.PathLike[str] | None = None,
     required: bool = True,
 ) -> str | None:
-    """The database URL in force (DESIGN.md, "Where things are found").
+    """The database URL in force: the first of these places that has one.
 
     ``explicit`` (``--database-url``) > ``ENCMIGRATE_DATABASE_URL`` > the plan's
     ``[database] url`` > ``sqlalchemy.url`` of the Alembic config. ``alembic_url``

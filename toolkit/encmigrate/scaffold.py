@@ -41,8 +41,8 @@ logger = logging.getLogger(__name__)
 
 ENV_PY = '''"""Alembic environment, written by `encmigrate init`.
 
-The database URL is resolved the way encmigrate resolves it (DESIGN.md, "Where
-things are found"): a URL handed over by encmigrate itself, then
+The database URL is resolved the way encmigrate resolves it
+(encmigrate.plan.resolve_database_url): a URL handed over by encmigrate itself, then
 ENCMIGRATE_DATABASE_URL, then the plan's [database] url, then sqlalchemy.url
 below in alembic.ini. `alembic upgrade` and `encmigrate ... --apply` therefore
 reach the same database. A caller may also pass an open connection in

@@ -1,4 +1,4 @@
-"""The keyring: versioned master keys and their states (DESIGN.md, "Keyring").
+"""The keyring: versioned master keys and their states (docs/keys.md).
 
 A :class:`Keyring` is an immutable value. Key operations (rotate, disable,
 destroy, ...) return a new keyring, which comes with a fresh cache of derived

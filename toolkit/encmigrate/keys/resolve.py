@@ -1,6 +1,6 @@
 """Which keyring the library uses when it is given none.
 
-Order (DESIGN.md): ``<P>KEYRING`` (the JSON) > ``<P>MASTER_KEY`` (with
+First match wins: ``<P>KEYRING`` (the JSON) > ``<P>MASTER_KEY`` (with
 ``<P>KEY_VERSION``, default 1) > ``<P>KEYRING_FILE`` > ``<P>KEY_PROVIDER`` (a
 Vault or AWS provider, configured by the environment and the plan, see
 docs/providers.md) > the plan's ``[keys]`` > an error naming these. ``<P>`` is

@@ -1,8 +1,8 @@
 """One batch: lock rows in key order, read, encrypt, write, checkpoint, commit.
 
 The caller owns the transaction; everything here runs inside it, so the
-shadow values and the checkpoint commit together or not at all (DESIGN.md,
-backfill rules 3 and 4).
+shadow values and the checkpoint commit together or not at all (backfill rules
+3 and 4 in docs/architecture.md).
 """
 
 from __future__ import annotations

@@ -8,8 +8,8 @@ worker therefore holds two connections and a writer thread::
     writer thread                           | update N, checkpoint N, COMMIT | update N+1 ...
 
 Every batch is still one transaction on one connection that locks its rows,
-writes them and its checkpoint, and commits (DESIGN.md, backfill rules 3 and
-4). Two rules keep the checkpoints a prefix of the key range:
+writes them and its checkpoint, and commits (backfill rules 3 and 4 in
+docs/architecture.md). Two rules keep the checkpoints a prefix of the key range:
 
 * batch N + 1 is handed to the writer only after batch N committed, so
   commits happen in key order; a batch's rows come after the previous

@@ -1,4 +1,4 @@
-"""Alembic revision generators for the schema steps (1, 4 and 5 of DESIGN.md).
+"""Alembic revision generators for steps 1, 4 and 5 of the five steps (docs/architecture.md).
 
 * :func:`add_columns` (step 1): shadow columns, search indexes, tracking tables, trigger;
 * :func:`create_views` (step 4): a ``<table>_secure`` view per table;

@@ -6,11 +6,11 @@ dialect's quoting where needed, mixed case kept, ``%`` kept single for
 the f-strings below build DDL from names only. The function body's dollar
 quotes use a tag that no name in it contains.
 
-The trigger keeps DESIGN.md's shadow invariant: a row's plaintext is NULL or
-equal to its decrypted ciphertext, or its ciphertext is NULL. Without it, an
-application UPDATE landing between the backfill's write and the drop would
-leave a ciphertext of the *old* value behind, and the drop would lose the new
-one. It needs no key: it only ever sets values to NULL.
+The trigger keeps the shadow invariant (docs/application-writes.md): a row's
+plaintext is NULL or equal to its decrypted ciphertext, or its ciphertext is
+NULL. Without it, an application UPDATE landing between the backfill's write
+and the drop would leave a ciphertext of the *old* value behind, and the drop
+would lose the new one. It needs no key: it only ever sets values to NULL.
 
 * PostgreSQL: ``BEFORE UPDATE OF <plaintext columns>`` running a PL/pgSQL
   function that edits ``NEW``. Listing only the plaintext columns is what keeps
