@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import json
 import os
 import subprocess
@@ -13,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from encmigrate.cli import app
-from encmigrate.keys import FileProvider
+from encmigrate.keys import FileProvider, KeyManager
 
 runner = CliRunner()
 
@@ -62,6 +63,45 @@ def test_rotate_if_due_rotates_only_when_due(project: Path) -> None:
     provider.path.write_text(json.dumps(aged))
     code, out, _ = _run("--json", "keys", "rotate", "--if-due")
     assert code == 0 and json.loads(out) == {"rotated": True, "current": 2}
+
+
+def test_days_until_rotation_count_a_partial_day_as_a_day(tmp_path: Path) -> None:
+    created = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    provider = FileProvider(tmp_path / "keyring.json")
+    KeyManager(provider, clock=lambda: created).generate(rotation_days=90)
+
+    def after(elapsed: dt.timedelta) -> tuple[int | None, bool]:
+        status = KeyManager(provider, clock=lambda: created + elapsed).status()
+        return status.days_until_rotation, status.rotation_overdue
+
+    assert after(dt.timedelta(0)) == (90, False)
+    assert after(dt.timedelta(seconds=1)) == (90, False)  # rounding down said 89
+    assert after(dt.timedelta(days=89.5)) == (1, False)  # rounding down said overdue
+    assert after(dt.timedelta(days=90)) == (0, True)
+    assert after(dt.timedelta(days=91.5))[1]
+
+
+def _created(project: Path, ago: dt.timedelta) -> None:
+    path = project / "keyring.json"
+    keyring = json.loads(path.read_text())
+    when = dt.datetime.now(dt.UTC).replace(microsecond=0) - ago
+    keyring["versions"][0]["created"] = when.isoformat().replace("+00:00", "Z")
+    path.write_text(json.dumps(keyring))
+
+
+def test_status_health_and_rotate_say_when_rotation_is_due(project: Path) -> None:
+    _run("keys", "generate")
+    _created(project, dt.timedelta(hours=1))
+    assert "Rotation: due in 90 days (schedule 90 days)." in _run("keys", "status")[1]
+    _created(project, dt.timedelta(days=89, hours=12))
+    assert "Rotation: due in 1 day (schedule 90 days)." in _run("keys", "status")[1]
+    code, out, _ = _run("keys", "health")
+    assert code == 0 and "rotation schedule: due in 1 day" in out
+    code, out, _ = _run("keys", "rotate", "--if-due")
+    assert code == 0 and "Not due: version 1 rotates in 1 day." in out
+    _created(project, dt.timedelta(days=91))
+    assert "Rotation: overdue (schedule 90 days)." in _run("keys", "status")[1]
+    assert _run("keys", "health")[0] == 1
 
 
 def test_disable_enable_destroy_and_exit_codes(project: Path) -> None:
@@ -182,5 +222,8 @@ def test_demo_runs_the_five_steps_and_starts_clean_when_rerun(
         assert "Step 5: drop-unencrypted" in out
         assert "v2: 300" in out  # every value rewrapped to the new key version
         assert "chain intact" in out and "FAILED" not in out
+        # Not a terminal: rules span 80 columns, not the console's unbounded width.
+        rules = [line for line in out.splitlines() if line.startswith("─")]
+        assert rules and all(len(line) == 80 for line in rules)
     assert (tmp_path / "encmigrate-demo" / "keyring.json").stat().st_mode & 0o777 == 0o600
     assert (tmp_path / "encmigrate-demo.db").exists()

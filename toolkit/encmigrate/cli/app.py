@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperCommand, TyperGroup, TyperOption
 
 from encmigrate import __version__
 from encmigrate.cli import demo, keys, lookup, migrate, rehearse, schema
@@ -13,9 +16,114 @@ from encmigrate.cli.console import out
 from encmigrate.cli.logs import configure_logging
 from encmigrate.cli.state import CliState
 
-__all__ = ["app", "main"]
+__all__ = ["GlobalOptionsGroup", "app", "main"]
+
+
+class GlobalOptionsGroup(TyperGroup):
+    """The root command, whose options (the global ones) may also follow any command.
+
+    ``encmigrate status --json`` and ``encmigrate keys status --config x.toml``
+    read as ``encmigrate --json status`` and ``encmigrate --config x.toml keys
+    status``, as users of gh, kubectl and pgroll type them. Before parsing,
+    every global option found after the command name (``--opt value`` and
+    ``--opt=value``) is moved in front of it. The walk knows each command's own
+    options, so a value is never taken for an option (``--reason --json`` keeps
+    its value) and a command's own option of the same name stays its own (``init
+    --database-url``); everything after ``--`` is left alone.
+    """
+
+    def __init__(self, **attrs: Any) -> None:
+        super().__init__(**attrs)
+        names = ", ".join(self.global_options())
+        note = f"Global options ({names}) may also follow the command."
+        for command in _subcommands(self):
+            if not command.epilog:
+                command.epilog = note
+            elif note not in command.epilog:
+                command.epilog += f"\n\n{note}"
+
+    def global_options(self) -> dict[str, int]:
+        """Each global option's names and how many values it takes (``--version`` excepted)."""
+        return {
+            name: arity
+            for param in self.params
+            if isinstance(param, TyperOption) and not param.is_eager
+            for name, arity in _arities(param).items()
+        }
+
+    def main(self, args: Sequence[str] | None = None, *more: Any, **extra: Any) -> Any:
+        given = sys.argv[1:] if args is None else list(args)
+        reordered = self.global_options_first(given)
+        return super().main(args if reordered == given else reordered, *more, **extra)
+
+    def global_options_first(self, args: list[str]) -> list[str]:
+        """``args`` with the global options that follow a command name moved in front."""
+        moved: list[str] = []
+        kept: list[str] = []
+        command: _Command = self
+        position = 0
+        while position < len(args):
+            arg = args[position]
+            if arg == "--":
+                kept += args[position:]
+                break
+            position += 1
+            if not arg.startswith("-") or arg == "-":
+                kept.append(arg)
+                if isinstance(command, TyperGroup):  # a group's first argument: its command
+                    found = command.commands.get(arg)
+                    if not isinstance(found, TyperCommand | TyperGroup):
+                        kept += args[position:]  # an unknown command: the parser says so
+                        break
+                    command = found
+                continue
+            arity, attached = _option_arg(arg, _option_arities(command))
+            target = kept
+            if arity is None and command is not self:
+                arity, attached = _option_arg(arg, self.global_options())
+                target = moved if arity is not None else kept
+            values = 0 if attached or arity is None else arity
+            target += args[position - 1 : position + values]
+            position += values
+        return moved + kept
+
+
+_Command = TyperCommand | TyperGroup
+
+
+def _option_arg(arg: str, arities: dict[str, int]) -> tuple[int | None, bool]:
+    """How many values the option ``arg`` names takes (None: not one of ``arities``), and
+    whether its value is in the same argument (``--config=x.toml``, ``-tcustomers``)."""
+    name = arg.split("=", 1)[0] if arg.startswith("--") else arg[:2]
+    attached = "=" in arg if arg.startswith("--") else len(arg) > 2
+    return arities.get(name), attached
+
+
+def _arities(option: TyperOption) -> dict[str, int]:
+    arity = 0 if option.is_flag or option.count else option.nargs
+    return dict.fromkeys(option.opts, arity) | dict.fromkeys(option.secondary_opts, 0)
+
+
+def _option_arities(command: _Command) -> dict[str, int]:
+    found: dict[str, int] = {}
+    for param in command.params:
+        if isinstance(param, TyperOption):
+            found |= _arities(param)
+    return found
+
+
+def _subcommands(group: TyperGroup) -> list[_Command]:
+    found: list[_Command] = []
+    for command in group.commands.values():
+        if isinstance(command, TyperCommand | TyperGroup):
+            found.append(command)
+        if isinstance(command, TyperGroup):
+            found += _subcommands(command)
+    return found
+
 
 app = typer.Typer(
+    cls=GlobalOptionsGroup,
     name="encmigrate",
     help=(
         "Add field-level AES-256-GCM encryption to a live database and migrate its plaintext "
@@ -90,7 +198,7 @@ def root(
         typer.Option("--version", callback=_version, is_eager=True, help="Show the version."),
     ] = False,
 ) -> None:
-    """Global options go before the command."""
+    """Global options go before or after the command."""
     ctx.obj = CliState(config=config, database_url=database_url, debug=debug, json=json_output)
     ctx.call_on_close(configure_logging(debug))
 

@@ -20,11 +20,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import sqlalchemy as sa
 import typer
-from rich.table import Table
 
 from encmigrate import plan as plan_module
 from encmigrate.api import get_cipher, get_searchable_cipher
-from encmigrate.cli.console import out
+from encmigrate.cli.console import out, report_table
 from encmigrate.cli.migrate import _Reporter
 from encmigrate.cli.state import reports_errors, state_of
 from encmigrate.errors import RefusedError
@@ -284,7 +283,7 @@ def _verify(plan: plan_module.Plan, engine: sa.Engine, keyring: Any) -> None:
 
 
 def _status(plan: plan_module.Plan, engine: sa.Engine) -> None:
-    grid = Table("column", "status", "rows", "key versions")
+    grid = report_table("column", "status", "rows", "key versions")
     for s in status(plan, engine):
         versions = ", ".join(f"v{v}: {n:,}" for v, n in sorted(s.versions.items()))
         grid.add_row(s.column, s.status, f"{s.rows_done:,}", versions)

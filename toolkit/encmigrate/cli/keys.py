@@ -7,10 +7,9 @@ from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
 from encmigrate.api import get_cipher
-from encmigrate.cli.console import err, out, print_json
+from encmigrate.cli.console import err, out, print_json, report_table
 from encmigrate.cli.state import reports_errors, state_of
 from encmigrate.config import MAX_ROTATION_DAYS
 from encmigrate.crypto.kdf import Kdf
@@ -116,14 +115,16 @@ def rotate(
     manager = _manager(ctx)
     if if_due and not manager.rotation_due():
         status = manager.status()
+        days = status.days_until_rotation
+        when = (
+            f"rotates in {_days(days)}"
+            if days is not None
+            else "has no creation time, so no schedule (a rotation starts one)"
+        )
         _say(
             ctx,
-            {
-                "rotated": False,
-                "current": status.current,
-                "days_until_rotation": status.days_until_rotation,
-            },
-            f"Not due: version {status.current} rotates in {status.days_until_rotation} days.",
+            {"rotated": False, "current": status.current, "days_until_rotation": days},
+            f"Not due: version {status.current} {when}.",
         )
         return
     new_version = manager.rotate(reason=reason or ("scheduled" if if_due else ""))
@@ -146,9 +147,9 @@ def status(ctx: typer.Context) -> None:
     if state_of(ctx).json:
         print_json(_status_document(report))
         return
-    table = Table(title=f"Keyring ({report.provider})")
-    for column in ("version", "state", "created", "age (days)"):
-        table.add_column(column)
+    table = report_table(
+        "version", "state", "created", "age (days)", title=f"Keyring ({report.provider})"
+    )
     for v in report.versions:
         marker = " (current)" if v.current else ""
         table.add_row(
@@ -163,12 +164,16 @@ def status(ctx: typer.Context) -> None:
             "Rotation: the current version has no creation time; rotate to start the schedule."
         )
     elif report.rotation_overdue:
-        out.print(f"Rotation: [bold]overdue[/] (schedule {report.rotation_days} days).")
+        out.print(f"Rotation: [bold]overdue[/] (schedule {_days(report.rotation_days)}).")
     else:
         out.print(
-            f"Rotation: due in {report.days_until_rotation} days "
-            f"(schedule {report.rotation_days} days)."
+            f"Rotation: due in {_days(report.days_until_rotation)} "
+            f"(schedule {_days(report.rotation_days)})."
         )
+
+
+def _days(count: int) -> str:
+    return "1 day" if count == 1 else f"{count} days"
 
 
 def _status_document(report: KeyStatus) -> dict[str, Any]:
@@ -337,15 +342,11 @@ def audit(
     if state_of(ctx).json:
         print_json(events)
         return
-    table = Table(title=str(setup.audit.path))
-    for column in ("time", "actor", "action", "version", "outcome", "reason"):
-        table.add_column(column)
+    columns = ("time", "actor", "action", "version", "outcome", "reason")
+    table = report_table(*columns, title=str(setup.audit.path))
     for event in events:
         table.add_row(
-            *(
-                escape(str(event.get(k) if event.get(k) is not None else ""))
-                for k in ("time", "actor", "action", "version", "outcome", "reason")
-            )
+            *(escape(str(event.get(k) if event.get(k) is not None else "")) for k in columns)
         )
     out.print(table)
 
@@ -439,7 +440,7 @@ def health(ctx: typer.Context) -> None:
                 not overdue,
                 "overdue"
                 if overdue
-                else f"due in {due.days_until_rotation} days"
+                else f"due in {_days(due.days_until_rotation)}"
                 if due.days_until_rotation is not None
                 else "no creation time",
             )

@@ -80,7 +80,8 @@ def find_command(
     if not keys:
         err.print(f"No row of {escape(found.table)} matches.")
     elif found.truncated:
-        err.print(f"(the first {limit} keys; pass --limit to see more)")
+        shown = "the first key" if limit == 1 else f"the first {limit} keys"
+        err.print(f"({shown}; pass --limit to see more)")
 
 
 @reports_errors

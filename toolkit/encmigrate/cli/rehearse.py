@@ -7,9 +7,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
-from encmigrate.cli.console import err, out, print_json
+from encmigrate.cli.console import err, out, print_json, report_table
 from encmigrate.cli.state import reports_errors, state_of
 from encmigrate.migrate.runner import eta_text
 from encmigrate.rehearse.report import DEFAULT_ROWS
@@ -130,10 +129,14 @@ def _show_step(step: StepResult) -> None:
 
 
 def _summary(report: RehearsalReport) -> None:
-    grid = Table(title=f"encmigrate rehearse (PostgreSQL from {escape(report.server)})")
+    grid = report_table(
+        "step",
+        "seconds",
+        "result",
+        "detail",
+        title=f"encmigrate rehearse (PostgreSQL from {report.server})",
+    )
     out.print(f"schema: {escape(report.schema)}; revisions written to {escape(report.alembic)}")
-    for name in ("step", "seconds", "result", "detail"):
-        grid.add_column(name)
     for step in report.steps:
         grid.add_row(
             escape(step.name),

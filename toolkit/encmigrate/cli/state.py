@@ -16,6 +16,7 @@ import typer
 from encmigrate.boundary import mapped_errors
 from encmigrate.cli.console import fail
 from encmigrate.errors import UNEXPECTED_EXIT_CODE, EncmigrateError
+from encmigrate.redaction import redact
 
 __all__ = ["CliState", "reports_errors", "state_of"]
 
@@ -64,7 +65,8 @@ def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
         except Exception as exc:
             fail(_unexpected(exc), show_traceback=False)
             if debug:
-                traceback.print_exception(exc, file=sys.stderr)
+                # Masked like every other --debug output: a traceback can quote values.
+                sys.stderr.write(redact("".join(traceback.format_exception(exc))))
             raise typer.Exit(UNEXPECTED_EXIT_CODE) from None
 
     return wrapper

@@ -54,11 +54,19 @@ class KeyStatus:
     rotation_days: int
     versions: tuple[VersionStatus, ...]
     rotation_due: dt.datetime | None
+    #: Whole days left, a partial day counted as one: 90 right after ``generate`` on a 90-day
+    #: schedule, 1 with half a day left, 0 or less once the due time has passed.
     days_until_rotation: int | None
 
     @property
     def rotation_overdue(self) -> bool:
         return self.days_until_rotation is not None and self.days_until_rotation <= 0
+
+
+def _days_left(now: dt.datetime, due: dt.datetime) -> int:
+    """Days until ``due``, rounded up: rounding down said 89 a second after a 90-day key was
+    made, and counted the last partial day as overdue (``rotate --if-due`` rotated early)."""
+    return -((now - due) // dt.timedelta(days=1))
 
 
 class KeyManager:
@@ -128,7 +136,7 @@ class KeyManager:
                 for v in keyring.versions
             ),
             rotation_due=due,
-            days_until_rotation=(due - now).days if due else None,
+            days_until_rotation=_days_left(now, due) if due else None,
         )
 
     def rotation_due(self) -> bool:

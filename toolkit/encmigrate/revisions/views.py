@@ -165,7 +165,7 @@ def _table_ops(
         view_writes = False
         notes.append(
             f"SQLite: {table.plan.view} is read-only and "
-            f"{', '.join(c.column for c in not_null)} stay NOT NULL: "
+            f"{_stay_not_null([c.column for c in not_null])}: "
             f"keep writing {table.plan.table}"
         )
     else:
@@ -189,3 +189,9 @@ def _table_ops(
     upgrade.append(view)
     downgrade.insert(0, view.reverse())
     return upgrade, downgrade, notes
+
+
+def _stay_not_null(columns: list[str]) -> str:
+    if len(columns) == 1:
+        return f"column {columns[0]} stays NOT NULL"
+    return f"columns {', '.join(columns)} stay NOT NULL"
