@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import importlib
 import json
 import logging
 import os
@@ -350,11 +351,21 @@ class _Context:
     aws_request_id = "req-123"
 
 
-def test_lambda_handler_rotates_only_when_due(
-    aws: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    from encmigrate.aws import lambda_handler
+Handler = Any
 
+
+@pytest.fixture(params=["encmigrate.lambda_rotation", "encmigrate.aws"])
+def lambda_handler(request: pytest.FixtureRequest) -> Handler:
+    """The handler under its name and under the deprecated name deployed functions still use."""
+    return importlib.import_module(request.param).lambda_handler
+
+
+def test_lambda_handler_rotates_only_when_due(
+    aws: None,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    lambda_handler: Handler,
+) -> None:
     monkeypatch.setenv("ENCMIGRATE_AWS_SECRET_ID", SECRET)
     monkeypatch.delenv("ENCMIGRATE_ACTOR")  # so the actor names the Lambda request
     long_ago = dt.datetime.now(dt.UTC) - dt.timedelta(days=100)
@@ -374,10 +385,8 @@ def test_lambda_handler_rotates_only_when_due(
 
 
 def test_lambda_handler_publishes_key_gauges_to_cloudwatch(
-    aws: None, monkeypatch: pytest.MonkeyPatch
+    aws: None, monkeypatch: pytest.MonkeyPatch, lambda_handler: Handler
 ) -> None:
-    from encmigrate.aws import lambda_handler
-
     monkeypatch.setenv("ENCMIGRATE_AWS_SECRET_ID", SECRET)
     monkeypatch.setenv("ENCMIGRATE_CLOUDWATCH_METRICS", "1")
     KeyManager(_provider()).generate()
@@ -387,12 +396,44 @@ def test_lambda_handler_publishes_key_gauges_to_cloudwatch(
 
 
 def test_lambda_handler_without_a_keyring_fails_with_a_key_error(
-    aws: None, monkeypatch: pytest.MonkeyPatch
+    aws: None, monkeypatch: pytest.MonkeyPatch, lambda_handler: Handler
 ) -> None:
-    from encmigrate.aws import lambda_handler
-
     with pytest.raises(KeyConfigError, match="encmigrate keys generate"):
         lambda_handler({}, None)
+
+
+def test_lambda_rotation_is_saved_even_when_cloudwatch_refuses_the_gauges(
+    aws: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from encmigrate.lambda_rotation import lambda_handler
+
+    monkeypatch.setenv("ENCMIGRATE_AWS_SECRET_ID", SECRET)
+    monkeypatch.setenv("ENCMIGRATE_CLOUDWATCH_METRICS", "1")
+    KeyManager(_provider()).generate()
+
+    monkeypatch.setattr("botocore.client.BaseClient._make_api_call", _refusing("PutMetricData"))
+    caplog.set_level(logging.WARNING, logger="encmigrate.lambda_rotation")
+    result = lambda_handler({"force": True, "reason": "drill"}, None)
+    assert result["rotated"] is True and _provider().load().current == 2
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        "key gauges not published to CloudWatch: CloudWatch namespace encmigrate: "
+        "cloudwatch:PutMetricData failed (AccessDenied)"
+    ]
+
+
+def _refusing(operation: str) -> Any:
+    """botocore's API call, refusing ``operation`` with AccessDenied and passing the others."""
+    from botocore.client import BaseClient
+
+    real = BaseClient._make_api_call
+
+    def call(self: Any, name: str, params: Any) -> Any:
+        if name == operation:
+            raise ClientError({"Error": {"Code": "AccessDenied"}}, name)
+        return real(self, name, params)
+
+    return call
 
 
 def test_an_unknown_provider_in_the_environment_is_refused(aws: None) -> None:
@@ -574,7 +615,7 @@ def test_kms_destroy_keeps_the_cached_keyring_working(aws: None, tmp_path: Path)
     manager = KeyManager(provider)
     manager.generate()
     manager.rotate()
-    manager.destroy(1, confirm=True)
+    manager.destroy(1, confirm=True, force=True)
     cached = provider.load()  # within cache_ttl: the keyring the destroy saved
     assert cached.get(1).key is None
     assert len(cached.master_key(2)) == 32  # not "master key material was wiped"

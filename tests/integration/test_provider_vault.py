@@ -127,7 +127,7 @@ def test_destroy_also_destroys_older_kv_versions_holding_the_material(
     provider = backend.provider(path)
     KeyManager(provider).generate()
     KeyManager(provider).rotate()
-    KeyManager(provider).destroy(1, confirm=True)
+    KeyManager(provider).destroy(1, confirm=True, force=True)
     assert provider.load().get(1).key is None
     with pytest.raises(KeyConfigError):
         provider.recover_previous()  # version 2 of the secret held key 1: destroyed

@@ -229,6 +229,37 @@ def test_keys_destroy_refuses_a_version_still_in_use(pg_url: str, tmp_path: Path
     assert run("keys", "destroy", "1", "--confirm").returncode == 0
 
 
+def test_destroy_from_python_is_refused_while_the_database_holds_values_under_it(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    from encmigrate.errors import RefusedError
+    from encmigrate.keys import FileProvider, KeyManager
+
+    engine, plan_path = shadow_schema.build(sqlite_url, 200, tmp_path)
+    engine.dispose()
+    plan = shadow_schema.load_plan(plan_path)
+    manager = KeyManager(FileProvider(tmp_path / "keyring.json"))
+    engine = connect(sqlite_url)
+    try:
+        migrate_data(plan, engine, manager.generate())
+        manager.rotate()
+
+        def in_use(version: int) -> dict[str, int]:
+            return {
+                f"{s.table}.{s.column}": s.versions.get(version, 0) for s in status(plan, engine)
+            }
+
+        with pytest.raises(RefusedError, match=r"customers\.balance: 200") as refused:
+            manager.destroy(1, confirm=True, in_use=in_use)
+        assert refused.value.exit_code == 5 and "rewrap" in str(refused.value)
+        assert manager.load().get(1).key is not None
+        rewrap(plan, engine, manager.load())
+        manager.destroy(1, confirm=True, in_use=in_use)
+        assert manager.load().get(1).key is None
+    finally:
+        engine.dispose()
+
+
 JSON_VALUES = ['"hello"', '"1"', "1", "1.5", "true", "false", "null", '[1, "a"]', '{"k": "v"}']
 
 

@@ -119,7 +119,7 @@ def test_a_kept_batch_cipher_refuses_a_destroyed_version_and_follows_each_rotati
     after_the_refresh_period(clock)
     assert {version_of(b) for b in cipher.batch_encrypt(["c", "d"])} == {3}
 
-    manager.destroy(1, confirm=True, reason="rewrap done")
+    manager.destroy(1, confirm=True, reason="rewrap done", force=True)
     after_the_refresh_period(clock)
     with pytest.raises(DecryptionError):
         cipher.batch_decrypt(old)

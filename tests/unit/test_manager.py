@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from encmigrate import DecryptionError, KeyProviderError, KeyStateError, RefusedError, get_cipher
+from encmigrate import (
+    ConfigError,
+    DecryptionError,
+    KeyProviderError,
+    KeyStateError,
+    RefusedError,
+    get_cipher,
+)
 from encmigrate.keys import (
     AuditEvent,
     AuditLog,
@@ -65,7 +74,7 @@ def test_disable_enable_destroy_through_the_manager(manager: KeyManager) -> None
     with pytest.raises(RefusedError, match="confirm"):
         manager.destroy(1)
     assert manager.load().get(1).key is not None
-    manager.destroy(1, confirm=True, reason="rewrap done")
+    manager.destroy(1, confirm=True, reason="rewrap done", in_use=lambda version: {})
     with pytest.raises(DecryptionError):
         get_cipher("c.x", keyring=manager.load()).decrypt(blob)
     with pytest.raises(KeyStateError):
@@ -75,11 +84,83 @@ def test_disable_enable_destroy_through_the_manager(manager: KeyManager) -> None
 def test_destroy_erases_material_from_the_file(manager: KeyManager, tmp_path: Path) -> None:
     manager.rotate()
     old = base64.b64encode(manager.load().master_key(1)).decode()
-    manager.destroy(1, confirm=True)
+    manager.destroy(1, confirm=True, force=True)
     text = (tmp_path / "keyring.json").read_text()
     assert old not in text
     assert json.loads(text)["versions"][0]["key"] is None
     assert not (tmp_path / "keyring.json.shred").exists()
+
+
+def test_destroy_refuses_a_version_still_protecting_values_without_the_cli(
+    manager: KeyManager,
+) -> None:
+    manager.rotate()
+    counted: list[int] = []
+
+    def in_use(version: int) -> dict[str, int]:
+        counted.append(version)
+        return {"customers.email": 1200, "customers.phone": 0}
+
+    with pytest.raises(RefusedError, match=r"still protects values \(customers\.email: 1,200\)"):
+        manager.destroy(1, confirm=True, in_use=in_use)
+    with pytest.raises(RefusedError, match="nothing counted the values"):
+        manager.destroy(1, confirm=True)  # no count given: refused too, never skipped
+    assert counted == [1]
+    assert manager.load().get(1).key is not None
+    assert [e["outcome"] for e in _events(manager)[-2:]] == ["refused", "refused"]
+    assert RefusedError("x").exit_code == 5
+    manager.destroy(1, confirm=True, in_use=in_use, force=True)  # the CLI's --force
+    assert manager.load().get(1).state is KeyState.DESTROYED
+    assert counted == [1]  # force does not count
+
+
+def test_destroy_goes_ahead_once_nothing_is_under_the_version(manager: KeyManager) -> None:
+    manager.rotate()
+    manager.destroy(1, confirm=True, in_use=lambda version: {"customers.email": 0})
+    assert manager.load().get(1).state is KeyState.DESTROYED
+
+
+def test_rotate_if_due_reads_the_schedule_and_rotates_under_one_lock(tmp_path: Path) -> None:
+    created = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    provider = LockCountingProvider(tmp_path / "keyring.json")
+    KeyManager(provider, clock=lambda: created).generate(rotation_days=30)
+    early = KeyManager(provider, clock=lambda: created + dt.timedelta(days=29))
+    provider.locks = 0
+    result = early.rotate_if_due()
+    assert (result.rotated, result.status.current, result.status.days_until_rotation) == (
+        False,
+        1,
+        1,
+    )
+    provider.unlocked_loads = 0  # generate checked for an existing keyring first
+    late = KeyManager(provider, clock=lambda: created + dt.timedelta(days=30))
+    result = late.rotate_if_due()
+    assert (result.rotated, result.status.current) == (True, 2)
+    assert result.status.days_until_rotation == 30  # the keyring's schedule, not a default 90
+    assert provider.locks == 2  # one hold each, the schedule read inside it
+    assert provider.unlocked_loads == 0
+    assert early.rotate_if_due(force=True, reason="incident").rotated
+    assert provider.load().current == 3
+
+
+def test_emergency_rotate_records_the_incident_then_rotates_and_disables(
+    manager: KeyManager,
+) -> None:
+    done = manager.emergency_rotate("key in a CI log", disable_now=True)
+    assert (done.old_version, done.new_version, done.disabled) == (1, 2, True)
+    assert manager.load().get(1).state is KeyState.DISABLED
+    events = _events(manager)[-3:]
+    assert [(e["action"], e["version"]) for e in events] == [
+        ("emergency-rotate", 1),
+        ("rotate", 2),
+        ("disable", 1),
+    ]
+    assert events[0]["follow_up"] == "disable now: version 1"
+    assert manager.audit is not None
+    assert verify_audit_log(manager.audit.path, manager.load().audit_head).ok
+    with pytest.raises(ConfigError, match="needs a reason"):
+        manager.emergency_rotate("  ")
+    assert manager.load().current == 2
 
 
 def test_every_operation_is_audited_with_actor_and_the_chain_verifies(manager: KeyManager) -> None:
@@ -168,6 +249,30 @@ def test_failed_save_leaves_the_previous_keyring_and_is_audited(
     assert _events(manager)[-1]["outcome"] == "failed"
 
 
+class LockCountingProvider(FileProvider):
+    """A file provider that counts holds of its lock and loads made outside one."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.locks = 0
+        self.held = False
+        self.unlocked_loads = 0
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        with super().lock():
+            self.locks += 1
+            self.held = True
+            try:
+                yield
+            finally:
+                self.held = False
+
+    def load(self) -> Keyring:
+        self.unlocked_loads += not self.held
+        return super().load()
+
+
 class CachingProvider(FileProvider):
     """A file provider that serves what it saved, like the Vault and AWS providers' TTL cache."""
 
@@ -194,7 +299,7 @@ def test_destroy_wipes_only_the_destroyed_version_so_a_cached_keyring_keeps_work
     manager.rotate()
     held = provider.load()  # what an application got before the destroy
     blob = get_cipher("c.x", keyring=held).encrypt("value")
-    manager.destroy(1, confirm=True)
+    manager.destroy(1, confirm=True, force=True)
     assert get_cipher("c.x", keyring=provider.load()).decrypt(blob) == "value"
     assert len(held.master_key(2)) == 32
     with pytest.raises(KeyStateError, match="wiped"):
@@ -212,7 +317,7 @@ def test_every_save_zeroes_the_replaced_keyring_which_hard_links_see(
     before = path.read_bytes()
     old_key = base64.b64encode(manager.load().master_key(1))
     if operation == "destroy":
-        manager.destroy(1, confirm=True)
+        manager.destroy(1, confirm=True, force=True)
     else:
         getattr(manager, operation)(*(() if operation == "rotate" else (1,)))
     kept = link.read_bytes()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import datetime as dt
 import json
 import logging
@@ -235,6 +236,18 @@ def test_cloudwatch_receives_counter_increases_and_gauges(
         rollup = ("encmigrate_values_encrypted_total", "[]")  # the total the alarms read
         assert [points[rollup] for points in sent] == [30, 12]
         assert sent[0][("encmigrate_key_health_status", "[]")] == 0
+
+
+def test_cloudwatch_publishing_uses_none_of_the_key_providers_plumbing() -> None:
+    """A failed publish is a metrics failure, never reported as a key provider's error."""
+    source = Path(__file__).resolve().parents[2] / "toolkit/encmigrate/monitoring/cloudwatch.py"
+    imported = {
+        node.module if isinstance(node, ast.ImportFrom) else alias.name
+        for node in ast.walk(ast.parse(source.read_text()))
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        for alias in node.names
+    }
+    assert not {name for name in imported if name and name.startswith("encmigrate.keys")}
 
 
 def test_crypto_and_keys_do_not_import_prometheus() -> None:

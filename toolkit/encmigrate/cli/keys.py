@@ -13,9 +13,8 @@ from encmigrate.cli.console import err, out, print_json, report_table
 from encmigrate.cli.state import reports_errors, state_of
 from encmigrate.config import MAX_ROTATION_DAYS
 from encmigrate.crypto.kdf import Kdf
-from encmigrate.errors import ConfigError, EncmigrateError, KeyConfigError, RefusedError
+from encmigrate.errors import ConfigError, EncmigrateError, KeyConfigError
 from encmigrate.keys import (
-    AuditEvent,
     AuditLog,
     FileProvider,
     KeyManager,
@@ -32,6 +31,7 @@ from encmigrate.keys.backup import (
     load_backup_key,
     write_new_backup_key,
 )
+from encmigrate.keys.manager import VersionUsage
 from encmigrate.keys.resolve import AUDIT_FILE
 
 __all__ = ["app"]
@@ -113,21 +113,24 @@ def rotate(
     Example: [bold]encmigrate keys rotate --if-due[/]
     """
     manager = _manager(ctx)
-    if if_due and not manager.rotation_due():
-        status = manager.status()
-        days = status.days_until_rotation
-        when = (
-            f"rotates in {_days(days)}"
-            if days is not None
-            else "has no creation time, so no schedule (a rotation starts one)"
-        )
-        _say(
-            ctx,
-            {"rotated": False, "current": status.current, "days_until_rotation": days},
-            f"Not due: version {status.current} {when}.",
-        )
-        return
-    new_version = manager.rotate(reason=reason or ("scheduled" if if_due else ""))
+    if if_due:
+        result = manager.rotate_if_due(reason=reason or "scheduled")
+        new_version = result.status.current
+        if not result.rotated:
+            days = result.status.days_until_rotation
+            when = (
+                f"rotates in {_days(days)}"
+                if days is not None
+                else "has no creation time, so no schedule (a rotation starts one)"
+            )
+            _say(
+                ctx,
+                {"rotated": False, "current": new_version, "days_until_rotation": days},
+                f"Not due: version {new_version} {when}.",
+            )
+            return
+    else:
+        new_version = manager.rotate(reason=reason)
     _say(
         ctx,
         {"rotated": True, "current": new_version},
@@ -252,9 +255,10 @@ def destroy(
 
     Example: [bold]encmigrate keys destroy 1 --confirm --reason "rewrap done"[/]
     """
-    if confirm and not force:
-        _refuse_if_in_use(ctx, version)
-    _manager(ctx).destroy(version, confirm=confirm, reason=reason)
+    in_use = _values_in_use(ctx, version) if confirm and not force else None
+    _manager(ctx).destroy(
+        version, confirm=confirm, reason=reason, in_use=in_use, force=force or in_use is None
+    )
     _say(
         ctx,
         {"version": version, "state": "destroyed"},
@@ -262,8 +266,12 @@ def destroy(
     )
 
 
-def _refuse_if_in_use(ctx: typer.Context, version: int) -> None:
-    """Count values under ``version`` in the planned columns (envelope headers, no keys)."""
+def _values_in_use(ctx: typer.Context, version: int) -> VersionUsage | None:
+    """Counts of values per planned column under a version (envelope headers, no keys).
+
+    ``None`` when there is nothing to count in: no plan (said on stderr), or a plan
+    without a database.
+    """
     from encmigrate.cli.context import engine_for, plan_for
     from encmigrate.migrate import status
 
@@ -274,24 +282,20 @@ def _refuse_if_in_use(ctx: typer.Context, version: int) -> None:
             f"warning: no plan found, so nothing checked whether key version {version} still "
             "protects data; `encmigrate status` shows the versions in use"
         )
-        return
+        return None
     if plan.database_url is None:
-        return
-    engine = engine_for(ctx, plan)
-    try:
-        in_use = {
-            f"{s.table}.{s.column}": s.versions[version]
-            for s in status(plan, engine)
-            if s.versions.get(version)
-        }
-    finally:
-        engine.dispose()
-    if in_use:
-        where = ", ".join(f"{name}: {count:,}" for name, count in in_use.items())
-        raise RefusedError(
-            f"key version {version} still protects values ({where}); run `encmigrate rewrap` "
-            "first (then `encmigrate status` shows none), or pass --force to lose them"
-        )
+        return None
+
+    def count(version: int) -> dict[str, int]:
+        engine = engine_for(ctx, plan)
+        try:
+            return {
+                f"{s.table}.{s.column}": s.versions.get(version, 0) for s in status(plan, engine)
+            }
+        finally:
+            engine.dispose()
+
+    return count
 
 
 @app.command()
@@ -622,28 +626,8 @@ def emergency_rotate(
     """
     if not reason.strip():
         raise ConfigError("--reason must say why (it is recorded in the audit log)")
-    setup = _setup(ctx)
-    manager = KeyManager(setup.provider, setup.audit)
-    before = manager.load()
-    old = before.current
-    plan_of_action = "disable now" if disable_now else "disable after `encmigrate rewrap` completes"
-    if setup.audit is not None:
-        # Written before the rotation, so the rotate (and disable) that follow store an audit
-        # head covering this line: removing it is detected by `keys audit --verify`.
-        setup.audit.append(
-            AuditEvent(
-                "emergency-rotate",
-                "ok",
-                old,
-                reason,
-                manager.actor,
-                {"old_version": old, "follow_up": f"{plan_of_action}: version {old}"},
-            ),
-            keyring=before,
-        )
-    new = manager.rotate(reason=f"emergency: {reason}")
-    if disable_now:
-        manager.disable(old, reason=f"emergency: {reason}")
+    done = _manager(ctx).emergency_rotate(reason, disable_now=disable_now)
+    old, new = done.old_version, done.new_version
     steps = _emergency_steps(old, new, reason, disabled=disable_now)
     document = {
         "rotated": True,

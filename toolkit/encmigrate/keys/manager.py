@@ -5,17 +5,23 @@ save. The audit line is written before the keyring is saved, keyed under
 the new keyring, and the saved keyring records the audit head (the anchor),
 so the log always holds at least every operation the keyring reflects; a
 failed save is audited as a failure.
+
+The operations that decide before they change (``rotate_if_due``,
+``emergency_rotate``, ``destroy`` of a version values may still use) decide
+inside that same lock, so two runs at once never both act on one reading.
+The CLI only parses, calls these, and renders what they return.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 from encmigrate.crypto.kdf import Kdf, KeyPurpose, derive_key
 from encmigrate.errors import (
+    ConfigError,
     EncmigrateError,
     KeyConfigError,
     KeyStateError,
@@ -26,9 +32,22 @@ from encmigrate.keys.audit_verify import verify_audit_log
 from encmigrate.keys.keyring import AuditHead, Keyring, KeyState
 from encmigrate.keys.providers import KeyProvider
 
-__all__ = ["KeyManager", "KeyStatus", "VersionStatus"]
+__all__ = [
+    "EmergencyRotation",
+    "KeyManager",
+    "KeyStatus",
+    "RotationResult",
+    "VersionStatus",
+    "VersionUsage",
+]
 
 Clock = Callable[[], dt.datetime]
+
+#: How many values each place (e.g. ``"customers.email"``) still holds under a key version:
+#: ``destroy`` calls it with the version and refuses while any count is above zero. Build it
+#: from the database, e.g. ``lambda v: {f"{s.table}.{s.column}": s.versions.get(v, 0) for s in
+#: encmigrate.migrate.status(plan, engine)}`` (envelope headers only, no keys needed).
+VersionUsage = Callable[[int], Mapping[str, int]]
 
 
 def _utcnow() -> dt.datetime:
@@ -61,6 +80,23 @@ class KeyStatus:
     @property
     def rotation_overdue(self) -> bool:
         return self.days_until_rotation is not None and self.days_until_rotation <= 0
+
+
+@dataclass(frozen=True, slots=True)
+class RotationResult:
+    """What ``rotate_if_due`` did, and the schedule as it stands afterwards."""
+
+    rotated: bool
+    status: KeyStatus
+
+
+@dataclass(frozen=True, slots=True)
+class EmergencyRotation:
+    """What ``emergency_rotate`` did: ``old_version`` is disabled, or retired until rewrap."""
+
+    old_version: int
+    new_version: int
+    disabled: bool
 
 
 def _days_left(now: dt.datetime, due: dt.datetime) -> int:
@@ -115,7 +151,10 @@ class KeyManager:
         return key, keyring.current
 
     def status(self, rotation_days: int | None = None) -> KeyStatus:
-        keyring = self.load()
+        """Versions, states, ages and the schedule (``rotation_days`` overrides the keyring's)."""
+        return self._status_of(self.load(), rotation_days)
+
+    def _status_of(self, keyring: Keyring, rotation_days: int | None) -> KeyStatus:
         now = self._clock()
         days = rotation_days or keyring.rotation_days
         created = keyring.current_entry.created
@@ -168,6 +207,55 @@ class KeyManager:
 
     rotate_keys = rotate
 
+    def rotate_if_due(
+        self, rotation_days: int | None = None, *, force: bool = False, reason: str = "scheduled"
+    ) -> RotationResult:
+        """Rotate when the schedule says so (or ``force``); what cron and the Lambda run.
+
+        The schedule is read and the rotation made under one hold of the provider's
+        lock (a networked provider reads fresh inside it, not from its cache): two
+        schedulers firing at once rotate once, not twice. Not due, nothing is written.
+        """
+        with self._operation("rotate", reason=reason) as op:
+            keyring = self.load()
+            before = self._status_of(keyring, rotation_days)
+            if not (force or before.rotation_overdue):
+                return RotationResult(rotated=False, status=before)
+            keyring = keyring.rotated(self._clock())
+            op.version = keyring.current
+            keyring = self._commit(keyring, op)
+            return RotationResult(rotated=True, status=self._status_of(keyring, rotation_days))
+
+    def emergency_rotate(self, reason: str, *, disable_now: bool = False) -> EmergencyRotation:
+        """Rotate now after a suspected leak; disable the old version now or after rewrap.
+
+        The audit log records the incident (the reason and the plan for the old
+        version) before the rotation, so the rotation's stored audit head covers
+        that line: removing it is detected by ``keys audit --verify``. The record,
+        the rotation and the disable happen under one hold of the provider's lock.
+        """
+        if not reason.strip():
+            raise ConfigError(
+                "an emergency rotation needs a reason: it is recorded in the audit log"
+            )
+        with self._operation("rotate", reason=f"emergency: {reason}") as op:
+            keyring = self.load()
+            old = keyring.current
+            plan = "disable now" if disable_now else "disable after `encmigrate rewrap` completes"
+            incident = {"old_version": old, "follow_up": f"{plan}: version {old}"}
+            self._audit(
+                AuditEvent("emergency-rotate", "ok", old, reason, self.actor, incident), keyring
+            )
+            keyring = keyring.rotated(self._clock())
+            op.version = keyring.current
+            keyring = self._commit(keyring, op)
+            if disable_now:
+                disable = _Operation("disable", old, f"emergency: {reason}")
+                self._commit(keyring.with_state(old, KeyState.DISABLED, self._clock()), disable)
+            return EmergencyRotation(
+                old_version=old, new_version=keyring.current, disabled=disable_now
+            )
+
     def retire(self, version: int, reason: str = "") -> Keyring:
         return self._set_state("retire", version, KeyState.RETIRED, reason)
 
@@ -179,8 +267,21 @@ class KeyManager:
         """Make a disabled version readable again (it comes back retired)."""
         return self._set_state("enable", version, KeyState.RETIRED, reason)
 
-    def destroy(self, version: int, *, confirm: bool = False, reason: str = "") -> Keyring:
+    def destroy(
+        self,
+        version: int,
+        *,
+        confirm: bool = False,
+        reason: str = "",
+        in_use: VersionUsage | None = None,
+        force: bool = False,
+    ) -> Keyring:
         """Erase ``version``'s material for good; needs ``confirm=True``.
+
+        Refused (:class:`RefusedError`) while ``in_use(version)`` counts values
+        under it, and when nothing was given to count them: pass ``in_use`` (see
+        :data:`VersionUsage`), or ``force=True`` (CLI: ``--force``) to destroy
+        without counting or despite the count, losing those values.
 
         The material is removed from the stored keyring, the previous keyring
         file's bytes are overwritten, and the destroyed version's key in the
@@ -195,6 +296,8 @@ class KeyManager:
                     f"destroying key version {version} is permanent: data under it can never be "
                     "read again; pass confirm=True (CLI: --confirm) to proceed"
                 )
+            if not force:
+                _refuse_if_in_use(version, in_use)
             before = self.load()
             after = before.destroyed(version, self._clock())
             after = self._commit(after, op, erase_previous=True)
@@ -295,6 +398,22 @@ class _Operation:
     version: int | None
     reason: str
     committed: bool = False
+
+
+def _refuse_if_in_use(version: int, in_use: VersionUsage | None) -> None:
+    if in_use is None:
+        raise RefusedError(
+            f"nothing counted the values still under key version {version}: pass in_use= "
+            "(counts per column, e.g. from encmigrate.migrate.status) or force=True "
+            "(CLI: --force) to destroy it without counting"
+        )
+    counts = {place: count for place, count in in_use(version).items() if count}
+    if counts:
+        where = ", ".join(f"{place}: {count:,}" for place, count in counts.items())
+        raise RefusedError(
+            f"key version {version} still protects values ({where}); run `encmigrate rewrap` "
+            "first (then `encmigrate status` shows none), or pass --force to lose them"
+        )
 
 
 def _one_line(exc: Exception) -> str:

@@ -7,6 +7,12 @@ value. Labels become dimensions, and each sample is also sent rolled up (see
 Call :meth:`CloudWatchPublisher.publish` on a schedule (a thread, cron, the
 Lambda handler); the alarms in docs/alerts/cloudwatch-alarms.json read what
 it sends.
+
+Metrics are not key material: this module uses boto3 directly, with
+botocore's own retries (standard mode: throttling, 5xx and connection
+failures, capped exponential backoff with jitter), and none of the key
+providers' plumbing, so a failed publish is never reported as a key error.
+boto3 is imported when a publisher is made.
 """
 
 from __future__ import annotations
@@ -16,14 +22,14 @@ import logging
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from encmigrate.keys.aws import AwsCalls, aws_client
-from encmigrate.keys.remote import RetryPolicy
+from encmigrate.errors import ConfigError, EncmigrateError
 from encmigrate.monitoring.metrics import Metrics
 
 __all__ = ["NAMESPACE", "CloudWatchPublisher"]
 
 NAMESPACE = "encmigrate"
 _BATCH = 500  # put_metric_data takes up to 1000 metrics (and 1 MB) per call
+_ATTEMPTS = 5
 _ROLLUP_LABELS = ("outcome", "reason")
 Dimensions = tuple[tuple[str, str], ...]
 logger = logging.getLogger(__name__)
@@ -39,16 +45,13 @@ class CloudWatchPublisher:
         namespace: str = NAMESPACE,
         region: str | None = None,
         client: Any = None,
-        retry: RetryPolicy | None = None,
+        max_attempts: int = _ATTEMPTS,
     ) -> None:
+        """``client``: a boto3 CloudWatch client (its own retry settings apply); by default
+        one for ``region`` retrying up to ``max_attempts`` times."""
         self.metrics = metrics
         self.namespace = namespace
-        self._calls = AwsCalls(
-            client or aws_client("cloudwatch", region),
-            "cloudwatch",
-            f"CloudWatch namespace {namespace}",
-            retry or RetryPolicy(),
-        )
+        self._client = client or _cloudwatch_client(region, max_attempts)
         self._sent: dict[tuple[str, Dimensions], float] = {}
 
     def __repr__(self) -> str:
@@ -59,11 +62,26 @@ class CloudWatchPublisher:
         when = now or dt.datetime.now(dt.UTC)
         data = list(self._data(when))
         for start in range(0, len(data), _BATCH):
-            self._calls(
-                "put_metric_data", Namespace=self.namespace, MetricData=data[start : start + _BATCH]
-            )
+            self._put(data[start : start + _BATCH])
         logger.debug("published %d data points to CloudWatch %s", len(data), self.namespace)
         return len(data)
+
+    def _put(self, data: list[dict[str, Any]]) -> None:
+        from botocore import exceptions  # type: ignore[import-untyped]
+
+        where = f"CloudWatch namespace {self.namespace}: cloudwatch:PutMetricData"
+        try:
+            self._client.put_metric_data(Namespace=self.namespace, MetricData=data)
+        except exceptions.NoCredentialsError:
+            raise ConfigError(
+                f"{where}: no AWS credentials found (environment, profile, or instance/task role)"
+            ) from None
+        except exceptions.ClientError as exc:
+            # The code only: AWS messages can quote request details that do not belong in logs.
+            code = exc.response.get("Error", {}).get("Code") or type(exc).__name__
+            raise EncmigrateError(f"{where} failed ({code})") from None
+        except exceptions.BotoCoreError as exc:
+            raise EncmigrateError(f"{where} failed ({type(exc).__name__})") from None
 
     def _data(self, when: dt.datetime) -> Iterator[dict[str, Any]]:
         self.metrics.flush()
@@ -92,6 +110,23 @@ class CloudWatchPublisher:
                 "Value": value,
                 "Unit": "Count" if kinds[name] == "counter" else "None",
             }
+
+
+def _cloudwatch_client(region: str | None, max_attempts: int) -> Any:
+    try:
+        import boto3  # type: ignore[import-untyped]
+        from botocore.config import Config  # type: ignore[import-untyped]
+        from botocore.exceptions import NoRegionError  # type: ignore[import-untyped]
+    except ImportError:
+        raise ConfigError(
+            "publishing metrics to CloudWatch needs the boto3 package: "
+            "pip install 'encmigrate[aws]'"
+        ) from None
+    config = Config(retries={"total_max_attempts": max_attempts, "mode": "standard"})
+    try:
+        return boto3.session.Session(region_name=region).client("cloudwatch", config=config)
+    except NoRegionError:
+        raise ConfigError("no AWS region for CloudWatch: set AWS_REGION") from None
 
 
 def _rollups(labels: Mapping[str, str]) -> list[Dimensions]:
