@@ -29,7 +29,7 @@ from encmigrate.crypto.envelope import (
     parse_header,
 )
 from encmigrate.crypto.search import SearchableCipher
-from encmigrate.errors import ConfigError, DatabaseError, EncmigrateError
+from encmigrate.errors import ConfigError, DatabaseError, NotAnEnvelopeError
 from encmigrate.keys.keyring import Keyring
 from encmigrate.migrate.columns import ColumnWork
 from encmigrate.migrate.keyset import KeyCodec
@@ -48,12 +48,6 @@ __all__ = [
 ]
 
 _HEX = frozenset(string.hexdigits)
-
-
-class NotAnEnvelopeError(EncmigrateError):
-    """The bytes given are not an envelope (exit 1). The message never shows them."""
-
-    exit_code = 1
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,7 +34,7 @@ from encmigrate.config import ConfigFile, KeysSettings, find_config
 from encmigrate.crypto.codecs import TYPE_NAMES
 from encmigrate.crypto.search import Normalize
 from encmigrate.dependents import Dependent, find_dependents, warning_message
-from encmigrate.errors import ConfigError, DatabaseError
+from encmigrate.errors import ConfigError, DatabaseError, PlanError
 from encmigrate.identifiers import max_identifier_bytes, name_problem, shown
 
 __all__ = [
@@ -62,16 +62,6 @@ LEAK_MAX_DISTINCT = 20
 LEAK_MAX_RATIO = 0.1
 
 logger = logging.getLogger(__name__)
-
-
-class PlanError(ConfigError):
-    """The plan has problems; ``problems`` lists each one (file, key, what to do)."""
-
-    def __init__(self, problems: Sequence[str]) -> None:
-        self.problems = tuple(problems)
-        count = len(self.problems)
-        heading = "the plan has 1 problem" if count == 1 else f"the plan has {count} problems"
-        super().__init__(heading + ":\n" + "\n".join(f"  - {p}" for p in self.problems))
 
 
 class ColumnPhase(enum.StrEnum):

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
 
-from encmigrate.errors import DatabaseError
+from encmigrate.errors import DatabaseError, PostgresUnavailableError
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL, Engine
@@ -54,19 +54,6 @@ _CONNECT_TIMEOUT_S: Final = 3  # libpq's minimum useful value is 2
 _DOCKER_SOCKET_TIMEOUT_S: Final = 1.0
 _DOCKER_PING_TIMEOUT_S: Final = 3
 _OWN_DATABASE: Final = re.compile(r"encmigrate_test_[0-9a-f]{16}")
-
-
-class PostgresUnavailableError(DatabaseError):
-    """No usable PostgreSQL server; ``reason`` is one line naming what was tried.
-
-    ``explicit`` is true when the user named the server (``ENCMIGRATE_TEST_DATABASE_URL``):
-    the fixtures then fail instead of skipping, since a skip would hide a broken setup.
-    """
-
-    def __init__(self, reason: str, *, explicit: bool = False) -> None:
-        self.reason = " ".join(reason.split())
-        self.explicit = explicit
-        super().__init__(self.reason)
 
 
 @dataclass(frozen=True)

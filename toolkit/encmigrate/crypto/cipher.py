@@ -23,7 +23,12 @@ from encmigrate.crypto.envelope import (
     envelope_from_text,
     header_bytes,
 )
-from encmigrate.errors import DecryptionError, EncmigrateError
+from encmigrate.errors import (
+    DecryptionCause,
+    DecryptionError,
+    EncmigrateError,
+    UnreadableVersionError,
+)
 
 __all__ = ["TAG_FAILED", "Blob", "FieldCipher", "KeysSource", "NonceSource"]
 
@@ -233,7 +238,7 @@ class FieldCipher:
     def _from_text(self, blobs: Sequence[Blob | str | None]) -> list[bytes | None]:
         raw = [None if b is None else _as_bytes(b) for b in blobs]
         if any(r is None and b is not None for r, b in zip(raw, blobs, strict=True)):
-            raise DecryptionError(self._context, None, "not an encmigrate envelope")
+            raise self._not_an_envelope()
         return raw
 
     def _open_same_header(
@@ -274,19 +279,22 @@ class FieldCipher:
         """Authenticate and decrypt one envelope, checking everything."""
         raw = _as_bytes(blob)
         if raw is None or len(raw) < MIN_SIZE or raw[0] not in FORMATS:
-            raise DecryptionError(self._context, None, "not an encmigrate envelope")
+            raise self._not_an_envelope()
         version = int.from_bytes(raw[1:HEADER_SIZE], "big")
         try:
             aead = keys.aead(version, self._context)
-        except EncmigrateError as exc:
-            reason = str(exc)  # names the version and its state, never key material
+        except UnreadableVersionError as exc:
+            # The message names the version and its state, never key material.
+            reason, cause = str(exc), exc.cause
+        except EncmigrateError as exc:  # any other refusal of the key source: no key to be had
+            reason, cause = str(exc), DecryptionCause.UNKNOWN_VERSION
         else:
             aad = raw[:HEADER_SIZE] + self._aad_tails[raw[0]]
             try:
                 return aead.decrypt(raw[HEADER_SIZE:_BODY], raw[_BODY:], aad)
             except InvalidTag:
-                reason = TAG_FAILED
-        raise DecryptionError(self._context, version, reason)
+                reason, cause = TAG_FAILED, DecryptionCause.AUTHENTICATION
+        raise DecryptionError(self._context, version, reason, cause=cause)
 
     def _decode(self, data: bytes) -> Any:
         try:
@@ -295,9 +303,17 @@ class FieldCipher:
             error = self._undecodable()
         raise error  # outside the handler: the parser's message can quote the payload
 
+    def _not_an_envelope(self) -> DecryptionError:
+        return DecryptionError(
+            self._context, None, "not an encmigrate envelope", cause=DecryptionCause.NOT_ENVELOPE
+        )
+
     def _undecodable(self) -> DecryptionError:
         return DecryptionError(
-            self._context, None, f"payload does not decode as {self._codec.name}"
+            self._context,
+            None,
+            f"payload does not decode as {self._codec.name}",
+            cause=DecryptionCause.UNDECODABLE,
         )
 
 

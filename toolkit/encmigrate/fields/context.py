@@ -203,7 +203,7 @@ class ColumnBound(SchemaEventTarget):
         if not hint:
             return error
         reason = f"{error.reason}; {hint}" if error.reason else hint
-        return DecryptionError(error.context, error.version, reason)
+        return DecryptionError(error.context, error.version, reason, cause=error.cause)
 
     def keyring(self) -> Keyring:
         """The keyring in force for this type (explicit, or the default one now)."""

@@ -34,7 +34,12 @@ from encmigrate.config import MAX_ROTATION_DAYS
 from encmigrate.crypto.derived import DerivedKeys, DeriveHook
 from encmigrate.crypto.envelope import MAX_VERSION
 from encmigrate.crypto.kdf import KEY_SIZE, Kdf
-from encmigrate.errors import KeyConfigError, KeyStateError
+from encmigrate.errors import (
+    DecryptionCause,
+    KeyConfigError,
+    KeyStateError,
+    UnreadableVersionError,
+)
 
 __all__ = [
     "AUDIT_KEY_LABEL",
@@ -306,11 +311,23 @@ class Keyring(BaseModel):
         )
 
     def master_key(self, version: int) -> bytes:
+        """The version's material; UnreadableVersionError (with its cause) if it may not be read."""
         entry = self.find(version)
         if entry is None:
-            raise KeyConfigError(f"key version {version} is not in the keyring")
+            raise UnreadableVersionError(
+                f"key version {version} is not in the keyring",
+                version=version,
+                cause=DecryptionCause.UNKNOWN_VERSION,
+            )
         if not entry.readable or entry.key is None:
-            raise KeyStateError(f"key version {version} is {entry.state.value}")
+            cause = (
+                DecryptionCause.DESTROYED
+                if entry.state is KeyState.DESTROYED
+                else DecryptionCause.DISABLED
+            )
+            raise UnreadableVersionError(
+                f"key version {version} is {entry.state.value}", version=version, cause=cause
+            )
         return entry.key.reveal()
 
     def audit_key(self, version: int) -> bytes | None:

@@ -40,7 +40,12 @@ __all__ = [
 
 
 class LostLeaseError(Exception):
-    """This worker no longer owns the chunk it was writing (another worker took it)."""
+    """This worker no longer owns the chunk it was writing (another worker took it).
+
+    An internal signal of the migrator, not an EncmigrateError: the batch's
+    transaction rolls back and ``TableRun.work_chunks`` logs it and claims the
+    next chunk, so it never reaches a caller (errors.py lists it as internal).
+    """
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,10 +25,9 @@ import time
 import weakref
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
-from encmigrate.crypto.cipher import TAG_FAILED
-from encmigrate.errors import ConfigError, DecryptionError
+from encmigrate.errors import ConfigError, DecryptionCause, DecryptionError
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -91,22 +90,26 @@ def new_registry() -> CollectorRegistry:
     return registry
 
 
+# The ``reason`` label of each decryption cause: few values, so alert rules stay simple.
+_FAILURE_LABELS: Final = {
+    DecryptionCause.NOT_ENVELOPE: "not_envelope",
+    DecryptionCause.UNDECODABLE: "decode",
+    DecryptionCause.UNKNOWN_VERSION: "key_unavailable",
+    DecryptionCause.DISABLED: "key_unavailable",
+    DecryptionCause.DESTROYED: "key_unavailable",
+    DecryptionCause.AUTHENTICATION: "auth",
+}
+
+
 def decrypt_failure_reason(error: DecryptionError) -> str:
     """A coarse, label-safe cause: ``not_envelope``, ``decode``, ``key_unavailable``, ``auth``.
 
-    ``auth`` (authentication failed) covers a wrong context, tampering and a
-    wrong key alike: the envelope cannot tell them apart, by design.
+    Read from ``error.cause``. ``key_unavailable`` is a key version that is
+    unknown, disabled or destroyed; ``auth`` (authentication failed) covers a
+    wrong context, a wrong type, tampering and a wrong key alike: the envelope
+    cannot tell them apart, by design.
     """
-    text = str(error)
-    if "not an encmigrate envelope" in text:
-        return "not_envelope"
-    if "does not decode" in text:
-        return "decode"
-    # With a version, either GCM authentication failed or the version's key could not be had
-    # (unknown, disabled or destroyed: the reason says which state).
-    if error.version is None or error.reason in ("", TAG_FAILED):
-        return "auth"
-    return "key_unavailable"
+    return _FAILURE_LABELS[error.cause]
 
 
 class Metrics:
