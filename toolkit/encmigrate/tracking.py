@@ -1,8 +1,9 @@
 """The tracking tables the migrator writes and the generators check.
 
-``add-columns`` creates them (DESIGN.md, "Tracking table"); the migrator
-(``migrate-data``, ``verify``) writes them; ``drop-unencrypted`` refuses unless
-every selected column is ``verified`` here. Primary keys are stored as JSON
+``add-columns`` creates them; the migrator (``migrate-data``, ``verify``)
+writes them; ``drop-unencrypted`` refuses unless every selected column is
+``verified`` here. docs/architecture.md ("The tracking tables") says what
+each column means and who writes it. Primary keys are stored as JSON
 arrays in key-column order, so composite keys fit the same columns.
 """
 
@@ -79,15 +80,22 @@ migrations = sa.Table(
     _timestamp("updated_at", nullable=True),
     _timestamp("finished_at", nullable=True),
     _timestamp("verified_at", nullable=True),
+    # The last backfill run's own figures, for the rate `status` shows. Added after the
+    # first release: tracking tables created before them lack both (no rate is shown).
+    sa.Column("last_run_rows", sa.BigInteger(), nullable=True),
+    sa.Column("last_run_seconds", sa.Float(), nullable=True),
     _status_check("ck_encryption_migrations_status", MigrationStatus),
     comment="encmigrate: one row per encrypted (table, column): progress and verify status",
 )
 migrations.__doc__ = """One row per planned (table, column).
 
 ``table_name`` is written as the plan writes it (``sales.customer``); ``status``
-takes :class:`MigrationStatus` values; ``last_primary_key`` is the keyset cursor
-(JSON array, composite keys too), written in the same transaction as its batch;
-``verified_at`` is set by a full, clean verify only.
+takes :class:`MigrationStatus` values; ``last_primary_key`` is no longer written
+(kept for tables created by older releases: each chunk of
+``encryption_migration_chunks`` keeps its own cursor, in its batch's transaction);
+``verified_at`` is set by a full, clean verify only; ``last_run_rows`` and
+``last_run_seconds`` (nullable, absent from tables created by older releases)
+are the rows the last backfill run encrypted and its duration.
 """
 
 failures = sa.Table(

@@ -1,13 +1,17 @@
-"""``migrate-data``, ``verify`` and ``status``: steps 2 and 3, and where things stand."""
+"""The data commands: ``migrate-data`` and ``verify`` (steps 2 and 3), ``status``, ``rewrap``
+and ``decrypt-back``, and the next-step line every command ends with."""
 
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
+import sqlalchemy as sa
 import typer
 from rich.markup import escape
 from rich.progress import (
@@ -18,11 +22,11 @@ from rich.progress import (
     TextColumn,
     TimeRemainingColumn,
 )
-from rich.table import Table
 
-from encmigrate.cli.console import err, out, print_json
+from encmigrate.cli.console import err, out, print_json, report_table
 from encmigrate.cli.context import engine_for, interruptible, keyring_for, plan_for
 from encmigrate.cli.state import reports_errors, state_of
+from encmigrate.errors import EncmigrateError
 from encmigrate.migrate import (
     MigrateOptions,
     decrypt_back,
@@ -31,17 +35,24 @@ from encmigrate.migrate import (
     status,
     verify,
 )
+from encmigrate.migrate.report import single_worker_note
 from encmigrate.migrate.runner import Progress as RunProgress
 from encmigrate.migrate.runner import TableReport, eta_text
+from encmigrate.migrate.status import NextStep, next_step
 from encmigrate.migrate.verify import ColumnVerdict
+from encmigrate.plan import Plan
 
 __all__ = [
     "decrypt_back_command",
     "migrate_data_command",
+    "next_step_line",
     "rewrap_command",
+    "show_next_step",
     "status_command",
     "verify_command",
 ]
+
+logger = logging.getLogger(__name__)
 
 TableOption = Annotated[
     list[str] | None, typer.Option("--table", "-t", help="Only this table (repeatable).")
@@ -147,6 +158,41 @@ def print_json_line(document: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
+def next_step_line(step: NextStep) -> str:
+    """``Next: `command` (why)``, or why there is nothing to run."""
+    if step.command is None:
+        return f"Nothing to run: {step.reason}."
+    return f"Next: `{step.command}` ({step.reason})"
+
+
+def show_next_step(ctx: typer.Context, plan: Plan, tables: Sequence[str] | None) -> None:
+    """Print what to run next, read from the database after the command's own work.
+
+    Only advice: a database that cannot be read now leaves the line out, never
+    fails a command that did its work.
+    """
+    try:
+        engine = engine_for(ctx, plan)
+        try:
+            step = next_step(plan, engine, tables=tables)
+        finally:
+            engine.dispose()
+    except (EncmigrateError, sa.exc.SQLAlchemyError) as exc:
+        logger.warning("could not read the next step (%s)", type(exc).__name__)
+        return
+    out.print(next_step_line(step), markup=False)
+
+
+def _note_workers(engine: sa.Engine, workers: int, json_output: bool) -> None:
+    """Say, on stderr and in the JSON events, that SQLite ignores --workers N."""
+    note = single_worker_note(engine.dialect.name, workers)
+    if note is None:
+        return
+    err.print(f"note: {note}", markup=False)
+    if json_output:
+        print_json_line({"event": "note", "message": note})
+
+
 @reports_errors
 def migrate_data_command(
     ctx: typer.Context,
@@ -158,7 +204,10 @@ def migrate_data_command(
         int | None, typer.Option("--batch-size", min=1, help="Rows per batch (default: plan).")
     ] = None,
     workers: Annotated[
-        int, typer.Option("--workers", min=1, help="Workers (PostgreSQL: N-1 helper processes).")
+        int,
+        typer.Option(
+            "--workers", min=1, help="Workers (PostgreSQL: N-1 helper processes; SQLite: one)."
+        ),
     ] = 1,
     join: Annotated[
         bool, typer.Option("--join", help="Add workers to a run another process started.")
@@ -210,6 +259,7 @@ def migrate_data_command(
         join=join,
     )
     json_output = state_of(ctx).json
+    _note_workers(engine, workers, json_output)
     sink = None
     if metrics_file is not None:
         sink = _MetricsSink(
@@ -229,6 +279,8 @@ def migrate_data_command(
         )
     engine.dispose()
     _report_migration(reports, json_output, repair=repair)
+    if reports and not json_output and not any(r.dry_run or r.interrupted for r in reports):
+        show_next_step(ctx, plan, table)
     if any(r.interrupted for r in reports):
         err.print("Interrupted: progress is saved. Run the same command again to resume.")
         raise typer.Exit(130)
@@ -254,6 +306,7 @@ def _report_migration(
                     "dry_run": r.dry_run,
                     "interrupted": r.interrupted,
                     "catch_up_rows": r.catch_up_rows,
+                    "workers": r.workers,
                 }
                 for r in reports
             ]
@@ -265,7 +318,8 @@ def _report_migration(
             out.print(
                 f"{r.table}: dry run of {r.rows_done:,} rows ({r.rows_total:,} need encrypting) "
                 f"at {r.rate:,.0f} rows/s; nothing was changed. "
-                f"Estimated time for the table: {eta_text(eta)}."
+                f"Estimated time for the table: {eta_text(eta)}.",
+                markup=False,
             )
             continue
         done = (
@@ -276,15 +330,19 @@ def _report_migration(
         out.print(
             f"{r.table}: {done} ({', '.join(r.columns)}) in "
             f"{r.seconds:.1f}s, {r.rate:,.0f} rows/s"
-            + (f"; {r.catch_up_rows:,} caught up after changes" if r.catch_up_rows else "")
+            + (f"; {r.catch_up_rows:,} caught up after changes" if r.catch_up_rows else ""),
+            markup=False,
         )
         if r.rows_failed:
             out.print(
-                f"{r.table}: {r.rows_failed:,} rows could not be encrypted; they are listed in "
-                "encryption_migration_failures. Fix the values and run migrate-data again."
+                f"{r.table}: {_rows(r.rows_failed)} could not be encrypted; they are listed in "
+                "encryption_migration_failures. Fix the values and run migrate-data again.",
+                markup=False,
             )
-    if reports and not any(r.dry_run or r.interrupted for r in reports):
-        out.print("Next: `encmigrate verify`")
+
+
+def _rows(count: int) -> str:
+    return f"{count:,} row" + ("" if count == 1 else "s")
 
 
 @reports_errors
@@ -308,6 +366,8 @@ def verify_command(
         print_json([_verdict_document(v) for v in verdicts])
     else:
         _verdict_table(verdicts, sampled=sample is not None)
+        if not any(v.key_problem for v in verdicts):
+            show_next_step(ctx, plan, table)
     if any(v.key_problem for v in verdicts):
         raise typer.Exit(3)
     if not all(v.ok for v in verdicts):
@@ -335,8 +395,7 @@ def _verdict_document(v: ColumnVerdict) -> dict[str, Any]:
 
 
 def _verdict_table(verdicts: list[ColumnVerdict], *, sampled: bool) -> None:
-    table = Table(title="verify" + (" (sample)" if sampled else ""))
-    for name in (
+    table = report_table(
         "table",
         "column",
         "checked",
@@ -347,12 +406,12 @@ def _verdict_table(verdicts: list[ColumnVerdict], *, sampled: bool) -> None:
         "undecryptable",
         "undecodable",
         "result",
-    ):
-        table.add_column(name)
+        title="verify" + (" (sample)" if sampled else ""),
+    )
     for v in verdicts:
         table.add_row(
-            v.table,
-            v.column,
+            escape(v.table),
+            escape(v.column),
             f"{v.rows_checked:,}",
             f"{v.matches + v.ciphertext_only:,}",
             str(v.missing),
@@ -366,50 +425,77 @@ def _verdict_table(verdicts: list[ColumnVerdict], *, sampled: bool) -> None:
     for v in verdicts:
         for kind, key in v.problem_keys:
             out.print(f"  {escape(v.table)}.{escape(v.column)}: {kind} at key {escape(str(key))}")
-    if not all(v.ok for v in verdicts) or sampled:
+    if not all(v.ok for v in verdicts):
         return
-    if all(v.plaintext_dropped for v in verdicts):
+    if sampled:
+        out.print("The sample is clean; only a full verify (without --sample) lets step 5 go on.")
+    elif all(v.plaintext_dropped for v in verdicts):
         out.print("Every ciphertext decrypts (the plaintext columns are dropped).")
     else:
-        out.print("All columns verified. Next: `encmigrate create-views`")
+        out.print("Every column verified.")
 
 
 @reports_errors
 def status_command(ctx: typer.Context, table: TableOption = None) -> None:
-    """Per column: tracking state, rows done/total, rate, last error, key versions in use.
+    """Per column: tracking state, rows done/total, last run's rate, last error, key versions.
+
+    Only reads: on SQLite it answers while migrate-data runs. Ends with the next step.
 
     Example: [bold]encmigrate --json status[/]
     """
     plan = plan_for(ctx, check_database=False)
+    json_output = state_of(ctx).json
     engine = engine_for(ctx, plan)
-    found = status(plan, engine, tables=table)
-    engine.dispose()
-    if state_of(ctx).json:
+    try:
+        found = status(plan, engine, tables=table)
+        step = None if json_output else next_step(plan, engine, tables=table)
+    finally:
+        engine.dispose()
+    if json_output:
         print_json([s.as_dict() for s in found])
         return
-    grid = Table(title="encmigrate status")
-    for name in ("table", "column", "status", "rows", "rate", "key versions", "last error"):
-        grid.add_column(name)
+    grid = report_table(
+        "table",
+        "column",
+        "status",
+        "rows",
+        "last run",
+        "key versions",
+        "last error",
+        title="encmigrate status",
+    )
     for s in found:
         rows = (
             f"{s.rows_done:,}/{s.rows_total:,}" if s.rows_total is not None else f"{s.rows_done:,}"
         )
         versions = ", ".join(f"v{v}: {n:,}" for v, n in sorted(s.versions.items())) or "-"
         grid.add_row(
-            s.table,
-            s.column,
+            escape(s.table),
+            escape(s.column),
             s.status,
             rows,
-            f"{s.rate:,.0f}/s" if s.rate else "-",
+            _last_run(s.last_run_rows, s.rate),
             versions,
             escape(s.last_error or ""),
         )
     out.print(grid)
+    if step is not None:
+        out.print(next_step_line(step), markup=False)
+
+
+def _last_run(rows: int | None, rate: float | None) -> str:
+    """``1,200 rows, 4,000 rows/s``; ``-`` when no run is recorded."""
+    if rows is None:
+        return "-"
+    return f"{rows:,} rows" + (f", {rate:,.0f} rows/s" if rate is not None else "")
 
 
 BatchSize = Annotated[int | None, typer.Option("--batch-size", min=1, help="Rows per batch.")]
 Workers = Annotated[
-    int, typer.Option("--workers", min=1, help="Workers (PostgreSQL: N-1 helper processes).")
+    int,
+    typer.Option(
+        "--workers", min=1, help="Workers (PostgreSQL: N-1 helper processes; SQLite: one)."
+    ),
 ]
 
 
@@ -435,6 +521,7 @@ def rewrap_command(
         batch_size=batch_size or plan.migration.batch_size, workers=workers, sleep_ms=sleep
     )
     json_output = state_of(ctx).json
+    _note_workers(engine, workers, json_output)
     with interruptible() as stop, _Reporter(json_output) as reporter:
         reports = rewrap(
             plan,
@@ -449,7 +536,9 @@ def rewrap_command(
     engine.dispose()
     _report_rekey(reports, json_output, f"moved to key version {keyring.current}")
     if not json_output and not any(r.interrupted for r in reports):
-        out.print("Check with `encmigrate status` (key versions) before retiring old versions.")
+        out.print(
+            "Check the key versions in use with `encmigrate status` before retiring old versions."
+        )
 
 
 @reports_errors
@@ -469,12 +558,15 @@ def decrypt_back_command(
     engine = engine_for(ctx, plan, workers=workers)
     options = MigrateOptions(batch_size=batch_size or plan.migration.batch_size, workers=workers)
     json_output = state_of(ctx).json
+    _note_workers(engine, workers, json_output)
     with interruptible() as stop, _Reporter(json_output) as reporter:
         reports = decrypt_back(
             plan, engine, keyring, tables=table, options=options, progress=reporter, stop=stop
         )
     engine.dispose()
-    _report_rekey(reports, json_output, "plaintext restored")
+    _report_rekey(reports, json_output, "refilled from the ciphertext")
+    if reports and not json_output:
+        show_next_step(ctx, plan, table)
 
 
 def _report_rekey(reports: list[TableReport], json_output: bool, what: str) -> None:
@@ -488,6 +580,7 @@ def _report_rekey(reports: list[TableReport], json_output: bool, what: str) -> N
                     "rows_failed": r.rows_failed,
                     "seconds": round(r.seconds, 3),
                     "interrupted": r.interrupted,
+                    "workers": r.workers,
                 }
                 for r in reports
             ]
@@ -495,8 +588,9 @@ def _report_rekey(reports: list[TableReport], json_output: bool, what: str) -> N
     else:
         for r in reports:
             out.print(
-                f"{r.table}: {r.rows_done:,} rows {what} in {r.seconds:.1f}s"
-                + (f"; {r.rows_failed:,} failed" if r.rows_failed else "")
+                f"{r.table}: {_rows(r.rows_done)} {what} in {r.seconds:.1f}s"
+                + (f"; {_rows(r.rows_failed)} failed" if r.rows_failed else ""),
+                markup=False,
             )
     if any(r.interrupted for r in reports):
         err.print("Interrupted: progress is saved. Run the same command again to resume.")

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
+import sqlalchemy as sa
 import typer
 from rich.markup import escape
-from rich.table import Table
 
-from encmigrate.cli.console import err, out, print_json, print_verbatim
-from encmigrate.cli.context import plan_for
+from encmigrate.cli.console import err, out, print_json, print_verbatim, report_table
+from encmigrate.cli.context import engine_for, plan_for
+from encmigrate.cli.migrate import next_step_line
 from encmigrate.cli.state import reports_errors, state_of
 from encmigrate.dependents import Dependent, warning_message
+from encmigrate.errors import EncmigrateError
+from encmigrate.migrate.status import NextStep, next_step
+from encmigrate.plan import Plan
 
 if TYPE_CHECKING:
     from encmigrate.revisions import RevisionResult
@@ -22,6 +28,8 @@ if TYPE_CHECKING:
 
 __all__ = ["add_columns", "create_views", "drop_unencrypted", "init", "plan_app"]
 
+logger = logging.getLogger(__name__)
+
 TableOption = Annotated[
     list[str] | None, typer.Option("--table", "-t", help="Only this table (repeatable).")
 ]
@@ -29,7 +37,10 @@ Apply = Annotated[bool, typer.Option("--apply", help="Also run `alembic upgrade 
 Sql = Annotated[bool, typer.Option("--sql", help="Print the SQL; write no revision file.")]
 
 
-def _show(ctx: typer.Context, result: RevisionResult) -> None:
+def _show(
+    ctx: typer.Context, result: RevisionResult, plan: Plan, tables: Sequence[str] | None
+) -> None:
+    step = _next(ctx, result, plan, tables)
     if state_of(ctx).json:
         print_json(
             {
@@ -37,7 +48,8 @@ def _show(ctx: typer.Context, result: RevisionResult) -> None:
                 "revision": result.revision,
                 "path": str(result.path) if result.path else None,
                 "applied": result.applied,
-                "next_command": result.next_command,
+                "next_command": step.command,
+                "next_reason": step.reason,
                 "notes": list(result.notes),
                 "sql": result.sql,
             }
@@ -49,9 +61,31 @@ def _show(ctx: typer.Context, result: RevisionResult) -> None:
         verb = "Wrote and applied" if result.applied else "Wrote"
         out.print(f"{verb} revision {result.revision}: {result.path}", markup=False)
     for note in result.notes:
-        err.print(f"note: {escape(note)}")
+        err.print(f"note: {note}", markup=False)
     if result.sql is None:
-        out.print(f"Next: `{escape(result.next_command)}`")
+        out.print(next_step_line(step), markup=False)
+
+
+def _next(
+    ctx: typer.Context, result: RevisionResult, plan: Plan, tables: Sequence[str] | None
+) -> NextStep:
+    """The next step: from the database once it holds the step's outcome (applied, or
+    nothing to do); the generator's own word for SQL to apply by hand or a revision file
+    not applied yet."""
+    if result.sql is None and (result.applied or result.path is None):
+        try:
+            engine = engine_for(ctx, plan)
+            try:
+                return next_step(plan, engine, tables=tables)
+            finally:
+                engine.dispose()
+        except (EncmigrateError, sa.exc.SQLAlchemyError) as exc:
+            logger.warning("could not read the next step (%s)", type(exc).__name__)
+    if result.sql is not None:
+        return NextStep(result.next_command, "the SQL is not applied by encmigrate")
+    if result.path is not None and not result.applied:
+        return NextStep(result.next_command, "the revision is written, not applied")
+    return NextStep(result.next_command, f"after {result.step}")
 
 
 @reports_errors
@@ -66,7 +100,7 @@ def add_columns(
     _warn(plan.warnings)
     from encmigrate import revisions
 
-    _show(ctx, revisions.add_columns(plan, tables=table, apply=apply, sql=sql))
+    _show(ctx, revisions.add_columns(plan, tables=table, apply=apply, sql=sql), plan, table)
 
 
 @reports_errors
@@ -81,7 +115,7 @@ def create_views(
     _warn(plan.warnings)  # among them what will keep step 5 from dropping the plaintext
     from encmigrate import revisions
 
-    _show(ctx, revisions.create_views(plan, tables=table, apply=apply, sql=sql))
+    _show(ctx, revisions.create_views(plan, tables=table, apply=apply, sql=sql), plan, table)
 
 
 @reports_errors
@@ -105,7 +139,7 @@ def drop_unencrypted(
         ),
     ] = False,
 ) -> None:
-    """Step 5: drop the plaintext columns; refused unless every column verified clean.
+    """Step 5: drop the plaintext columns; refused unless every column is verified clean.
 
     Also refused while objects depend on a plaintext column (`encmigrate plan check`
     lists them with what to do).
@@ -114,8 +148,9 @@ def drop_unencrypted(
     """
     from encmigrate import revisions
 
+    plan = plan_for(ctx)
     result = revisions.drop_unencrypted(
-        plan_for(ctx),
+        plan,
         tables=table,
         confirm=confirm,
         apply=apply,
@@ -123,7 +158,7 @@ def drop_unencrypted(
         vacuum=vacuum,
         allow_dropping_constraints=allow_dropping_constraints,
     )
-    _show(ctx, result)
+    _show(ctx, result, plan, table)
 
 
 @reports_errors
@@ -196,16 +231,16 @@ def check(
             }
         )
         return
-    grid = Table(title=f"plan {plan.source}")
-    for name in ("table", "column", "type", "searchable", "context", "state"):
-        grid.add_column(name)
+    grid = report_table(
+        "table", "column", "type", "searchable", "context", "state", title=f"plan {plan.source}"
+    )
     for c in plan.columns:
         grid.add_row(
-            c.table,
-            c.column,
+            escape(c.table),
+            escape(c.column),
             c.type,
             f"yes ({c.normalize.value})" if c.searchable else "no",
-            c.context,
+            escape(c.context),
             c.phase.value,
         )
     out.print(grid)
@@ -213,7 +248,11 @@ def check(
     # The table above says what each dependent's warning would: not twice.
     shown = {warning_message(d) for d in dependents}
     _warn([w for w in plan.warnings if w.message not in shown])
-    out.print(f"Plan OK: {len(plan.columns)} columns in {len(plan.tables)} tables.")
+    columns, tables = len(plan.columns), len(plan.tables)
+    out.print(
+        f"Plan OK: {columns} column{'' if columns == 1 else 's'} "
+        f"in {tables} table{'' if tables == 1 else 's'}."
+    )
 
 
 def _column_document(c: Any) -> dict[str, Any]:
@@ -259,7 +298,8 @@ def _show_dependents(dependents: list[Dependent]) -> None:
     blocking = sum(1 for d in dependents if d.blocking)
     if blocking:
         out.print(
-            f"{blocking} of them block drop-unencrypted until dealt with (see 'what to do').",
+            f"{blocking} of them {'blocks' if blocking == 1 else 'block'} drop-unencrypted "
+            "until dealt with (see 'what to do').",
             markup=False,
         )
 

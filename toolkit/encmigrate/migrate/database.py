@@ -1,15 +1,20 @@
 """Database access for long-running work: engines, transient faults, retries.
 
-Only transient faults are retried (DESIGN.md, backfill rule 6): lock timeout
-(55P03), deadlock (40P01), serialization failure (40001), admin shutdown and
-friends (57P01-57P03), a lost connection (class 08, or a closed socket), and
-SQLite's "database is locked". Everything else fails at once.
+Only transient faults are retried, with capped backoff and jitter (see
+docs/architecture.md, "The migrator"): lock timeout (55P03), deadlock (40P01),
+serialization failure (40001), admin shutdown and friends (57P01-57P03), a
+lost connection (class 08, or a closed socket), and SQLite's "database is
+locked". Everything else fails at once.
+
+Commands that only read (``status``, the next step shown after each command)
+use :func:`read_only`: on SQLite they never take the write lock.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -26,12 +31,24 @@ from tenacity import (
 from encmigrate.boundary import parse_database_url, sqlstate
 from encmigrate.errors import ConfigError
 
-__all__ = ["RetryPolicy", "connect", "is_transient", "sqlstate"]
+__all__ = [
+    "SQLITE_BUSY_TIMEOUT_MS",
+    "RetryPolicy",
+    "connect",
+    "is_transient",
+    "read_only",
+    "sqlstate",
+]
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 TRANSIENT_SQLSTATES = frozenset({"55P03", "40P01", "40001", "57P01", "57P02", "57P03", "53300"})
+
+# How long a SQLite statement waits for another connection's lock before "database is locked".
+SQLITE_BUSY_TIMEOUT_MS = 5000
+# The execution option of read_only() connections: on SQLite, no BEGIN at all.
+_READ_ONLY = "encmigrate_read_only"
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -136,8 +153,32 @@ def _sqlite_immediate(engine: sa.Engine) -> None:
     @event.listens_for(engine, "connect")
     def _connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
-        dbapi_connection.execute("PRAGMA busy_timeout = 5000")
+        dbapi_connection.execute(f"PRAGMA busy_timeout = {int(SQLITE_BUSY_TIMEOUT_MS)}")
 
     @event.listens_for(engine, "begin")
     def _begin(connection: sa.Connection) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        if not connection.get_execution_options().get(_READ_ONLY, False):
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+@contextmanager
+def read_only(engine: sa.Engine) -> Iterator[sa.Connection]:
+    """A connection that only reads, for ``status`` and the next step.
+
+    On SQLite it opens no transaction (the engine's others start with ``BEGIN
+    IMMEDIATE``, the write lock): each statement reads what is committed and
+    holds SQLite's shared lock only while it runs. So it does not wait for a
+    running ``migrate-data``, whose open batch holds the write lock, and a
+    batch's commit waits for one statement at most, never for the whole
+    command. The price: two statements may see two states of the database.
+    A statement waits only while another connection commits (or holds ``BEGIN
+    EXCLUSIVE``), for :data:`SQLITE_BUSY_TIMEOUT_MS` at most, then fails with
+    "database is locked". On PostgreSQL the transaction is ``READ ONLY``.
+    """
+    with engine.connect() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execution_options(postgresql_readonly=True)
+        else:
+            conn.execution_options(**{_READ_ONLY: True})
+        with conn.begin():
+            yield conn

@@ -9,7 +9,15 @@ from dataclasses import dataclass, field
 
 from encmigrate.migrate.database import RetryPolicy
 
-__all__ = ["MigrateOptions", "Progress", "ProgressCallback", "TableReport", "eta_text"]
+__all__ = [
+    "MigrateOptions",
+    "Progress",
+    "ProgressCallback",
+    "TableReport",
+    "eta_text",
+    "run_workers",
+    "single_worker_note",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +72,7 @@ class TableReport:
     dry_run: bool = False
     interrupted: bool = False
     catch_up_rows: int = 0
+    workers: int = 1  # at most this many ran (SQLite: always 1)
 
     @property
     def rate(self) -> float:
@@ -71,6 +80,18 @@ class TableReport:
 
 
 ProgressCallback = Callable[[Progress], None]
+
+
+def run_workers(dialect: str, workers: int) -> int:
+    """How many workers a run may use: SQLite has one writer at a time, so one."""
+    return workers if dialect == "postgresql" else 1
+
+
+def single_worker_note(dialect: str, workers: int) -> str | None:
+    """What to tell a user who asked for more workers than the database can use."""
+    if run_workers(dialect, workers) == workers:
+        return None
+    return f"SQLite runs one worker (one writer at a time): --workers {workers} is ignored"
 
 
 def eta_text(seconds: float | None) -> str:
