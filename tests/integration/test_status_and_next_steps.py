@@ -21,13 +21,13 @@ from typer.testing import CliRunner
 from encmigrate.cli import app
 from encmigrate.migrate import connect, database
 from encmigrate.migrate.database import read_only
-from encmigrate.migrate.report import run_workers, single_worker_note
-from encmigrate.migrate.status import (
+from encmigrate.migrate.next_step import (
     ColumnStanding,
     NextStep,
     TableStanding,
     decide_next_step,
 )
+from encmigrate.migrate.report import run_workers, single_worker_note
 from encmigrate.plan import ColumnPhase
 
 TABLES = ("a", "b", "c")

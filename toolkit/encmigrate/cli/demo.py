@@ -26,6 +26,7 @@ from encmigrate.api import get_cipher, get_searchable_cipher
 from encmigrate.cli.console import out, report_table
 from encmigrate.cli.migrate import _Reporter
 from encmigrate.cli.state import reports_errors, state_of
+from encmigrate.crypto.envelope import envelope_version
 from encmigrate.errors import RefusedError
 from encmigrate.keys import AuditLog, FileProvider, KeyManager, load_keyring, verify_audit_log
 from encmigrate.keys.resolve import AUDIT_FILE, KeySetup
@@ -303,7 +304,7 @@ def _search(engine: sa.Engine, keyring: Any, value: str) -> None:
             )
         ).all()
     for row in found:
-        version = int.from_bytes(bytes(row.email_encrypted[1:5]), "big")
+        version = envelope_version(row.email_encrypted)
         out.print(
             f"find {value!r}: id {row.id} (key version {version}) -> "
             f"{email.decrypt(row.email_encrypted)!r}",

@@ -26,6 +26,7 @@ from rich.progress import (
 from encmigrate.cli.console import err, out, print_json, report_table
 from encmigrate.cli.context import engine_for, interruptible, keyring_for, plan_for
 from encmigrate.cli.state import reports_errors, state_of
+from encmigrate.crypto.envelope import MAX_VERSION
 from encmigrate.errors import EncmigrateError
 from encmigrate.migrate import (
     MigrateOptions,
@@ -35,10 +36,10 @@ from encmigrate.migrate import (
     status,
     verify,
 )
+from encmigrate.migrate.next_step import NextStep, next_step
 from encmigrate.migrate.report import single_worker_note
 from encmigrate.migrate.runner import Progress as RunProgress
 from encmigrate.migrate.runner import TableReport, eta_text
-from encmigrate.migrate.status import NextStep, next_step
 from encmigrate.migrate.verify import ColumnVerdict
 from encmigrate.plan import Plan
 
@@ -504,7 +505,10 @@ def rewrap_command(
     ctx: typer.Context,
     table: TableOption = None,
     from_version: Annotated[
-        int | None, typer.Option("--from-version", min=1, help="Only values under this version.")
+        int | None,
+        typer.Option(
+            "--from-version", min=1, max=MAX_VERSION, help="Only values under this version."
+        ),
     ] = None,
     batch_size: BatchSize = None,
     workers: Workers = 1,

@@ -17,7 +17,7 @@ from encmigrate.cli.migrate import next_step_line
 from encmigrate.cli.state import reports_errors, state_of
 from encmigrate.dependents import Dependent, warning_message
 from encmigrate.errors import EncmigrateError
-from encmigrate.migrate.status import NextStep, next_step
+from encmigrate.migrate.next_step import NextStep, next_step
 from encmigrate.plan import Plan
 
 if TYPE_CHECKING:

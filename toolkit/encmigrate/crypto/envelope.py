@@ -9,6 +9,11 @@
     17      n     AES-256-GCM ciphertext of the encoded value
     17+n    16    GCM tag
 
+:func:`read_header` and :func:`envelope_version` are the one reader of this
+header; the SQL that reads it (``status``, ``rewrap``) takes its first
+:data:`HEADER_SIZE` bytes (:data:`HEADER_TEXT_SIZE` characters of base64 text)
+and hands them to the same reader.
+
 Both formats have this layout; they differ only in the associated data:
 
 * format 1: the 5 header bytes, then the context in UTF-8;
@@ -32,18 +37,23 @@ __all__ = [
     "FORMAT_1",
     "FORMAT_2",
     "HEADER_SIZE",
+    "HEADER_TEXT_SIZE",
     "MAX_VERSION",
     "MIN_SIZE",
     "NONCE_SIZE",
     "TAG_SIZE",
     "TYPE_SEPARATOR",
+    "VERSION_OFFSET",
+    "VERSION_SIZE",
     "WRITE_FORMAT",
     "EnvelopeHeader",
     "associated_data",
     "envelope_from_text",
     "envelope_to_text",
+    "envelope_version",
     "header_bytes",
     "parse_header",
+    "read_header",
 ]
 
 FORMAT_1 = 0x01
@@ -53,7 +63,11 @@ FORMATS = frozenset({FORMAT_1, FORMAT_2})
 WRITE_FORMAT = FORMAT_2
 """The format every writer uses unless told otherwise."""
 TYPE_SEPARATOR = b"\x00"
-HEADER_SIZE = 5
+VERSION_OFFSET = 1
+VERSION_SIZE = 4
+HEADER_SIZE = VERSION_OFFSET + VERSION_SIZE
+HEADER_TEXT_SIZE = 4 * -(-HEADER_SIZE // 3)
+"""Base64 characters that hold the header in text storage (8: the header and one nonce byte)."""
 NONCE_SIZE = 12
 TAG_SIZE = 16
 MIN_SIZE = HEADER_SIZE + NONCE_SIZE + TAG_SIZE
@@ -66,7 +80,7 @@ def header_bytes(version: int, format: int = WRITE_FORMAT) -> bytes:
         raise ValueError(f"envelope format must be one of {sorted(FORMATS)}")
     if not 1 <= version <= MAX_VERSION:
         raise ValueError(f"key version must be between 1 and {MAX_VERSION}, got {version}")
-    return bytes((format,)) + version.to_bytes(4, "big")
+    return bytes((format,)) + version.to_bytes(VERSION_SIZE, "big")
 
 
 def associated_data(header: bytes, context: str, type_tag: str | None = None) -> bytes:
@@ -97,18 +111,49 @@ class EnvelopeHeader:
         return self.size - MIN_SIZE
 
 
+def read_header(stored: object) -> tuple[int, int] | None:
+    """``(format, version)`` from the header of a stored envelope, or None when it has none.
+
+    ``stored`` is what a column holds: bytes, bytearray or memoryview in binary
+    storage, base64 text in text storage (as :meth:`FieldCipher.decrypt` takes
+    it). Anything else, text that is not base64, fewer than 5 bytes, or an
+    unknown format byte gives None, so callers may pass any column value.
+
+    Only the 5 header bytes are read: the version is returned as written (0,
+    which no writer writes, included), and nothing says the rest of the value
+    is whole (:func:`parse_header` checks the length) or authentic (only
+    decryption does).
+    """
+    if isinstance(stored, str):
+        stored = envelope_from_text(stored)
+    if isinstance(stored, memoryview) and stored.itemsize != 1:
+        stored = stored.tobytes()
+    if not isinstance(stored, bytes | bytearray | memoryview) or len(stored) < HEADER_SIZE:
+        return None
+    head = bytes(stored[:HEADER_SIZE])
+    if head[0] not in FORMATS:
+        return None
+    return head[0], int.from_bytes(head[VERSION_OFFSET:HEADER_SIZE], "big")
+
+
+def envelope_version(stored: object) -> int | None:
+    """The key version a stored envelope's header names; None as for :func:`read_header`."""
+    fields = read_header(stored)
+    return None if fields is None else fields[1]
+
+
 def parse_header(blob: bytes | bytearray | memoryview) -> EnvelopeHeader | None:
     """The header of a format-1 or format-2 envelope, or None when ``blob`` is not one.
 
-    This checks shape only (format byte, length); authenticity is known only
-    after decryption.
+    This checks shape only (format byte, length, a version of at least 1);
+    authenticity is known only after decryption.
     """
-    if len(blob) < MIN_SIZE or blob[0] not in FORMATS:
+    if not isinstance(blob, bytes | bytearray | memoryview) or len(blob) < MIN_SIZE:
         return None
-    version = int.from_bytes(bytes(blob[1:HEADER_SIZE]), "big")
-    if version == 0:
+    fields = read_header(blob)
+    if fields is None or fields[1] == 0:
         return None
-    return EnvelopeHeader(format=blob[0], version=version, size=len(blob))
+    return EnvelopeHeader(format=fields[0], version=fields[1], size=len(blob))
 
 
 def envelope_to_text(blob: bytes) -> str:

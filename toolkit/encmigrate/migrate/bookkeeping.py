@@ -18,11 +18,18 @@ from encmigrate.keys.keyring import Keyring
 from encmigrate.migrate import chunks as chunking
 from encmigrate.migrate.database import sqlstate
 from encmigrate.migrate.rekey import DECRYPT_BACK, ENCRYPT, Operation
-from encmigrate.migrate.report import MigrateOptions
+from encmigrate.migrate.report import MigrateOptions, TableReport
 from encmigrate.migrate.table import TableWork
 from encmigrate.tracking import MigrationStatus, failures, migrations
 
-__all__ = ["error_kind", "mark_failed", "mark_running", "one_line", "record_finish"]
+__all__ = [
+    "error_kind",
+    "mark_failed",
+    "mark_running",
+    "one_line",
+    "record_finish",
+    "record_last_run",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -205,3 +212,32 @@ def one_line(exc: BaseException) -> str:
         text = str(exc).strip()
         return text.splitlines()[0] if text else type(exc).__name__
     return error_kind(exc)
+
+
+def record_last_run(engine: sa.Engine, report: TableReport, options: MigrateOptions) -> None:
+    """This run's rows and seconds, for the rate ``status`` shows (best effort).
+
+    Written after the run, interrupted ones too. Tracking tables created before
+    these columns existed do not have them: nothing is written there.
+    """
+
+    def record() -> None:
+        with engine.begin() as conn:
+            names = {c["name"] for c in sa.inspect(conn).get_columns(migrations.name)}
+            if not {"last_run_rows", "last_run_seconds"} <= names:
+                return
+            conn.execute(
+                migrations.update()
+                .where(
+                    migrations.c.table_name == report.table,
+                    migrations.c.column_name.in_(report.columns),
+                )
+                .values(last_run_rows=report.rows_done, last_run_seconds=report.seconds)
+            )
+
+    try:
+        options.retry.run(record)
+    except sa.exc.SQLAlchemyError as exc:
+        logger.warning(
+            "could not record the run's rate for %s (%s)", report.table, type(exc).__name__
+        )

@@ -25,7 +25,13 @@ from typing import Any
 import sqlalchemy as sa
 
 from encmigrate.crypto.codecs import JSON_NULL
-from encmigrate.crypto.envelope import FORMATS, HEADER_SIZE, envelope_from_text, header_bytes
+from encmigrate.crypto.envelope import (
+    FORMATS,
+    HEADER_SIZE,
+    envelope_version,
+    header_bytes,
+    read_header,
+)
 from encmigrate.errors import DecryptionError
 from encmigrate.migrate.batch import BatchResult, PreparedBatch, compute_encrypt, read_encrypt
 from encmigrate.migrate.keyset import Cursor
@@ -39,7 +45,6 @@ __all__ = [
     "locked_rows",
     "operation_from_spec",
     "rewrap_operation",
-    "version_of",
 ]
 
 Read = Callable[[sa.Connection, TableWork, Cursor | None, Cursor | None, int], list[Any]]
@@ -136,29 +141,14 @@ def _stale(shadow: ShadowColumns, current: int, from_version: int | None) -> sa.
     if shadow.work.plan.storage == "text":
         # The version is not cut cleanly by base64 characters: decide per row in Python.
         return column.is_not(None)
+    head = sa.func.substr(column, 1, HEADER_SIZE)
     if from_version is not None:
-        # Bytes 2-5 are the version in every format.
-        version = sa.func.substr(column, 2, 4)
-        return version == sa.literal(from_version.to_bytes(4, "big"), sa.LargeBinary)
+        # That version in any format.
+        heads = [header_bytes(from_version, f) for f in sorted(FORMATS)]
+        return head.in_([sa.literal(h, sa.LargeBinary) for h in heads])
     # The header the writers write now: a format-1 value under the current
     # version is stale too (rewrap binds its type in).
-    head = sa.func.substr(column, 1, HEADER_SIZE)
     return sa.and_(column.is_not(None), head != sa.literal(header_bytes(current), sa.LargeBinary))
-
-
-def header_of(blob: Any) -> bytes | None:
-    """The 5 header bytes of a stored envelope (bytes or base64 text) in a known format, or None."""
-    raw = envelope_from_text(blob) if isinstance(blob, str) else blob
-    if not isinstance(raw, bytes | bytearray | memoryview) or len(raw) < HEADER_SIZE:
-        return None
-    head = bytes(raw[:HEADER_SIZE])
-    return head if head[0] in FORMATS else None
-
-
-def version_of(blob: Any) -> int | None:
-    """The key version a stored envelope's header names, or None when it has no such header."""
-    head = header_of(blob)
-    return None if head is None else int.from_bytes(head[1:], "big")
 
 
 def _compute_rewrap(
@@ -170,12 +160,11 @@ def _compute_rewrap(
     for index, shadow in enumerate(work.shadows):
         blobs = [row[batch.width + index] for row in rows]
         # What the column's cipher writes now: its format and the current version.
-        current = header_bytes(
-            shadow.work.cipher.keys.current_version, shadow.work.cipher.write_format
-        )
+        cipher = shadow.work.cipher
+        current = (cipher.write_format, cipher.keys.current_version)
         wanted = [
             b is not None
-            and (version_of(b) == from_version if from_version else header_of(b) != current)
+            and (envelope_version(b) == from_version if from_version else read_header(b) != current)
             for b in blobs
         ]
         chosen = [b if w else None for b, w in zip(blobs, wanted, strict=True)]

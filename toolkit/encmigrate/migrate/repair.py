@@ -33,10 +33,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from encmigrate.crypto.envelope import envelope_version
 from encmigrate.errors import DecryptionError, KeyConfigError
 from encmigrate.migrate.batch import PreparedBatch
 from encmigrate.migrate.keyset import Cursor
-from encmigrate.migrate.rekey import ENCRYPT, Operation, locked_rows, version_of
+from encmigrate.migrate.rekey import ENCRYPT, Operation, locked_rows
 from encmigrate.migrate.table import ShadowColumns, TableWork, read_expression
 
 __all__ = ["REPAIR", "require_readable"]
@@ -98,7 +99,7 @@ def _wrong_rows(
         if not work.same_value(plain, value):
             wrong.append(True)
             continue
-        version = version_of(blob)
+        version = envelope_version(blob)
         wrong.append(
             shadow.search is not None
             and (version is None or not work.token_matches(plain, token, version))

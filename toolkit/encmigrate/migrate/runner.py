@@ -6,13 +6,13 @@ of the operation; see that module for how a run works.
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Sequence
 
 import sqlalchemy as sa
 
 from encmigrate.keys.keyring import Keyring
+from encmigrate.migrate.bookkeeping import record_last_run
 from encmigrate.migrate.pipeline import quick_gil_handover
 from encmigrate.migrate.rekey import DECRYPT_BACK, ENCRYPT, Operation, rewrap_operation
 from encmigrate.migrate.repair import REPAIR, require_readable
@@ -27,7 +27,6 @@ from encmigrate.migrate.report import (
 from encmigrate.migrate.table import TableWork
 from encmigrate.migrate.tablerun import TableRun
 from encmigrate.plan import Plan
-from encmigrate.tracking import migrations
 
 __all__ = [
     "MigrateOptions",
@@ -38,8 +37,6 @@ __all__ = [
     "migrate_data",
     "rewrap",
 ]
-
-logger = logging.getLogger(__name__)
 
 
 def migrate_data(
@@ -120,36 +117,7 @@ def _run(
             report.workers = run_workers(engine.dialect.name, opts.workers)
             reports.append(report)
             if operation is ENCRYPT and not report.dry_run:
-                _record_last_run(engine, report, opts)
+                record_last_run(engine, report, opts)
             if halt.is_set():
                 break
     return reports
-
-
-def _record_last_run(engine: sa.Engine, report: TableReport, options: MigrateOptions) -> None:
-    """This run's rows and seconds, for the rate ``status`` shows (best effort).
-
-    Written after the run, interrupted ones too. Tracking tables created before
-    these columns existed do not have them: nothing is written there.
-    """
-
-    def record() -> None:
-        with engine.begin() as conn:
-            names = {c["name"] for c in sa.inspect(conn).get_columns(migrations.name)}
-            if not {"last_run_rows", "last_run_seconds"} <= names:
-                return
-            conn.execute(
-                migrations.update()
-                .where(
-                    migrations.c.table_name == report.table,
-                    migrations.c.column_name.in_(report.columns),
-                )
-                .values(last_run_rows=report.rows_done, last_run_seconds=report.seconds)
-            )
-
-    try:
-        options.retry.run(record)
-    except sa.exc.SQLAlchemyError as exc:
-        logger.warning(
-            "could not record the run's rate for %s (%s)", report.table, type(exc).__name__
-        )

@@ -25,7 +25,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from encmigrate.crypto.envelope import FORMATS, HEADER_SIZE, envelope_from_text
+from encmigrate.crypto.envelope import envelope_version
 from encmigrate.errors import DatabaseError, DecryptionError
 from encmigrate.keys.keyring import Keyring
 from encmigrate.migrate.bookkeeping import error_kind
@@ -214,7 +214,7 @@ def _check(
                 verdict.missing += 1
                 verdict.note("missing", key)
             continue
-        version = _version(blob)
+        version = envelope_version(blob)
         if version is not None:
             verdict.versions[version] += 1
         if isinstance(value, DecryptionError):
@@ -261,21 +261,6 @@ def _open_all(
             except DecryptionError as exc:
                 opened.append(exc)
         return opened
-
-
-def _as_bytes(value: Any) -> bytes | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return envelope_from_text(value)
-    return bytes(value)
-
-
-def _version(blob: Any) -> int | None:
-    raw = _as_bytes(blob)
-    if raw is None or len(raw) < HEADER_SIZE or raw[0] not in FORMATS:
-        return None
-    return int.from_bytes(raw[1:HEADER_SIZE], "big")
 
 
 def _record(
