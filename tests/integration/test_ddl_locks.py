@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -28,6 +27,7 @@ from alembic.migration import MigrationContext
 from encmigrate import DatabaseError, RefusedError
 from encmigrate.plan import PlanError, load
 from encmigrate.revisions import add_columns, drop_unencrypted
+from support import prefork
 from support.revisions import Project, column, columns_of, execute, make_project, rows
 
 CUSTOMER = (
@@ -138,7 +138,7 @@ def _cli(project: Project, *args: str) -> subprocess.CompletedProcess[str]:
     env["COLUMNS"] = "400"  # one line per message
     env.pop("PYTHONDONTWRITEBYTECODE", None)  # Alembic's load of the revision writes its .pyc
     return subprocess.run(
-        [sys.executable, "-m", "encmigrate", "--config", str(project.plan_file), *args],
+        [*prefork.command("encmigrate"), "--config", str(project.plan_file), *args],
         cwd=project.directory,
         env=env,
         capture_output=True,

@@ -49,7 +49,7 @@ import encmigrate
 from encmigrate import Keyring
 from encmigrate.crypto.codecs import JSON_NULL
 from encmigrate.migrate import connect
-from support import output_scan
+from support import output_scan, prefork
 from support import realistic_schema as shop_schema
 from support.realistic_schema import (
     BLOCKING,
@@ -113,7 +113,7 @@ class Operator:
 
     def run(self, *args: str, module: str = "encmigrate") -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", module, *args],
+            [*prefork.command(module), *args],
             cwd=self.directory,
             env=self.env,
             capture_output=True,

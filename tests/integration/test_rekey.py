@@ -20,7 +20,7 @@ from encmigrate.migrate import (
     status,
     verify,
 )
-from support import shadow_schema
+from support import prefork, shadow_schema
 
 
 @pytest.fixture
@@ -168,7 +168,6 @@ def test_cli_rotate_then_rewrap_then_status(pg_url: str, tmp_path: Path) -> None
     import json
     import os
     import subprocess
-    import sys
 
     from encmigrate.keys import FileProvider
 
@@ -180,7 +179,7 @@ def test_cli_rotate_then_rewrap_then_status(pg_url: str, tmp_path: Path) -> None
 
     def run(*args: str) -> str:
         done = subprocess.run(
-            [sys.executable, "-m", "encmigrate", *args],
+            [*prefork.command("encmigrate"), *args],
             cwd=tmp_path,
             env=env,
             capture_output=True,
@@ -200,7 +199,6 @@ def test_cli_rotate_then_rewrap_then_status(pg_url: str, tmp_path: Path) -> None
 def test_keys_destroy_refuses_a_version_still_in_use(pg_url: str, tmp_path: Path) -> None:
     import os
     import subprocess
-    import sys
 
     from encmigrate.keys import FileProvider
 
@@ -212,7 +210,7 @@ def test_keys_destroy_refuses_a_version_still_in_use(pg_url: str, tmp_path: Path
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "encmigrate", *args],
+            [*prefork.command("encmigrate"), *args],
             cwd=tmp_path,
             env=env,
             capture_output=True,

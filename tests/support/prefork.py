@@ -191,6 +191,8 @@ def _child(connection: socket.socket) -> None:
         env: dict[str, str] = request["env"]
         os.environ.clear()
         os.environ.update(env)
+        # What the interpreter reads from the environment at start-up, read again.
+        sys.dont_write_bytecode = bool(env.get("PYTHONDONTWRITEBYTECODE"))
         os.chdir(str(request["cwd"]))
         encoding = env.get("PYTHONIOENCODING") or sys.getfilesystemencoding()
         sys.stdin = open(0, encoding=encoding, closefd=False)  # noqa: SIM115
