@@ -20,7 +20,7 @@ from encmigrate.keys import FileProvider
 from encmigrate.migrate import MigrateOptions, RetryPolicy, migrate_data, status, verify
 from encmigrate.migrate import connect as connect_engine
 from encmigrate.tracking import failures, migrations
-from support import shadow_schema
+from support import prefork, shadow_schema
 
 _ENGINES: list[sa.Engine] = []
 
@@ -374,7 +374,7 @@ def test_cli_verify_exit_codes(pg_url: str, tmp_path: Path) -> None:
     engine, _, keyring = _setup(pg_url, tmp_path, 300)
     env = _cli_env(tmp_path, keyring)
     done = subprocess.run(
-        [sys.executable, "-m", "encmigrate", "verify"],
+        [*prefork.command("encmigrate"), "verify"],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -384,7 +384,7 @@ def test_cli_verify_exit_codes(pg_url: str, tmp_path: Path) -> None:
     assert done.returncode == 1  # nothing migrated yet: missing
     assert (
         subprocess.run(
-            [sys.executable, "-m", "encmigrate", "migrate-data"],
+            [*prefork.command("encmigrate"), "migrate-data"],
             cwd=tmp_path,
             env=env,
             capture_output=True,
@@ -393,7 +393,7 @@ def test_cli_verify_exit_codes(pg_url: str, tmp_path: Path) -> None:
         == 0
     )
     done = subprocess.run(
-        [sys.executable, "-m", "encmigrate", "--json", "verify"],
+        [*prefork.command("encmigrate"), "--json", "verify"],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -411,7 +411,7 @@ def test_cli_verify_exit_codes(pg_url: str, tmp_path: Path) -> None:
             )
         )
     done = subprocess.run(
-        [sys.executable, "-m", "encmigrate", "--json", "verify"],
+        [*prefork.command("encmigrate"), "--json", "verify"],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -423,7 +423,7 @@ def test_cli_verify_exit_codes(pg_url: str, tmp_path: Path) -> None:
     assert balance["undecryptable"] == 1 and balance["problem_keys"][0]["key"] == [7]
     env["ENCMIGRATE_KEYRING"] = Keyring.generate().to_json()  # the wrong key altogether
     done = subprocess.run(
-        [sys.executable, "-m", "encmigrate", "verify"],
+        [*prefork.command("encmigrate"), "verify"],
         cwd=tmp_path,
         env=env,
         capture_output=True,
