@@ -250,20 +250,32 @@ def render(document: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    return write_or_check(argv, FORMAT1_FILE, build_document, len(SPECS), __doc__, __file__)
+
+
+def write_or_check(
+    argv: list[str] | None,
+    default: Path,
+    build: Callable[[], dict[str, Any]],
+    cases: int,
+    doc: str | None,
+    script: str,
+) -> int:
+    """A vector script's command line: write the file, or ``--check`` that it is up to date."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0] if doc else None)
     parser.add_argument("--check", action="store_true", help="exit 1 if the file is stale")
-    parser.add_argument("--output", type=Path, default=FORMAT1_FILE)
+    parser.add_argument("--output", type=Path, default=default)
     args = parser.parse_args(argv)
-    text = render(build_document())
+    text = render(build())
     if args.check:
         current = args.output.read_text(encoding="utf-8") if args.output.exists() else ""
         if current != text:
-            print(f"{args.output} is stale: run {Path(__file__).name} and review the diff")
+            print(f"{args.output} is stale: run {Path(script).name} and review the diff")
             return 1
-        print(f"{args.output} is up to date ({len(SPECS)} cases)")
+        print(f"{args.output} is up to date ({cases} cases)")
         return 0
     args.output.write_text(text, encoding="utf-8")
-    print(f"wrote {len(SPECS)} cases to {args.output}")
+    print(f"wrote {cases} cases to {args.output}")
     return 0
 
 

@@ -18,7 +18,6 @@ and public: these are test vectors, never keys.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import sys
 from pathlib import Path
@@ -128,21 +127,7 @@ render = format1.render
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--check", action="store_true", help="exit 1 if the file is stale")
-    parser.add_argument("--output", type=Path, default=FORMAT2_FILE)
-    args = parser.parse_args(argv)
-    text = render(build_document())
-    if args.check:
-        current = args.output.read_text(encoding="utf-8") if args.output.exists() else ""
-        if current != text:
-            print(f"{args.output} is stale: run {Path(__file__).name} and review the diff")
-            return 1
-        print(f"{args.output} is up to date ({len(SPECS)} cases)")
-        return 0
-    args.output.write_text(text, encoding="utf-8")
-    print(f"wrote {len(SPECS)} cases to {args.output}")
-    return 0
+    return format1.write_or_check(argv, FORMAT2_FILE, build_document, len(SPECS), __doc__, __file__)
 
 
 if __name__ == "__main__":
