@@ -11,7 +11,7 @@ import typer
 from typer.core import TyperCommand, TyperGroup, TyperOption
 
 from encmigrate import __version__
-from encmigrate.cli import demo, keys, lookup, migrate, rehearse, schema
+from encmigrate.cli import demo, keys, lookup, migrate, rehearse, rekey, schema, verify
 from encmigrate.cli.console import out
 from encmigrate.cli.logs import configure_logging
 from encmigrate.cli.state import CliState
@@ -139,14 +139,14 @@ app.command("init")(schema.init)
 app.add_typer(schema.plan_app, name="plan")
 app.command("add-columns")(schema.add_columns)
 app.command("migrate-data")(migrate.migrate_data_command)
-app.command("verify")(migrate.verify_command)
+app.command("verify")(verify.verify_command)
 app.command("create-views")(schema.create_views)
 app.command("drop-unencrypted")(schema.drop_unencrypted)
-app.command("status")(migrate.status_command)
+app.command("status")(verify.status_command)
 app.command("find")(lookup.find_command)
 app.command("inspect")(lookup.inspect_command)
-app.command("rewrap")(migrate.rewrap_command)
-app.command("decrypt-back")(migrate.decrypt_back_command)
+app.command("rewrap")(rekey.rewrap_command)
+app.command("decrypt-back")(rekey.decrypt_back_command)
 app.command("rehearse")(rehearse.rehearse_command)
 app.add_typer(keys.app, name="keys")
 app.command("demo")(demo.demo)

@@ -24,7 +24,7 @@ import typer
 from encmigrate import plan as plan_module
 from encmigrate.api import get_cipher, get_searchable_cipher
 from encmigrate.cli.console import out, report_table
-from encmigrate.cli.migrate import _Reporter
+from encmigrate.cli.progress import Reporter
 from encmigrate.cli.state import reports_errors, state_of
 from encmigrate.crypto.envelope import envelope_version
 from encmigrate.errors import RefusedError
@@ -222,7 +222,7 @@ def _run(engine: sa.Engine, url: str, directory: Path, count: int) -> None:
     out.rule("Step 2: migrate-data")
     keyring = load_keyring(setup)
     plan = plan_module.load(plan_path, environ={})
-    with _Reporter(False) as reporter:
+    with Reporter(False) as reporter:
         report = migrate_data(
             plan, engine, keyring, options=MigrateOptions(batch_size=1000), progress=reporter
         )[0]
@@ -255,7 +255,7 @@ def _run(engine: sa.Engine, url: str, directory: Path, count: int) -> None:
     keyring = load_keyring(setup)
     out.print(f"key version {new_version} is current; version 1 is retired (decrypt only)")
     _search(engine, keyring, target)
-    with _Reporter(False) as reporter:
+    with Reporter(False) as reporter:
         rewrapped = rewrap(plan, engine, keyring, progress=reporter)[0]
     out.print(
         f"rewrapped {rewrapped.rows_done:,} rows to version {new_version} "

@@ -14,6 +14,7 @@ from rich.markup import escape
 from encmigrate.cli.console import err, out, print_json, print_verbatim, report_table
 from encmigrate.cli.context import engine_for, plan_for
 from encmigrate.cli.migrate import next_step_line
+from encmigrate.cli.options import TableOption
 from encmigrate.cli.state import reports_errors, state_of
 from encmigrate.dependents import Dependent, warning_message
 from encmigrate.errors import EncmigrateError
@@ -30,9 +31,6 @@ __all__ = ["add_columns", "create_views", "drop_unencrypted", "init", "plan_app"
 
 logger = logging.getLogger(__name__)
 
-TableOption = Annotated[
-    list[str] | None, typer.Option("--table", "-t", help="Only this table (repeatable).")
-]
 Apply = Annotated[bool, typer.Option("--apply", help="Also run `alembic upgrade head`.")]
 Sql = Annotated[bool, typer.Option("--sql", help="Print the SQL; write no revision file.")]
 
