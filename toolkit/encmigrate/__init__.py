@@ -1,6 +1,8 @@
 """encmigrate: field-level AES-256-GCM encryption for live databases.
 
-The public surface is what ``__all__`` lists; everything else is internal.
+The public surface is what ``__all__`` lists here and in ``encmigrate.fields``,
+``encmigrate.keys`` and ``encmigrate.migrate`` (docs/architecture.md, "Public API");
+every other module is internal and may change.
 """
 
 from importlib import import_module
@@ -19,6 +21,7 @@ from encmigrate.errors import (
     AuditLogError,
     ConfigError,
     DatabaseError,
+    DecryptionCause,
     DecryptionError,
     EncmigrateError,
     KeyConfigError,
@@ -68,6 +71,7 @@ __all__ = [
     "AuditLogError",
     "ConfigError",
     "DatabaseError",
+    "DecryptionCause",
     "DecryptionError",
     "EncmigrateError",
     "EncryptedBigInteger",

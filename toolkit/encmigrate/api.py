@@ -121,7 +121,7 @@ def get_cipher(
 def get_optimized_cipher(
     context: str = DEFAULT_CONTEXT, *, type: str = "string", keyring: Keyring | None = None
 ) -> FieldCipher:
-    """The batch path, under the seed guide's name: the same cipher as :func:`get_cipher`.
+    """An alias of :func:`get_cipher`, kept for the seed guide's name: same arguments, same cipher.
 
     Every cipher's ``batch_encrypt``/``batch_decrypt`` is the optimised path
     (one key lookup, nonces drawn in one call, no per-value checks in Python

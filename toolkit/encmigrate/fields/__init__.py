@@ -21,7 +21,6 @@ from encmigrate.fields.search import (
     EncryptedSearchableInteger,
     EncryptedSearchableString,
     EncryptedSearchableText,
-    SearchLookup,
     SearchTokenIndex,
 )
 from encmigrate.fields.types import (
@@ -60,7 +59,6 @@ __all__ = [
     "EncryptedText",
     "EncryptedTime",
     "EncryptedType",
-    "SearchLookup",
     "SearchTokenIndex",
     "column_context",
     "render_item",

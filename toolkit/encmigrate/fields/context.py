@@ -175,11 +175,6 @@ class ColumnBound(SchemaEventTarget):
         copy._cipher_state = None
         return copy
 
-    @property
-    def bound_column(self) -> Column[Any] | None:
-        """The column this type belongs to, if any."""
-        return self._column
-
     def resolve_context(self) -> str:
         """The context this type encrypts under (explicit, or from its column)."""
         found = self._resolved_context

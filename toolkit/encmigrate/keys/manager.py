@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from encmigrate.crypto.kdf import Kdf, KeyPurpose, derive_key
+from encmigrate.crypto.kdf import Kdf
 from encmigrate.errors import (
     ConfigError,
     EncmigrateError,
@@ -131,24 +131,6 @@ class KeyManager:
 
     def get_current_key_version(self) -> int:
         return self.load().current
-
-    def derive_data_key(self, context: str = "default") -> tuple[bytes, int]:
-        """The current data key for ``context`` and its version (the seed guide's call).
-
-        Prefer :func:`encmigrate.get_cipher`, which never hands out raw keys.
-        """
-        keyring = self.load()
-        key = derive_key(keyring.master_key(keyring.current), KeyPurpose.DATA, context, keyring.kdf)
-        self._audit(
-            AuditEvent(
-                "key.derive.data",
-                version=keyring.current,
-                actor=self.actor,
-                extra={"context": context},
-            ),
-            keyring,
-        )
-        return key, keyring.current
 
     def status(self, rotation_days: int | None = None) -> KeyStatus:
         """Versions, states, ages and the schedule (``rotation_days`` overrides the keyring's)."""

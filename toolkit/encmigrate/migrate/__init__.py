@@ -9,7 +9,7 @@ Usable from Python as well as from the CLI::
     verdicts = migrate.verify(plan, engine, keyring)
 """
 
-from encmigrate.migrate.database import RetryPolicy, connect, is_transient
+from encmigrate.migrate.database import RetryPolicy, connect
 from encmigrate.migrate.runner import (
     MigrateOptions,
     Progress,
@@ -30,7 +30,6 @@ __all__ = [
     "TableReport",
     "connect",
     "decrypt_back",
-    "is_transient",
     "key_versions",
     "migrate_data",
     "rewrap",

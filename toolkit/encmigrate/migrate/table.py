@@ -93,10 +93,6 @@ class TableWork:
     def column_names(self) -> list[str]:
         return [s.work.plan.column for s in self.shadows]
 
-    @property
-    def plaintext_present(self) -> bool:
-        return all(s.plaintext is not None for s in self.shadows)
-
     def require_plaintext(self, why: str) -> None:
         """ConfigError naming the plaintext columns step 5 dropped, followed by ``why``."""
         missing = [s for s in self.shadows if s.plaintext is None]
