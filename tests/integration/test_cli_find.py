@@ -6,7 +6,6 @@ import base64
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ from encmigrate.keys import FileProvider, Keyring, KeyState
 from encmigrate.migrate import MigrateOptions, migrate_data
 from encmigrate.migrate import connect as connect_engine
 from support import output_scan, shadow_schema
+from support.cli import run_cli
 
 ROWS = 300
 DUPLICATE = "Shared.Inbox@Example.com"
@@ -183,13 +183,8 @@ def test_find_and_inspect_run_as_real_processes(project: Project) -> None:
     email = project.email(3)
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "encmigrate", "--config", str(project.plan), *args],
-            input=email + "\n",
-            capture_output=True,
-            text=True,
-            env=env,
-            check=False,
+        return run_cli(
+            "--config", str(project.plan), *args, input=email + "\n", env=env, warm=False
         )
 
     found = run("--json", "find", "customers.email", "-")  # the value from stdin

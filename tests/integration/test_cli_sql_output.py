@@ -9,13 +9,12 @@ failed to apply. Long table and column names make every statement long here.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 
 import sqlalchemy as sa
 
-from support import prefork
+from support.cli import cli_command, operator_env
 from support.revisions import columns_of, execute, psql_file, rows
 
 TABLE = "customer_accounts_with_a_long_name_for_wrapping"
@@ -55,16 +54,16 @@ def test_every_sql_output_applies_with_the_databases_own_client(
         f"CREATE TABLE {TABLE} (id INTEGER PRIMARY KEY, {EMAIL} VARCHAR(255), {PHONE} TEXT)",
         f"INSERT INTO {TABLE} VALUES (1, 'Ann@Example.com', '555-1'), (2, 'bob@example.com', NULL)",
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ENCMIGRATE_")}
-    env.pop("COLUMNS", None)
-    env.update(
-        ENCMIGRATE_KEYRING_FILE=str(tmp_path / "keyring.json"), ENCMIGRATE_DATABASE_URL=db_url
+    env = operator_env(
+        COLUMNS=None,
+        ENCMIGRATE_KEYRING_FILE=tmp_path / "keyring.json",
+        ENCMIGRATE_DATABASE_URL=db_url,
     )
 
     def cli(*args: str, stdout: Path | None = None) -> str:
         with (stdout or tmp_path / "out.txt").open("wb") as sink:
             done = subprocess.run(
-                [*prefork.command("encmigrate"), *args],
+                [*cli_command(), *args],
                 cwd=tmp_path,
                 env=env,
                 stdout=sink,

@@ -11,7 +11,6 @@ lock goes, and a run that never gets the lock leaves nothing behind.
 from __future__ import annotations
 
 import logging
-import os
 import subprocess
 import threading
 import time
@@ -27,7 +26,7 @@ from alembic.migration import MigrationContext
 from encmigrate import DatabaseError, RefusedError
 from encmigrate.plan import PlanError, load
 from encmigrate.revisions import add_columns, drop_unencrypted
-from support import prefork
+from support.cli import operator_env, run_cli
 from support.revisions import Project, column, columns_of, execute, make_project, rows
 
 CUSTOMER = (
@@ -134,18 +133,12 @@ def _heads(url: str) -> set[str]:
 
 
 def _cli(project: Project, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ENCMIGRATE_")}
-    env["COLUMNS"] = "400"  # one line per message
-    env.pop("PYTHONDONTWRITEBYTECODE", None)  # Alembic's load of the revision writes its .pyc
-    return subprocess.run(
-        [*prefork.command("encmigrate"), "--config", str(project.plan_file), *args],
-        cwd=project.directory,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
+    env = operator_env(
+        COLUMNS="400",  # one line per message
+        PYTHONDONTWRITEBYTECODE=None,  # Alembic's load of the revision writes its .pyc
     )
+    config = ("--config", str(project.plan_file))
+    return run_cli(*config, *args, cwd=project.directory, env=env, timeout=60)
 
 
 def _retry_logs(caplog: pytest.LogCaptureFixture, logger: str) -> list[logging.LogRecord]:

@@ -11,7 +11,6 @@ with them. SQLite has the subset it supports.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -23,7 +22,7 @@ from encmigrate import RefusedError
 from encmigrate.dependents import Dependent, find_dependents
 from encmigrate.plan import PlanError
 from encmigrate.revisions import add_columns, drop_unencrypted
-from support import prefork
+from support.cli import operator_env, run_cli
 from support.revisions import Project, column, execute, make_project, rows
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
@@ -124,23 +123,15 @@ def _facts(found: list[Dependent]) -> set[tuple[str, str, str, bool]]:
 
 def _operator(tmp_path: Path, url: str) -> Run:
     """Run `encmigrate ...` (or `-m alembic ...`) as an operator does, in ``tmp_path``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ENCMIGRATE_")}
-    env.update(
-        ENCMIGRATE_KEYRING_FILE=str(tmp_path / "keys" / "keyring.json"),
+    env = operator_env(
+        ENCMIGRATE_KEYRING_FILE=tmp_path / "keys" / "keyring.json",
         ENCMIGRATE_DATABASE_URL=url,
         COLUMNS="400",
         NO_COLOR="1",
     )
 
     def run(*args: str, module: str = "encmigrate") -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*prefork.command(module), *args],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        return run_cli(*args, cwd=tmp_path, env=env, module=module)
 
     return run
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 
 import sqlalchemy as sa
 
-from support import output_scan, prefork
+from support import output_scan
+from support.cli import operator_env, run_cli
 
 PLAN_COLUMNS = """
 [[columns]]
@@ -26,14 +26,7 @@ type = "numeric"
 
 
 def _run(tmp_path: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*prefork.command("encmigrate"), *args],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    return run_cli(*args, cwd=tmp_path, env=env)
 
 
 def test_five_steps_end_to_end(db_url: str, tmp_path: Path) -> None:
@@ -56,9 +49,9 @@ def test_five_steps_end_to_end(db_url: str, tmp_path: Path) -> None:
     output_scan.canary(
         *(e for i in range(1, 1501) for e in (f"User{i}@Example.com", f"user{i}@example.com"))
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ENCMIGRATE_")}
-    env["ENCMIGRATE_KEYRING_FILE"] = str(tmp_path / "keyring.json")
-    env["ENCMIGRATE_DATABASE_URL"] = db_url
+    env = operator_env(
+        ENCMIGRATE_KEYRING_FILE=tmp_path / "keyring.json", ENCMIGRATE_DATABASE_URL=db_url
+    )
 
     def ok(*args: str) -> subprocess.CompletedProcess[str]:
         done = _run(tmp_path, env, *args)

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import random
 import subprocess
-import sys
 import threading
 import time
 from decimal import Decimal
@@ -20,7 +18,8 @@ from encmigrate.keys import FileProvider
 from encmigrate.migrate import MigrateOptions, RetryPolicy, migrate_data, status, verify
 from encmigrate.migrate import connect as connect_engine
 from encmigrate.tracking import failures, migrations
-from support import prefork, shadow_schema
+from support import shadow_schema
+from support.cli import operator_env, popen_cli, run_cli
 
 _ENGINES: list[sa.Engine] = []
 
@@ -313,21 +312,12 @@ def test_a_dead_workers_chunk_is_reclaimed_at_once(pg_url: str, tmp_path: Path) 
 
 
 def _cli(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "encmigrate", "--json", *args],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return popen_cli("--json", *args, cwd=cwd, env=env)
 
 
 def _cli_env(tmp_path: Path, keyring: Keyring) -> dict[str, str]:
     FileProvider(tmp_path / "keyring.json").save(keyring)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ENCMIGRATE_")}
-    env["ENCMIGRATE_KEYRING_FILE"] = str(tmp_path / "keyring.json")
-    return env
+    return operator_env(ENCMIGRATE_KEYRING_FILE=tmp_path / "keyring.json")
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
@@ -354,13 +344,8 @@ def test_sigkill_at_a_random_batch_then_resume_loses_nothing(
             sa.text("SELECT count(*) FROM customers WHERE email_encrypted IS NOT NULL")
         ).scalar()
     assert 0 < done < 5000
-    resumed = subprocess.run(
-        [sys.executable, "-m", "encmigrate", "--json", "migrate-data", "--batch-size", "100"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
+    resumed = run_cli(
+        "--json", "migrate-data", "--batch-size", "100", cwd=tmp_path, env=env, warm=False
     )
     assert resumed.returncode == 0, resumed.stderr
     lines = resumed.stdout.splitlines()
@@ -373,33 +358,10 @@ def test_sigkill_at_a_random_batch_then_resume_loses_nothing(
 def test_cli_verify_exit_codes(pg_url: str, tmp_path: Path) -> None:
     engine, _, keyring = _setup(pg_url, tmp_path, 300)
     env = _cli_env(tmp_path, keyring)
-    done = subprocess.run(
-        [*prefork.command("encmigrate"), "verify"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    done = run_cli("verify", cwd=tmp_path, env=env)
     assert done.returncode == 1  # nothing migrated yet: missing
-    assert (
-        subprocess.run(
-            [*prefork.command("encmigrate"), "migrate-data"],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            check=False,
-        ).returncode
-        == 0
-    )
-    done = subprocess.run(
-        [*prefork.command("encmigrate"), "--json", "verify"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    assert run_cli("migrate-data", cwd=tmp_path, env=env).returncode == 0
+    done = run_cli("--json", "verify", cwd=tmp_path, env=env)
     assert done.returncode == 0, done.stderr
     assert all(v["ok"] for v in json.loads(done.stdout))
     with engine.begin() as conn:  # tamper with one value
@@ -410,26 +372,12 @@ def test_cli_verify_exit_codes(pg_url: str, tmp_path: Path) -> None:
                 "WHERE id = 7"
             )
         )
-    done = subprocess.run(
-        [*prefork.command("encmigrate"), "--json", "verify"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    done = run_cli("--json", "verify", cwd=tmp_path, env=env)
     assert done.returncode == 1
     balance = next(v for v in json.loads(done.stdout) if v["column"] == "balance")
     assert balance["undecryptable"] == 1 and balance["problem_keys"][0]["key"] == [7]
     env["ENCMIGRATE_KEYRING"] = Keyring.generate().to_json()  # the wrong key altogether
-    done = subprocess.run(
-        [*prefork.command("encmigrate"), "verify"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    done = run_cli("verify", cwd=tmp_path, env=env)
     assert done.returncode == 3
 
 
@@ -476,22 +424,8 @@ def test_metrics_file_reports_migration_rows_and_lag(pg_url: str, tmp_path: Path
     _, _, keyring = _setup(pg_url, tmp_path, 800)
     env = _cli_env(tmp_path, keyring)
     metrics = tmp_path / "encmigrate.prom"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "encmigrate",
-            "migrate-data",
-            "--batch-size",
-            "200",
-            "--metrics-file",
-            str(metrics),
-        ],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
+    done = run_cli(
+        "migrate-data", "--batch-size", "200", "--metrics-file", str(metrics), cwd=tmp_path, env=env
     )
     assert done.returncode == 0, done.stderr
     text = metrics.read_text()
@@ -521,14 +455,7 @@ def test_debug_output_shows_sql_but_never_values_or_keys(pg_url: str, tmp_path: 
             .scalars()
             .all()
         )
-    done = subprocess.run(
-        [sys.executable, "-m", "encmigrate", "--debug", "migrate-data", "--batch-size", "50"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    done = run_cli("--debug", "migrate-data", "--batch-size", "50", cwd=tmp_path, env=env)
     assert done.returncode == 0, done.stderr
     output = done.stdout + done.stderr
     assert "UPDATE" in output or "SELECT" in output  # the SQL is there

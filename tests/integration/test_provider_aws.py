@@ -27,6 +27,7 @@ from encmigrate.keys.aws import SecretsManagerProvider
 from encmigrate.keys.aws_kms import KmsProvider
 from encmigrate.keys.remote import KeyringCache, RetryPolicy
 from encmigrate.keys.resolve import resolve_key_setup
+from support.cli import run_cli
 
 REGION = "eu-west-1"
 SECRET = "encmigrate/keyring"
@@ -692,14 +693,7 @@ def test_cli_generate_rotate_and_status_in_a_subprocess_against_moto_server(
     )
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "encmigrate", "--json", "keys", *args],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        return run_cli("--json", "keys", *args, cwd=tmp_path, env=env, timeout=120)
 
     missing = run("status")
     assert missing.returncode == 3 and "encmigrate keys generate" in missing.stderr

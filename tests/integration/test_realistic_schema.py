@@ -34,7 +34,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -49,8 +48,9 @@ import encmigrate
 from encmigrate import Keyring
 from encmigrate.crypto.codecs import JSON_NULL
 from encmigrate.migrate import connect
-from support import output_scan, prefork
+from support import output_scan
 from support import realistic_schema as shop_schema
+from support.cli import operator_env, popen_cli, run_cli
 from support.realistic_schema import (
     BLOCKING,
     DEPENDENTS,
@@ -97,29 +97,15 @@ class Operator:
 
     def __init__(self, directory: Path, url: str) -> None:
         self.directory = directory
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("ENCMIGRATE_")}
-        self.env["ENCMIGRATE_KEYRING_FILE"] = str(directory / "keyring.json")
-        self.env["ENCMIGRATE_DATABASE_URL"] = url
+        self.env = operator_env(
+            ENCMIGRATE_KEYRING_FILE=directory / "keyring.json", ENCMIGRATE_DATABASE_URL=url
+        )
 
     def popen(self, *args: str) -> subprocess.Popen[str]:
-        return subprocess.Popen(
-            [sys.executable, "-m", "encmigrate", *args],
-            cwd=self.directory,
-            env=self.env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        return popen_cli(*args, cwd=self.directory, env=self.env)
 
     def run(self, *args: str, module: str = "encmigrate") -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*prefork.command(module), *args],
-            cwd=self.directory,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        return run_cli(*args, cwd=self.directory, env=self.env, module=module)
 
     def ok(self, *args: str, module: str = "encmigrate") -> subprocess.CompletedProcess[str]:
         done = self.run(*args, module=module)

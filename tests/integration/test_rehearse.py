@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import psycopg
@@ -16,6 +14,7 @@ from encmigrate.errors import ConfigError
 from encmigrate.rehearse import RehearseOptions, rehearse
 from encmigrate.scaffold import init
 from encmigrate.testdb import PostgresServer
+from support.cli import operator_env, run_cli
 
 HISTORY = '''"""customers"""
 import sqlalchemy as sa
@@ -237,39 +236,18 @@ def test_cli_rehearse_uses_throwaway_keys_and_exits_zero(
     postgres_server: PostgresServer, tmp_path: Path
 ) -> None:
     _project(tmp_path)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ENCMIGRATE_")}
-    env["ENCMIGRATE_TEST_DATABASE_URL"] = postgres_server.admin_url
-    env["ENCMIGRATE_KEYRING"] = "not a keyring: rehearse must never read the user's keys"
-    env["ENCMIGRATE_DATABASE_URL"] = "postgresql+psycopg://nobody@127.0.0.1:1/production"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "encmigrate",
-            "--json",
-            "rehearse",
-            "--rows",
-            "300",
-            "--production-rows",
-            "1000000",
-        ],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
+    env = operator_env(
+        ENCMIGRATE_TEST_DATABASE_URL=postgres_server.admin_url,
+        ENCMIGRATE_KEYRING="not a keyring: rehearse must never read the user's keys",
+        ENCMIGRATE_DATABASE_URL="postgresql+psycopg://nobody@127.0.0.1:1/production",
+    )
+    done = run_cli(
+        "--json", "rehearse", "--rows", "300", "--production-rows", "1000000", cwd=tmp_path, env=env
     )
     assert done.returncode == 0, done.stderr
     document = json.loads(done.stdout)
     assert document["ok"] and document["rows_migrated"] == 300
     assert document["eta_seconds"] > 0
     assert document["server"] == "ENCMIGRATE_TEST_DATABASE_URL"
-    failed = subprocess.run(
-        [sys.executable, "-m", "encmigrate", "rehearse", "--load", "missing.sql"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    failed = run_cli("rehearse", "--load", "missing.sql", cwd=tmp_path, env=env)
     assert failed.returncode == 2 and "Traceback" not in failed.stderr

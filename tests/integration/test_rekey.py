@@ -20,7 +20,8 @@ from encmigrate.migrate import (
     status,
     verify,
 )
-from support import prefork, shadow_schema
+from support import shadow_schema
+from support.cli import operator_env, run_cli
 
 
 @pytest.fixture
@@ -166,26 +167,16 @@ def test_decrypt_back_refuses_when_the_plaintext_columns_are_gone(
 
 def test_cli_rotate_then_rewrap_then_status(pg_url: str, tmp_path: Path) -> None:
     import json
-    import os
-    import subprocess
 
     from encmigrate.keys import FileProvider
 
     engine, _ = shadow_schema.build(pg_url, 600, tmp_path)
     engine.dispose()
     FileProvider(tmp_path / "keyring.json").save(Keyring.generate())
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ENCMIGRATE_")}
-    env["ENCMIGRATE_KEYRING_FILE"] = str(tmp_path / "keyring.json")
+    env = operator_env(ENCMIGRATE_KEYRING_FILE=tmp_path / "keyring.json")
 
     def run(*args: str) -> str:
-        done = subprocess.run(
-            [*prefork.command("encmigrate"), *args],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        done = run_cli(*args, cwd=tmp_path, env=env)
         assert done.returncode == 0, (args, done.stderr)
         return done.stdout
 
@@ -197,7 +188,6 @@ def test_cli_rotate_then_rewrap_then_status(pg_url: str, tmp_path: Path) -> None
 
 
 def test_keys_destroy_refuses_a_version_still_in_use(pg_url: str, tmp_path: Path) -> None:
-    import os
     import subprocess
 
     from encmigrate.keys import FileProvider
@@ -205,18 +195,10 @@ def test_keys_destroy_refuses_a_version_still_in_use(pg_url: str, tmp_path: Path
     engine, _ = shadow_schema.build(pg_url, 200, tmp_path)
     engine.dispose()
     FileProvider(tmp_path / "keyring.json").save(Keyring.generate())
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ENCMIGRATE_")}
-    env["ENCMIGRATE_KEYRING_FILE"] = str(tmp_path / "keyring.json")
+    env = operator_env(ENCMIGRATE_KEYRING_FILE=tmp_path / "keyring.json")
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*prefork.command("encmigrate"), *args],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        return run_cli(*args, cwd=tmp_path, env=env)
 
     assert run("migrate-data").returncode == 0
     assert run("keys", "rotate").returncode == 0

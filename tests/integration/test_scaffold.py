@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import tomllib
 from pathlib import Path
 
@@ -17,21 +14,15 @@ from encmigrate import plan as plan_module
 from encmigrate.cli import app
 from encmigrate.revisions import add_columns
 from encmigrate.scaffold import ENV_PY, init
+from support.cli import operator_env, run_cli
 from support.revisions import execute
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def _alembic(directory: Path, *args: str, env: dict[str, str] | None = None) -> str:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("ENCMIGRATE_")}
-    done = subprocess.run(
-        [sys.executable, "-m", "alembic", *args],
-        cwd=directory,
-        env={**environ, **(env or {})},
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    done = run_cli(*args, cwd=directory, env=operator_env(**(env or {})), module="alembic")
+    done.check_returncode()
     return done.stdout
 
 

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,6 +28,7 @@ from encmigrate.migrate.columns import ColumnWork
 from encmigrate.migrate.table import TableWork, read_expression
 from encmigrate.tracking import failures, migrations
 from encmigrate.tracking import metadata as tracking_metadata
+from support.cli import cli_command, operator_env
 
 _ENGINES: list[sa.Engine] = []
 _BLOB = {"postgresql": "bytea", "sqlite": "BLOB"}
@@ -394,12 +393,11 @@ def test_cli_non_utf8_text_exits_1_names_the_row_and_never_shows_a_value(
     rows[2][0] = _BAD
     engine, _, keyring = _setup(sqlite_url, tmp_path, columns, rows)
     FileProvider(tmp_path / "keyring.json").save(keyring)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ENCMIGRATE_")}
-    env["ENCMIGRATE_KEYRING_FILE"] = str(tmp_path / "keyring.json")
+    env = operator_env(ENCMIGRATE_KEYRING_FILE=tmp_path / "keyring.json")
 
-    def run(*args: str) -> subprocess.CompletedProcess[bytes]:
+    def run(*args: str) -> subprocess.CompletedProcess[bytes]:  # bytes: the output is checked raw
         return subprocess.run(
-            [sys.executable, "-m", "encmigrate", *args],
+            [*cli_command(), *args],
             cwd=tmp_path,
             env=env,
             capture_output=True,

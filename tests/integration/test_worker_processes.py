@@ -17,10 +17,11 @@ from collections.abc import Callable
 import psutil
 import sqlalchemy as sa
 
+from encmigrate.keys import FileProvider
 from encmigrate.migrate import MigrateOptions, TableReport, migrate_data
 from encmigrate.migrate.report import Progress
-from integration.test_migrate import _cli_env
 from reliability.conftest import Migration, Prepare, prepare  # noqa: F401 (the fixture)
+from support.cli import operator_env, popen_cli, run_cli
 
 ROWS = 30_000
 # Small batches and chunks, a pause between batches: the run lasts seconds, long
@@ -179,12 +180,13 @@ def test_sigkilled_cli_takes_its_helper_processes_along(
     migrate_data(migration.plan, migration.engine, migration.keyring, options=paused)
     assert "pending" in _statuses(migration)
     project = migration.plan_path.parent
-    env = _cli_env(project, migration.keyring)
-    command = [sys.executable, "-m", "encmigrate", "migrate-data", "--workers", "2"]
+    FileProvider(project / "keyring.json").save(migration.keyring)
+    env = operator_env(ENCMIGRATE_KEYRING_FILE=project / "keyring.json")
+    command = ["migrate-data", "--workers", "2", "--batch-size", "25", "--sleep", "30"]
     with (
         (project / "killed.log").open("w") as log,
-        subprocess.Popen(
-            [*command, "--batch-size", "25", "--sleep", "30"],
+        popen_cli(
+            *command,
             cwd=project,
             env=env,
             stdout=log,
@@ -214,14 +216,7 @@ def test_sigkilled_cli_takes_its_helper_processes_along(
         # back): the chunk stays running under the dead helper, for the next run to reclaim.
         assert helper.pid in _owners(migration, "running")
     assert 0 < _rows_done(migration) < CLI_ROWS
-    resumed = subprocess.run(
-        [sys.executable, "-m", "encmigrate", "migrate-data"],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    resumed = run_cli("migrate-data", cwd=project, env=env, warm=False)
     assert resumed.returncode == 0, resumed.stderr  # 5: refused, a live worker held a chunk
     assert _rows_done(migration) == CLI_ROWS
     migration.check()

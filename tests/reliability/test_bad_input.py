@@ -13,9 +13,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import os
-import subprocess
-import sys
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -36,6 +33,7 @@ from encmigrate.plan import PlanError
 from encmigrate.plan import load as load_plan
 from encmigrate.revisions import add_columns
 from reliability.conftest import Prepare
+from support.cli import operator_env, run_cli
 from support.revisions import make_project, schema_of
 
 SAMPLES: dict[str, Any] = {
@@ -161,17 +159,10 @@ def test_a_malformed_keyring_stops_migrate_data_before_anything_is_written(
     pg_url: str, prepare: Prepare, tmp_path: Path
 ) -> None:
     prepare(pg_url, 200)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ENCMIGRATE_")}
+    env = operator_env()
     for name in sorted(BAD_KEYRINGS):
         env["ENCMIGRATE_KEYRING"] = BAD_KEYRINGS[name]
-        done = subprocess.run(
-            [sys.executable, "-m", "encmigrate", "migrate-data"],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        done = run_cli("migrate-data", cwd=tmp_path, env=env)
         assert done.returncode == 3, (name, done.stderr)
         assert "Traceback" not in done.stderr and done.stderr.startswith("error:")
         assert _shadow_state(pg_url) == (0, 0, 0)
@@ -233,17 +224,9 @@ def test_a_malformed_plan_lists_every_problem_and_writes_nothing(
         "columns[5].table",  # "a.b.c": named by its place, the text is not echoed
     ):
         assert sum(expected in p for p in problems) == 1, (expected, problems)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ENCMIGRATE_")}
-    env["ENCMIGRATE_KEYRING"] = Keyring.generate().to_json()
+    env = operator_env(ENCMIGRATE_KEYRING=Keyring.generate().to_json())
     for command in (["plan", "check"], ["add-columns", "--apply"], ["migrate-data"]):
-        done = subprocess.run(
-            [sys.executable, "-m", "encmigrate", *command],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        done = run_cli(*command, cwd=tmp_path, env=env)
         assert done.returncode == 2, (command, done.stderr)
         assert f"the plan has {len(problems)} problems" in done.stderr
     assert schema_of(pg_url) == schema

@@ -17,7 +17,6 @@ from __future__ import annotations
 import base64
 import os
 import secrets
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -26,7 +25,8 @@ from typer.testing import CliRunner
 
 from encmigrate.cli import app
 from encmigrate.keys import FileProvider
-from support import output_scan, prefork
+from support import output_scan
+from support.cli import run_cli
 
 ROWS = 24
 PLAN_COLUMNS = """
@@ -115,13 +115,8 @@ def test_every_command_of_the_workflow_prints_no_key_password_or_plaintext(
     cli("verify")
     cli("create-views", "--apply")
     cli("drop-unencrypted", "--confirm", "--apply")
-    downgrade = subprocess.run(
-        [*prefork.command("alembic"), "downgrade", "-1"],
-        cwd=tmp_path,
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        check=False,
+    downgrade = run_cli(
+        "downgrade", "-1", cwd=tmp_path, env={**os.environ, **env}, module="alembic"
     )
     assert downgrade.returncode == 0, downgrade.stderr
     cli("decrypt-back")

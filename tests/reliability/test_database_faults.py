@@ -8,10 +8,7 @@ out, and a resume finishes the job with a clean verify.
 
 from __future__ import annotations
 
-import os
 import random
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -25,6 +22,7 @@ from encmigrate.migrate import MigrateOptions, RetryPolicy, migrate_data
 from encmigrate.migrate.runner import Progress
 from reliability.conftest import Migration, Prepare
 from support import cluster
+from support.cli import operator_env, popen_cli
 
 FAST_RETRY = RetryPolicy(attempts=10, initial=0.02, maximum=0.3)
 SHORT_BUDGET = RetryPolicy(attempts=3, initial=0.01, maximum=0.05)
@@ -170,13 +168,9 @@ def test_server_down_longer_than_the_budget_exits_4_with_one_line_and_resumes(
     url = throwaway_cluster.create_database("restart_fails")
     migration = prepare(url, 3000)
     FileProvider(tmp_path / "keyring.json").save(migration.keyring)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ENCMIGRATE_")}
-    env["ENCMIGRATE_KEYRING_FILE"] = str(tmp_path / "keyring.json")
-    command = [sys.executable, "-m", "encmigrate", "--json", "migrate-data", "--batch-size", "50"]
-    command += ["--sleep", "10"]
-    with subprocess.Popen(
-        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    ) as process:
+    env = operator_env(ENCMIGRATE_KEYRING_FILE=tmp_path / "keyring.json")
+    command = ["--json", "migrate-data", "--batch-size", "50", "--sleep", "10"]
+    with popen_cli(*command, cwd=tmp_path, env=env) as process:
         assert process.stdout is not None and process.stderr is not None
         for line in process.stdout:
             if '"rows_done": 500' in line:

@@ -13,10 +13,7 @@ from __future__ import annotations
 
 import base64
 import logging
-import os
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -30,6 +27,7 @@ from encmigrate.keys.manager import KeyManager
 from encmigrate.migrate import migrate_data, status, verify
 from encmigrate.migrate.columns import ColumnWork
 from reliability.conftest import Migration, Prepare
+from support.cli import operator_env, run_cli
 from support.shadow_schema import install_trigger
 
 SENTINELS = ("sentinel-plain-8c1f@example.com", "sentinel-bad-date-93b1")
@@ -102,8 +100,7 @@ def test_logs_output_and_tracking_tables_hold_no_key_and_no_plaintext(
     status(migration.plan, migration.engine)
 
     FileProvider(tmp_path / "keyring.json").save(migration.keyring)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ENCMIGRATE_")}
-    env["ENCMIGRATE_KEYRING_FILE"] = str(tmp_path / "keyring.json")
+    env = operator_env(ENCMIGRATE_KEYRING_FILE=tmp_path / "keyring.json")
     printed = []
     for command in (
         ["--debug", "migrate-data", "--restart"],
@@ -112,24 +109,10 @@ def test_logs_output_and_tracking_tables_hold_no_key_and_no_plaintext(
         ["--debug", "status"],
         ["--debug", "find", "--table", "customers", "--column", "email", SENTINELS[0]],
     ):
-        done = subprocess.run(
-            [sys.executable, "-m", "encmigrate", *command],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        done = run_cli(*command, cwd=tmp_path, env=env)
         printed.append(done.stdout + done.stderr)
     env["ENCMIGRATE_KEYRING"] = Keyring.generate().to_json()  # the wrong key: exit 3
-    done = subprocess.run(
-        [sys.executable, "-m", "encmigrate", "--debug", "verify"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    done = run_cli("--debug", "verify", cwd=tmp_path, env=env)
     assert done.returncode == 3
     printed.append(done.stdout + done.stderr)
 
@@ -184,16 +167,8 @@ def test_repr_and_str_of_every_object_holding_a_key_show_no_key(tmp_path: Path) 
 
 
 def test_key_files_are_created_0600(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ENCMIGRATE_")}
-    env["ENCMIGRATE_KEYRING_FILE"] = str(tmp_path / "keyring.json")
-    done = subprocess.run(
-        [sys.executable, "-m", "encmigrate", "keys", "generate"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    env = operator_env(ENCMIGRATE_KEYRING_FILE=tmp_path / "keyring.json")
+    done = run_cli("keys", "generate", cwd=tmp_path, env=env)
     assert done.returncode == 0, done.stderr
     FileProvider(tmp_path / "library.json").save(Keyring.generate())
     keyrings = [tmp_path / "keyring.json", tmp_path / "library.json"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import multiprocessing
 from pathlib import Path
 
 import pytest
@@ -98,50 +97,9 @@ def test_garbage_line_is_reported(tmp_path: Path) -> None:
     assert "line 3: not an audit record" in verify_audit_log(log.path).problems
 
 
-def _append_many(path: str, count: int) -> None:
-    log = AuditLog(path)
-    for i in range(count):
-        log.append(AuditEvent(action=f"w{i}", actor="proc"))
-
-
-def test_concurrent_writers_never_fork_the_chain(tmp_path: Path) -> None:
-    path = str(tmp_path / "audit.jsonl")
-    ctx = multiprocessing.get_context("fork")
-    workers = [ctx.Process(target=_append_many, args=(path, 40)) for _ in range(4)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
-    report = verify_audit_log(path)
-    assert report.ok, report.problems[:3]
-    assert report.lines == 160
-
-
 def test_log_file_is_private(tmp_path: Path) -> None:
     log, _ = _log(tmp_path, 1)
     assert log.path.stat().st_mode & 0o077 == 0
-
-
-def _append_many_keyed(path: str, keyring_json: str, count: int) -> None:
-    log, keyring = AuditLog(path), Keyring.from_json(keyring_json)
-    for i in range(count):
-        log.append(AuditEvent(action=f"w{i}", actor="proc"), keyring=keyring)
-
-
-def test_concurrent_keyed_writers_keep_chain_macs_and_seal_consistent(tmp_path: Path) -> None:
-    keyring = Keyring.generate()
-    path = str(tmp_path / "audit.jsonl")
-    ctx = multiprocessing.get_context("fork")
-    workers = [
-        ctx.Process(target=_append_many_keyed, args=(path, keyring.to_json(), 25)) for _ in range(4)
-    ]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
-    report = verify_audit_log(path, keyring)
-    assert report.ok, report.problems[:3]
-    assert report.lines == 100 and report.notes == ()
 
 
 def test_a_keyed_line_ends_with_its_mac_over_the_rest_of_the_line(tmp_path: Path) -> None:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -124,51 +122,6 @@ def test_usage_errors_exit_2(bare: Path) -> None:
 def test_version() -> None:
     result = runner.invoke(app, ["--version"])
     assert result.exit_code == 0 and result.stdout.startswith("encmigrate ")
-
-
-def test_no_color_turns_colours_off_even_on_a_forced_terminal(tmp_path: Path) -> None:
-    import re
-    import subprocess
-    import sys
-
-    colour = re.compile(r"\x1b\[(?:3[0-7]|9[0-7]|38;)")  # foreground colours, not bold/italic
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ENCMIGRATE_")}
-    env.update({"FORCE_COLOR": "1", "TERM": "xterm-256color", "COLUMNS": "120"})
-    run = [sys.executable, "-m", "encmigrate"]
-    generated = subprocess.run(
-        [*run, "keys", "generate", "--path", "k.json"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        check=False,
-    )
-    assert generated.returncode == 0
-    env["ENCMIGRATE_KEYRING_FILE"] = "k.json"
-    coloured = subprocess.run(
-        [*run, "keys", "health"], cwd=tmp_path, env=env, capture_output=True, text=True, check=False
-    )
-    assert colour.search(coloured.stdout)  # the check is able to see colours
-    plain = subprocess.run(
-        [*run, "keys", "health"],
-        cwd=tmp_path,
-        env={**env, "NO_COLOR": "1"},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert plain.returncode == 0
-    assert not colour.search(plain.stdout + plain.stderr)
-
-
-def test_cli_start_up_leaves_alembic_and_the_driver_to_the_commands_that_use_them() -> None:
-    # Every CLI call pays for what `encmigrate.cli.app` imports: Alembic and psycopg are
-    # imported by the commands that need them (about a third of the start-up time).
-    code = (
-        "import sys, encmigrate.cli.app\n"
-        "print(sorted(m for m in ('alembic', 'psycopg') if m in sys.modules))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
 
 
 # --- one error boundary: foreign errors become one line and a documented exit code ----------

@@ -5,8 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -233,39 +231,3 @@ def test_emergency_rotate_needs_a_reason(project: Path) -> None:
     code, _, err = _run("keys", "emergency-rotate", "--reason", "  ")
     assert code == 2 and "--reason" in err and "Traceback" not in err
     assert _keyring(project).current == 1
-
-
-def _process(project: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "encmigrate", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=project,
-        check=False,
-    )
-
-
-def test_export_import_and_emergency_rotate_as_real_processes(project: Path) -> None:
-    backup_key = Fernet.generate_key()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ENCMIGRATE_")}
-    missing = _process(project, env, "keys", "export", "--out", "b")
-    assert missing.returncode == 3 and missing.stderr.count("\n") == 1
-    env["ENCMIGRATE_BACKUP_KEY"] = backup_key.decode()
-    exported = _process(project, env, "--json", "keys", "export", "--out", "b")
-    assert exported.returncode == 0, exported.stderr
-    assert json.loads(exported.stdout)["current"] == 1
-    before = _keyring(project)
-    (project / "keyring.json").unlink()
-    imported = _process(project, env, "--json", "keys", "import", "b")
-    assert imported.returncode == 0, imported.stderr
-    assert json.loads(imported.stdout)["replaced"] is False
-    refused = _process(project, env, "keys", "import", "b")
-    assert refused.returncode == 5 and "Traceback" not in refused.stderr
-    rotated = _process(project, env, "--json", "keys", "emergency-rotate", "--reason", "drill")
-    assert rotated.returncode == 0, rotated.stderr
-    assert json.loads(rotated.stdout)["current"] == 2
-    OUTPUTS.extend(p.stdout + p.stderr for p in (missing, exported, imported, refused, rotated))
-    _assert_no_secrets(
-        _secrets(before, _keyring(project), extra=(base64.urlsafe_b64decode(backup_key),))
-    )

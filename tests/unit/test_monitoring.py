@@ -6,7 +6,6 @@ import ast
 import datetime as dt
 import json
 import logging
-import subprocess
 import sys
 import time
 import urllib.request
@@ -248,17 +247,6 @@ def test_cloudwatch_publishing_uses_none_of_the_key_providers_plumbing() -> None
         for alias in node.names
     }
     assert not {name for name in imported if name and name.startswith("encmigrate.keys")}
-
-
-def test_crypto_and_keys_do_not_import_prometheus() -> None:
-    code = (
-        "import sys, encmigrate, encmigrate.crypto, encmigrate.keys, encmigrate.monitoring\n"
-        "print('prometheus_client' in sys.modules)"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
-    crypto = Path(__file__).resolve().parents[2] / "toolkit" / "encmigrate" / "crypto"
-    assert not [p.name for p in crypto.glob("*.py") if "prometheus" in p.read_text()]
 
 
 def test_metering_a_batch_touches_the_counter_once_not_per_value(metrics: Metrics) -> None:
