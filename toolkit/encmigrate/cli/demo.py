@@ -31,6 +31,7 @@ from encmigrate.errors import RefusedError
 from encmigrate.keys import AuditLog, FileProvider, KeyManager, load_keyring, verify_audit_log
 from encmigrate.keys.resolve import AUDIT_FILE, KeySetup
 from encmigrate.migrate import MigrateOptions, connect, migrate_data, rewrap, status, verify
+from encmigrate.migrate.pipeline import QUICK_SWITCH_INTERVAL
 from encmigrate.tracking import TRACKING_TABLES
 
 if TYPE_CHECKING:
@@ -224,7 +225,11 @@ def _run(engine: sa.Engine, url: str, directory: Path, count: int) -> None:
     plan = plan_module.load(plan_path, environ={})
     with Reporter(False) as reporter:
         report = migrate_data(
-            plan, engine, keyring, options=MigrateOptions(batch_size=1000), progress=reporter
+            plan,
+            engine,
+            keyring,
+            options=MigrateOptions(batch_size=1000, gil_interval=QUICK_SWITCH_INTERVAL),
+            progress=reporter,
         )[0]
     out.print(
         f"encrypted {report.rows_done:,} rows x {len(report.columns)} columns in "

@@ -23,6 +23,7 @@ from encmigrate.cli.state import reports_errors, state_of
 from encmigrate.errors import EncmigrateError
 from encmigrate.migrate import MigrateOptions, migrate_data
 from encmigrate.migrate.next_step import NextStep, next_step
+from encmigrate.migrate.pipeline import QUICK_SWITCH_INTERVAL
 from encmigrate.migrate.runner import TableReport, eta_text
 from encmigrate.plan import Plan
 
@@ -115,6 +116,7 @@ def migrate_data_command(
         max_batches=max_batches,
         restart=restart,
         join=join,
+        gil_interval=QUICK_SWITCH_INTERVAL,
     )
     json_output = state_of(ctx).json
     note_workers(engine, workers, json_output)

@@ -15,6 +15,7 @@ from encmigrate.cli.progress import Reporter, note_workers, rows_text
 from encmigrate.cli.state import reports_errors, state_of
 from encmigrate.crypto.envelope import MAX_VERSION
 from encmigrate.migrate import MigrateOptions, decrypt_back, rewrap
+from encmigrate.migrate.pipeline import QUICK_SWITCH_INTERVAL
 from encmigrate.migrate.runner import TableReport
 
 __all__ = ["decrypt_back_command", "rewrap_command"]
@@ -42,7 +43,10 @@ def rewrap_command(
     keyring = keyring_for(ctx, plan)
     engine = engine_for(ctx, plan, workers=workers)
     options = MigrateOptions(
-        batch_size=batch_size or plan.migration.batch_size, workers=workers, sleep_ms=sleep
+        batch_size=batch_size or plan.migration.batch_size,
+        workers=workers,
+        sleep_ms=sleep,
+        gil_interval=QUICK_SWITCH_INTERVAL,
     )
     json_output = state_of(ctx).json
     note_workers(engine, workers, json_output)
@@ -80,7 +84,11 @@ def decrypt_back_command(
     plan = plan_for(ctx)
     keyring = keyring_for(ctx, plan)
     engine = engine_for(ctx, plan, workers=workers)
-    options = MigrateOptions(batch_size=batch_size or plan.migration.batch_size, workers=workers)
+    options = MigrateOptions(
+        batch_size=batch_size or plan.migration.batch_size,
+        workers=workers,
+        gil_interval=QUICK_SWITCH_INTERVAL,
+    )
     json_output = state_of(ctx).json
     note_workers(engine, workers, json_output)
     with interruptible() as stop, Reporter(json_output) as reporter:

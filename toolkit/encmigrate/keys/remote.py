@@ -4,7 +4,8 @@
   read path asks the secret store at most once per TTL per process, and
   serves the same :class:`Keyring` object (with its derived-key cache) meanwhile.
 * :func:`call_with_retries` retries throttling and transient failures, and
-  only those, with capped exponential backoff and jitter (tenacity).
+  only those, under the one :class:`~encmigrate.retry.RetryPolicy`
+  (re-exported here; its defaults are the providers').
 * :func:`wrap_keyring` / :func:`unwrap_keyring` store a keyring whose master
   keys are wrapped by a KMS (Vault Transit, AWS KMS): the stored document has
   no plaintext key, and the keyring format itself is unchanged once unwrapped.
@@ -28,7 +29,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -36,18 +36,11 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.hmac import HMAC
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from tenacity import (
-    RetryCallState,
-    Retrying,
-    retry_if_exception,
-    stop_after_attempt,
-    wait_exponential,
-    wait_random,
-)
 
 from encmigrate.errors import KeyConfigError
 from encmigrate.keys.audit import current_actor
 from encmigrate.keys.keyring import Keyring
+from encmigrate.retry import RetryPolicy
 
 if TYPE_CHECKING:
     from encmigrate.config import KeysSettings
@@ -108,15 +101,6 @@ class Redacted:
         return repr(self)
 
 
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """How often and how long to retry a transient failure (``max_wait`` in seconds)."""
-
-    attempts: int = 5
-    initial_wait: float = 0.2
-    max_wait: float = 5.0
-
-
 def call_with_retries(
     call: Callable[[], T],
     transient: Callable[[BaseException], bool],
@@ -128,27 +112,7 @@ def call_with_retries(
     Anything else (permission denied, not found, a CAS conflict) is raised at
     once: retrying those only delays a clear answer.
     """
-
-    def log_retry(state: RetryCallState) -> None:
-        error = state.outcome.exception() if state.outcome else None
-        logger.warning(
-            "%s: transient failure (%s), attempt %d of %d",
-            what,
-            type(error).__name__,
-            state.attempt_number,
-            policy.attempts,
-        )
-
-    retrying = Retrying(
-        stop=stop_after_attempt(policy.attempts),
-        # Exponential backoff capped at max_wait, plus jitter so retrying clients spread out.
-        wait=wait_exponential(multiplier=policy.initial_wait, max=policy.max_wait)
-        + wait_random(0, policy.initial_wait),
-        retry=retry_if_exception(transient),
-        before_sleep=log_retry,
-        reraise=True,
-    )
-    return retrying(call)
+    return policy.run(call, transient=transient, what=what)
 
 
 class KeyringCache:

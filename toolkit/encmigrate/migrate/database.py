@@ -1,10 +1,9 @@
 """Database access for long-running work: engines, transient faults, retries.
 
 Only transient faults are retried, with capped backoff and jitter (see
-docs/architecture.md, "The migrator"): lock timeout (55P03), deadlock (40P01),
-serialization failure (40001), admin shutdown and friends (57P01-57P03), a
-lost connection (class 08, or a closed socket), and SQLite's "database is
-locked". Everything else fails at once.
+docs/architecture.md, "The migrator"), by the one
+:class:`~encmigrate.retry.RetryPolicy` (re-exported here, with
+``is_transient``, which says which faults are transient).
 
 Commands that only read (``status``, the next step shown after each command)
 use :func:`read_only`: on SQLite they never take the write lock.
@@ -12,24 +11,17 @@ use :func:`read_only`: on SQLite they never take the write lock.
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
-from tenacity import (
-    RetryCallState,
-    Retrying,
-    retry_if_exception,
-    stop_after_attempt,
-    wait_exponential,
-    wait_random,
-)
 
 from encmigrate.boundary import parse_database_url, sqlstate
 from encmigrate.errors import ConfigError
+from encmigrate.retry import RetryPolicy
+from encmigrate.retry import is_transient_database_fault as is_transient
 
 __all__ = [
     "SQLITE_BUSY_TIMEOUT_MS",
@@ -40,71 +32,10 @@ __all__ = [
     "sqlstate",
 ]
 
-logger = logging.getLogger(__name__)
-T = TypeVar("T")
-
-TRANSIENT_SQLSTATES = frozenset({"55P03", "40P01", "40001", "57P01", "57P02", "57P03", "53300"})
-
 # How long a SQLite statement waits for another connection's lock before "database is locked".
 SQLITE_BUSY_TIMEOUT_MS = 5000
 # The execution option of read_only() connections: on SQLite, no BEGIN at all.
 _READ_ONLY = "encmigrate_read_only"
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Whether retrying the same work later can succeed."""
-    if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
-        return True
-    state = sqlstate(exc)
-    if state is not None:
-        return state in TRANSIENT_SQLSTATES or state.startswith("08")
-    original = getattr(exc, "orig", exc)
-    name = type(original).__module__ + "." + type(original).__name__
-    text = str(original).lower()
-    if name.startswith("sqlite3.") and ("locked" in text or "busy" in text):
-        return True
-    if name.startswith("psycopg.") and isinstance(exc, sa.exc.OperationalError):
-        return "connection" in text or "server closed" in text or "terminat" in text
-    return False
-
-
-class RetryPolicy:
-    """Capped exponential backoff with jitter for transient faults (tenacity)."""
-
-    def __init__(self, attempts: int = 8, initial: float = 0.05, maximum: float = 5.0) -> None:
-        self.attempts = attempts
-        self.initial = initial
-        self.maximum = maximum
-
-    def run(
-        self,
-        work: Callable[[], T],
-        *,
-        on_retry: Callable[[BaseException, int], None] | None = None,
-    ) -> T:
-        """Run ``work``; retry it on transient faults; raise the last error otherwise."""
-
-        def before_sleep(state: RetryCallState) -> None:
-            error = state.outcome.exception() if state.outcome else None
-            if error is not None:
-                logger.warning(
-                    "transient database fault (%s), retry %d of %d",
-                    sqlstate(error) or type(error).__name__,
-                    state.attempt_number,
-                    self.attempts - 1,
-                )
-                if on_retry is not None:
-                    on_retry(error, state.attempt_number)
-
-        retrying = Retrying(
-            retry=retry_if_exception(is_transient),
-            wait=wait_exponential(multiplier=self.initial, max=self.maximum)
-            + wait_random(0, self.initial),
-            stop=stop_after_attempt(self.attempts),
-            before_sleep=before_sleep,
-            reraise=True,
-        )
-        return retrying(work)
 
 
 def connect(

@@ -23,7 +23,8 @@ The writer thread spends its time waiting on the server, the main thread
 encrypting; each time the writer's reply arrives it must win the GIL back
 from a thread that never blocks, which by default takes up to 5 ms
 (``sys.getswitchinterval()``): three times per batch, a third of the batch.
-:func:`quick_gil_handover` shortens that interval while a run lasts (one
+:func:`quick_gil_handover` shortens that interval while a run lasts, when the
+caller asks for it with ``MigrateOptions.gil_interval`` (the CLI does: one
 worker on 1,000,000 rows: 51k -> 76k rows/s, bench/bench_migrate.py).
 """
 
@@ -47,30 +48,38 @@ from encmigrate.migrate.keyset import Cursor
 if TYPE_CHECKING:
     from encmigrate.migrate.tablerun import TableRun
 
-__all__ = ["Pipeline", "quick_gil_handover"]
+__all__ = ["QUICK_SWITCH_INTERVAL", "Pipeline", "quick_gil_handover"]
 
 logger = logging.getLogger(__name__)
 
-_SWITCH_INTERVAL = 0.0001  # seconds; Python's default is 0.005
+# Seconds; Python's default is 0.005. The CLI passes it as MigrateOptions.gil_interval.
+QUICK_SWITCH_INTERVAL = 0.0001
 _switch_lock = threading.Lock()
 _switch_users = 0
 _switch_saved = 0.0
 
 
 @contextlib.contextmanager
-def quick_gil_handover() -> Iterator[None]:
-    """A short GIL switch interval while at least one run is in this block.
+def quick_gil_handover(interval: float | None = QUICK_SWITCH_INTERVAL) -> Iterator[None]:
+    """A GIL switch interval of at most ``interval`` while at least one run is in this block.
 
     The interval is process-wide: other threads of the process switch more
     often too while a run lasts (a few percent more overhead for pure-Python
-    threads that compete for the GIL, none for a single thread). Nested and
-    concurrent runs restore the previous value when the last one leaves.
+    threads that compete for the GIL, none for a single thread). That is the
+    command line's choice to make, not a library's: runs pass
+    ``MigrateOptions.gil_interval``, None by default, and None leaves the
+    interpreter alone. Nested and concurrent runs restore the previous value
+    when the last one leaves.
     """
+    if interval is None:
+        yield
+        return
     global _switch_users, _switch_saved
     with _switch_lock:
         if _switch_users == 0:
             _switch_saved = sys.getswitchinterval()
-            sys.setswitchinterval(min(_switch_saved, _SWITCH_INTERVAL))
+        if interval < sys.getswitchinterval():  # never longer; and setting it again drifts
+            sys.setswitchinterval(interval)
         _switch_users += 1
     try:
         yield

@@ -143,7 +143,7 @@ class Helpers:
 
 def _payload(run: TableRun) -> bytes:
     options = asdict(run.opts)
-    retry = options.pop("retry")
+    retry = options.pop("retry")  # asdict: the policy's fields (attempts, initial_wait, max_wait)
     document = {
         "url": run.engine.url.render_as_string(hide_password=False),
         "log_sql": logging.getLogger("sqlalchemy.engine").isEnabledFor(logging.INFO),
@@ -151,7 +151,7 @@ def _payload(run: TableRun) -> bytes:
         "columns": run.work.column_names,
         "keyring": run.keyring.to_json(),
         "options": options,
-        "retry": {"attempts": retry.attempts, "initial": retry.initial, "maximum": retry.maximum},
+        "retry": retry,
         "operation": list(run.op.spec),
         "log_level": logging.getLogger("encmigrate").getEffectiveLevel(),
     }
@@ -240,7 +240,7 @@ def _serve(document: dict[str, Any], stop: threading.Event, say: Callable[[objec
         )
         run.on_batch = lambda r: say({"batch": [r.rows_read, r.rows_written, r.rows_failed]})
         index = int(os.environ.get("ENCMIGRATE_WORKER_INDEX", "1"))
-        with quick_gil_handover():
+        with quick_gil_handover(options.gil_interval):
             run.work_chunks(chunking.new_worker_id(index))
     finally:
         engine.dispose()

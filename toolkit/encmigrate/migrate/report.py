@@ -7,7 +7,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from encmigrate.migrate.database import RetryPolicy
+from encmigrate.retry import RetryPolicy
 
 __all__ = [
     "MigrateOptions",
@@ -36,7 +36,10 @@ class MigrateOptions:
     catch_up_passes: int = 5
     # --workers N on PostgreSQL: N - 1 helper processes beside this one (False: threads).
     worker_processes: bool = True
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    retry: RetryPolicy = field(default_factory=RetryPolicy.for_database)
+    # Seconds: the process-wide GIL switch interval while the run lasts (the CLI sets
+    # QUICK_SWITCH_INTERVAL, see migrate/pipeline.py); None leaves the interpreter alone.
+    gil_interval: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -106,7 +106,7 @@ def _run(
     opts = options or MigrateOptions()
     halt = stop or threading.Event()
     reports = []
-    with quick_gil_handover():
+    with quick_gil_handover(opts.gil_interval):
         for table_plan in plan.select(tables):
             work = TableWork(engine, table_plan, keyring, columns=columns)
             if operation is REPAIR:

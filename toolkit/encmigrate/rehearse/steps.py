@@ -27,6 +27,7 @@ from encmigrate import revisions
 from encmigrate.errors import ConfigError, DatabaseError, EncmigrateError, RefusedError
 from encmigrate.keys.keyring import Keyring
 from encmigrate.migrate import MigrateOptions, connect, decrypt_back, migrate_data, verify
+from encmigrate.migrate.pipeline import QUICK_SWITCH_INTERVAL
 from encmigrate.migrate.verify import ColumnVerdict
 from encmigrate.rehearse.generated_rows import generate_rows
 from encmigrate.rehearse.postgres_url import PostgresUrl
@@ -142,7 +143,11 @@ class Rehearsal:
         with self.step("add-columns --apply"):
             self._note(revisions.add_columns(self.plan(), apply=True))
         batch_size = self.opts.batch_size or plan.migration.batch_size
-        options = MigrateOptions(batch_size=batch_size, workers=self.opts.workers)
+        options = MigrateOptions(
+            batch_size=batch_size,
+            workers=self.opts.workers,
+            gil_interval=QUICK_SWITCH_INTERVAL,  # as the CLI's migrate-data runs
+        )
         self._migrate(batch_size, options)
         with self.step("verify") as detail:
             detail += _verdict_lines(verify(self.plan(), self.engine, self.keyring))
