@@ -19,9 +19,9 @@ from cryptography.fernet import Fernet
 from typer.testing import CliRunner
 
 from encmigrate import get_cipher
-from encmigrate.cli import app
 from encmigrate.keys import FileProvider, Keyring
 from support.cli import operator_env, run_cli
+from support.key_cli import OUTPUTS, assert_no_secrets, key_project, keyring_of, secret_forms
 
 runner = CliRunner()
 
@@ -93,49 +93,11 @@ def test_installed_script_runs_as_a_real_process(keys_project: Path) -> None:
 
 # --- `keys export|import|emergency-rotate` (from test_cli_keys_backup) ---------------------
 
-OUTPUTS: list[str] = []
-
 
 @pytest.fixture
 def backup_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A plan whose [keys] point at keyring.json beside it, with a keyring and a backup key."""
-    (tmp_path / "encmigrate.toml").write_text('[keys]\nprovider = "file"\npath = "keyring.json"\n')
-    monkeypatch.chdir(tmp_path)
-    for name in list(os.environ):
-        if name.startswith("ENCMIGRATE_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("ENCMIGRATE_ACTOR", "backup-cli-test")
-    OUTPUTS.clear()
-    assert _run_in_process("keys", "generate")[0] == 0
-    return tmp_path
-
-
-def _run_in_process(*args: str) -> tuple[int, str, str]:
-    result = runner.invoke(app, list(args))
-    OUTPUTS.append(result.stdout + result.stderr)
-    return result.exit_code, result.stdout, result.stderr
-
-
-def _keyring(project: Path) -> Keyring:
-    return FileProvider(project / "keyring.json").load()
-
-
-def _secrets(*keyrings: Keyring, extra: tuple[bytes, ...] = ()) -> list[str]:
-    raws = [v.key.reveal() for k in keyrings for v in k.versions if v.key is not None]
-    found = []
-    for raw in [*raws, *extra]:
-        found += [
-            base64.b64encode(raw).decode(),
-            base64.urlsafe_b64encode(raw).decode(),
-            raw.hex(),
-        ]
-    return found
-
-
-def _assert_no_secrets(secrets: list[str]) -> None:
-    text = "".join(OUTPUTS)
-    assert text, "nothing was captured"
-    assert not [s for s in secrets if s in text]
+    return key_project(tmp_path, monkeypatch)
 
 
 def _process(project: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -151,7 +113,7 @@ def test_export_import_and_emergency_rotate_as_real_processes(backup_project: Pa
     exported = _process(backup_project, env, "--json", "keys", "export", "--out", "b")
     assert exported.returncode == 0, exported.stderr
     assert json.loads(exported.stdout)["current"] == 1
-    before = _keyring(backup_project)
+    before = keyring_of(backup_project)
     (backup_project / "keyring.json").unlink()
     imported = _process(backup_project, env, "--json", "keys", "import", "b")
     assert imported.returncode == 0, imported.stderr
@@ -164,8 +126,10 @@ def test_export_import_and_emergency_rotate_as_real_processes(backup_project: Pa
     assert rotated.returncode == 0, rotated.stderr
     assert json.loads(rotated.stdout)["current"] == 2
     OUTPUTS.extend(p.stdout + p.stderr for p in (missing, exported, imported, refused, rotated))
-    _assert_no_secrets(
-        _secrets(before, _keyring(backup_project), extra=(base64.urlsafe_b64decode(backup_key),))
+    assert_no_secrets(
+        secret_forms(
+            before, keyring_of(backup_project), extra=(base64.urlsafe_b64decode(backup_key),)
+        )
     )
 
 
