@@ -20,7 +20,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-import sqlalchemy as sa
 from tenacity import (
     RetryCallState,
     Retrying,
@@ -29,8 +28,6 @@ from tenacity import (
     wait_exponential,
     wait_random,
 )
-
-from encmigrate.boundary import sqlstate
 
 __all__ = ["TRANSIENT_SQLSTATES", "RetryPolicy", "is_transient_database_fault"]
 
@@ -42,6 +39,12 @@ TRANSIENT_SQLSTATES = frozenset({"55P03", "40P01", "40001", "57P01", "57P02", "5
 
 def is_transient_database_fault(exc: BaseException) -> bool:
     """Whether running the same database work again later can succeed."""
+    # Imported here: `import encmigrate` (an application's, the key providers') must not
+    # pull SQLAlchemy in for a policy that may never see a database error.
+    import sqlalchemy as sa
+
+    from encmigrate.boundary import sqlstate
+
     if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
         return True
     state = sqlstate(exc)
@@ -123,6 +126,8 @@ class RetryPolicy:
         """
 
         def before_sleep(state: RetryCallState) -> None:
+            from encmigrate.boundary import sqlstate  # SQLAlchemy only once something failed
+
             error = state.outcome.exception() if state.outcome else None
             if error is None:
                 return
