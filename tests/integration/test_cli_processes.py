@@ -21,7 +21,15 @@ from typer.testing import CliRunner
 from encmigrate import get_cipher
 from encmigrate.keys import FileProvider, Keyring
 from support.cli import operator_env, run_cli
-from support.key_cli import OUTPUTS, assert_no_secrets, key_project, keyring_of, secret_forms
+from support.key_cli import (
+    OUTPUTS,
+    assert_no_secrets,
+    isolated_cwd,
+    key_plan_dir,
+    key_project,
+    keyring_of,
+    secret_forms,
+)
 
 runner = CliRunner()
 
@@ -72,13 +80,7 @@ def test_crypto_and_keys_do_not_import_prometheus() -> None:
 @pytest.fixture
 def keys_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A directory with a plan whose [keys] point at keyring.json beside it."""
-    (tmp_path / "encmigrate.toml").write_text('[keys]\nprovider = "file"\npath = "keyring.json"\n')
-    monkeypatch.chdir(tmp_path)
-    for name in list(os.environ):
-        if name.startswith("ENCMIGRATE_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("ENCMIGRATE_ACTOR", "cli-test")
-    return tmp_path
+    return key_plan_dir(tmp_path, monkeypatch, actor="cli-test")
 
 
 def test_installed_script_runs_as_a_real_process(keys_project: Path) -> None:
@@ -138,10 +140,7 @@ def test_export_import_and_emergency_rotate_as_real_processes(backup_project: Pa
 
 @pytest.fixture
 def inspect_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Keyring:
-    monkeypatch.chdir(tmp_path)
-    for name in list(os.environ):
-        if name.startswith("ENCMIGRATE_"):
-            monkeypatch.delenv(name)
+    isolated_cwd(tmp_path, monkeypatch)
     keyring = Keyring.generate().rotated()
     FileProvider(tmp_path / "keyring.json").save(keyring)
     monkeypatch.setenv("ENCMIGRATE_KEYRING_FILE", str(tmp_path / "keyring.json"))

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from encmigrate.cli import app
 from encmigrate.keys import FileProvider, KeyManager
+from support.key_cli import key_plan_dir
 
 runner = CliRunner()
 
@@ -20,13 +21,7 @@ runner = CliRunner()
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A directory with a plan whose [keys] point at keyring.json beside it."""
-    (tmp_path / "encmigrate.toml").write_text('[keys]\nprovider = "file"\npath = "keyring.json"\n')
-    monkeypatch.chdir(tmp_path)
-    for name in list(os.environ):
-        if name.startswith("ENCMIGRATE_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("ENCMIGRATE_ACTOR", "cli-test")
-    return tmp_path
+    return key_plan_dir(tmp_path, monkeypatch, actor="cli-test")
 
 
 def _run(*args: str) -> tuple[int, str, str]:

@@ -24,6 +24,7 @@ from encmigrate.inspect import (
     key_text,
 )
 from encmigrate.keys import FileProvider, Keyring, KeyState
+from support.key_cli import isolated_cwd
 
 runner = CliRunner()
 
@@ -122,10 +123,7 @@ def test_key_arguments_become_typed_primary_key_values() -> None:
 
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Keyring:
-    monkeypatch.chdir(tmp_path)
-    for name in list(os.environ):
-        if name.startswith("ENCMIGRATE_"):
-            monkeypatch.delenv(name)
+    isolated_cwd(tmp_path, monkeypatch)
     keyring = Keyring.generate().rotated()
     FileProvider(tmp_path / "keyring.json").save(keyring)
     monkeypatch.setenv("ENCMIGRATE_KEYRING_FILE", str(tmp_path / "keyring.json"))
