@@ -17,7 +17,16 @@ from rich.text import Text
 
 from encmigrate.redaction import redact
 
-__all__ = ["UNCUT_WIDTH", "err", "fail", "out", "print_json", "print_verbatim", "report_table"]
+__all__ = [
+    "UNCUT_WIDTH",
+    "err",
+    "fail",
+    "out",
+    "print_json",
+    "print_traceback",
+    "print_verbatim",
+    "report_table",
+]
 
 # Wider than any line we print: what a pipe or a log reads is never cut or wrapped.
 UNCUT_WIDTH = 10_000
@@ -85,13 +94,20 @@ def report_table(*columns: str, title: str | None = None) -> Table:
 def fail(problem: BaseException | str, *, show_traceback: bool = False) -> None:
     """Print one error line: what failed, where, what to do (all in the message)."""
     if show_traceback and isinstance(problem, BaseException):
-        # A traceback quotes arguments and locals' reprs: masked like the debug log lines.
-        sys.stderr.write(redact("".join(traceback.format_exception(problem))))
+        print_traceback(problem)
     text = str(problem) if str(problem) else type(problem).__name__
     first, *rest = text.splitlines()
     err.print(f"[bold red]error:[/] {escape(first)}", markup=True, soft_wrap=True)
     for line in rest:
         err.print(line, markup=False, soft_wrap=True)
+
+
+def print_traceback(exc: BaseException) -> None:
+    """``exc``'s traceback on stderr (``--debug``), masked like the debug log lines.
+
+    A traceback quotes arguments and the reprs of locals.
+    """
+    sys.stderr.write(redact("".join(traceback.format_exception(exc))))
 
 
 def print_json(document: Any) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import sys
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,9 +13,8 @@ from typing import ParamSpec, TypeVar
 import typer
 
 from encmigrate.boundary import mapped_errors
-from encmigrate.cli.console import fail
+from encmigrate.cli.console import fail, print_traceback
 from encmigrate.errors import UNEXPECTED_EXIT_CODE, EncmigrateError
-from encmigrate.redaction import redact
 
 __all__ = ["CliState", "reports_errors", "state_of"]
 
@@ -65,8 +63,7 @@ def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
         except Exception as exc:
             fail(_unexpected(exc), show_traceback=False)
             if debug:
-                # Masked like every other --debug output: a traceback can quote values.
-                sys.stderr.write(redact("".join(traceback.format_exception(exc))))
+                print_traceback(exc)
             raise typer.Exit(UNEXPECTED_EXIT_CODE) from None
 
     return wrapper
