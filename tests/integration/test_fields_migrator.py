@@ -34,9 +34,8 @@ from encmigrate.fields import (
     SearchTokenIndex,
     column_context,
 )
-from encmigrate.fields.context import SHADOW_SUFFIX
 from encmigrate.migrate.columns import ColumnWork
-from encmigrate.plan import ENCRYPTED_SUFFIX, ColumnPlan
+from encmigrate.plan import ColumnPlan
 
 RING = Keyring.generate()
 
@@ -96,9 +95,10 @@ def engine(db_url: str) -> Iterator[Engine]:
     created.dispose()
 
 
-def test_the_shadow_suffix_is_the_plan_s() -> None:
-    assert SHADOW_SUFFIX == ENCRYPTED_SUFFIX
-    assert column_context(TABLE.c.email_encrypted) == "customer.email"  # type: ignore[attr-defined]
+def test_a_model_on_the_plan_s_shadow_column_takes_the_plan_s_context() -> None:
+    planned = ColumnPlan(table="customer", column="email", type="string", context="customer.email")
+    shadow = TABLE.c[planned.encrypted_column]  # type: ignore[attr-defined]
+    assert column_context(shadow) == planned.context
 
 
 def test_the_model_reads_and_searches_what_the_migrator_wrote(engine: Engine) -> None:

@@ -18,8 +18,8 @@ import pytest
 from encmigrate import DecryptionError, KeyConfigError, Keyring, KeyState, KeyStateError, get_cipher
 from encmigrate.crypto import FieldCipher, codec_for
 from encmigrate.crypto.envelope import envelope_to_text
+from encmigrate.crypto.hotpath import HotPath
 from encmigrate.errors import DecryptionCause, UnreadableVersionError
-from encmigrate.fields.hotpath import HotPath
 from encmigrate.monitoring.metrics import decrypt_failure_reason
 
 CONTEXT = "customer.email"

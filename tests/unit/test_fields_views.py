@@ -18,8 +18,9 @@ from sqlalchemy.engine import Engine
 
 from encmigrate import ConfigError, DecryptionError, Keyring
 from encmigrate.fields import EncryptedSearchableString, EncryptedString, SearchTokenIndex
-from encmigrate.fields.context import VIEW_OF, VIEW_SUFFIX
-from encmigrate.plan import VIEW_SUFFIX as PLAN_VIEW_SUFFIX
+from encmigrate.fields.context import VIEW_OF, view_hint
+from encmigrate.plan import ColumnPlan
+from encmigrate.plan.validation import group_tables
 
 RING = Keyring.generate()
 
@@ -35,8 +36,11 @@ def table(name: str, *columns: Column[Any], **kwargs: Any) -> Table:
     return Table(name, MetaData(), Column("id", Integer, primary_key=True), *columns, **kwargs)
 
 
-def test_the_view_suffix_is_the_plan_s() -> None:
-    assert VIEW_SUFFIX == PLAN_VIEW_SUFFIX
+def test_a_model_named_like_the_plan_s_default_view_gets_the_view_hint() -> None:
+    planned = ColumnPlan(table="customer", column="email", type="string", context="customer.email")
+    (grouped,) = group_tables([planned], {})
+    view = table(grouped.view, Column("email", EncryptedString(keyring=RING)))
+    assert "customer" in view_hint(view.c.email)
 
 
 def test_a_view_model_takes_the_contexts_of_the_table_it_shows() -> None:

@@ -119,32 +119,11 @@ __all__ = [
 
 # The column types import SQLAlchemy; they load on first use, so ``import encmigrate``
 # (and the pytest plugin, which every test run of an installing project imports) stays light.
-_FIELDS = frozenset(
-    {
-        "EncryptedBigInteger",
-        "EncryptedBinary",
-        "EncryptedBoolean",
-        "EncryptedDate",
-        "EncryptedDateTime",
-        "EncryptedFloat",
-        "EncryptedInteger",
-        "EncryptedJSON",
-        "EncryptedNumeric",
-        "EncryptedSearchableBigInteger",
-        "EncryptedSearchableBinary",
-        "EncryptedSearchableDate",
-        "EncryptedSearchableInteger",
-        "EncryptedSearchableString",
-        "EncryptedSearchableText",
-        "EncryptedString",
-        "EncryptedText",
-        "EncryptedTime",
-        "SearchTokenIndex",
-    }
-)
+# They are the names of __all__ not imported above (listed once more for type checkers only).
+_LAZY = frozenset(name for name in __all__ if name not in globals())
 
 
 def __getattr__(name: str) -> Any:
-    if name in _FIELDS:
+    if name in _LAZY:
         return getattr(import_module("encmigrate.fields"), name)
     raise AttributeError(f"module 'encmigrate' has no attribute {name!r}")

@@ -19,11 +19,11 @@ from collections.abc import Callable
 from typing import Any
 
 from encmigrate.crypto.cipher import Blob, FieldCipher, KeysSource
-from encmigrate.crypto.codecs import codec_for
 from encmigrate.crypto.derived import DerivedKeys
 from encmigrate.crypto.search import Normalize, Sealed, SearchableCipher
 from encmigrate.keys.keyring import Keyring
 from encmigrate.keys.resolve import default_keyring, holds_default_keyring
+from encmigrate.spec import ColumnSpec, normalize_mode
 
 __all__ = [
     "DEFAULT_KEYRING",
@@ -115,7 +115,8 @@ def get_cipher(
     docstring): safe to keep for the life of a process. With ``keyring`` it
     uses that keyring object, as it is, for its life.
     """
-    return FieldCipher(_keys(keyring), context, codec_for(type))
+    keys = _keys(keyring)
+    return ColumnSpec(context, type).cipher(keys)
 
 
 def get_optimized_cipher(
@@ -143,7 +144,11 @@ def get_searchable_cipher(
 
     Follows the configured keyring like :func:`get_cipher` when ``keyring`` is None.
     """
-    return SearchableCipher(_keys(keyring), context, codec_for(type), normalize=normalize)
+    keys = _keys(keyring)
+    spec = ColumnSpec(context, type, searchable=True, normalize=normalize_mode(normalize))
+    cipher = spec.cipher(keys)
+    assert isinstance(cipher, SearchableCipher)
+    return cipher
 
 
 def encrypt_field(

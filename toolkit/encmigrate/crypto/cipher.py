@@ -30,7 +30,7 @@ from encmigrate.errors import (
     UnreadableVersionError,
 )
 
-__all__ = ["TAG_FAILED", "Blob", "FieldCipher", "KeysSource", "NonceSource"]
+__all__ = ["TAG_FAILED", "Blob", "FieldCipher", "KeysSource", "NonceSource", "Opener"]
 
 Blob = bytes | bytearray | memoryview
 NonceSource = Callable[[int], bytes]
@@ -38,6 +38,9 @@ NonceSource = Callable[[int], bytes]
 KeysSource = Callable[[], DerivedKeys]
 """Returns the derived keys of the keyring in force now; asked at every operation, so it
 must be cheap (it bounds its own cache lifetime, e.g. a clock check)."""
+
+Opener = tuple[Callable[[bytes, bytes, bytes], bytes], bytes]
+"""An AES-GCM ``decrypt`` and the associated data of one envelope header (format and version)."""
 
 _BODY = HEADER_SIZE + NONCE_SIZE
 TAG_FAILED = "the value was altered, or belongs to another context or type"
@@ -188,6 +191,14 @@ class FieldCipher:
             for nonce, data in zip(nonces, datas, strict=True)
         ]
 
+    def sealer(self) -> tuple[bytes, bytes, Callable[[bytes, bytes, bytes], bytes]]:
+        """The header, associated data and AES-GCM ``encrypt`` of the current version now.
+
+        What the fast paths seal with: ``header + nonce + encrypt(nonce, data, aad)``.
+        """
+        _keys, _version, header, aad, aead = self._current()
+        return header, aad, aead.encrypt
+
     def _current(self) -> tuple[DerivedKeys, int, bytes, bytes, AESGCM]:
         """Keys, version, header, associated data and AES-GCM of the current version."""
         keys = self._fixed or self._source()
@@ -259,6 +270,30 @@ class FieldCipher:
         ):
             return None
         header = bytes(first[:HEADER_SIZE])
+        opener = self.opener(header, keys)
+        if opener is None:
+            return None
+        unseal, aad = opener
+        try:
+            if any(b[:HEADER_SIZE] != header for b in blobs):
+                return None
+            return [unseal(b[HEADER_SIZE:_BODY], b[_BODY:], aad) for b in blobs]
+        except Exception:  # InvalidTag, or a None / short / foreign value
+            return None
+
+    def opener(self, header: bytes, keys: DerivedKeys) -> Opener | None:
+        """What opens envelopes under ``header`` with ``keys``: the fast paths' one lookup.
+
+        None when ``header`` is not a header this cipher may read (not 5 bytes,
+        an unknown format, version 0, a version the keys cannot read): the
+        caller then goes to the full path (:meth:`decrypt`), which checks the
+        value and raises the one :class:`DecryptionError`. The fast paths
+        (the batch path here, the per-value one of
+        :class:`~encmigrate.crypto.hotpath.HotPath`) only skip work for values
+        that are good; they never decide that one is bad.
+        """
+        if len(header) != HEADER_SIZE or header[0] not in FORMATS:
+            return None
         version = int.from_bytes(header[1:], "big")
         if version == 0:
             return None
@@ -266,14 +301,7 @@ class FieldCipher:
             aead = keys.aead(version, self._context)
         except EncmigrateError:
             return None
-        aad = header + self._aad_tails[header[0]]
-        unseal = aead.decrypt
-        try:
-            if any(b[:HEADER_SIZE] != header for b in blobs):
-                return None
-            return [unseal(b[HEADER_SIZE:_BODY], b[_BODY:], aad) for b in blobs]
-        except Exception:  # InvalidTag, or a None / short / foreign value
-            return None
+        return aead.decrypt, header + self._aad_tails[header[0]]
 
     def _open(self, blob: Any, keys: DerivedKeys) -> bytes:
         """Authenticate and decrypt one envelope, checking everything."""

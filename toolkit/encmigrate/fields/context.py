@@ -40,26 +40,19 @@ from sqlalchemy.sql.base import SchemaEventTarget
 
 from encmigrate.api import DEFAULT_KEYRING, REFRESH_SECONDS
 from encmigrate.crypto.cipher import FieldCipher
+from encmigrate.crypto.hotpath import HotPath
 from encmigrate.errors import ConfigError, DecryptionError
-from encmigrate.fields.hotpath import HotPath
 from encmigrate.keys.keyring import Keyring
+from encmigrate.spec import VIEW_SUFFIX, ColumnSpec, default_context, planned_name
 
 __all__ = [
     "REFRESH_SECONDS",
-    "SHADOW_SUFFIX",
     "VIEW_OF",
-    "VIEW_SUFFIX",
     "ColumnBound",
     "column_context",
     "current_default_keyring",
     "view_hint",
 ]
-
-SHADOW_SUFFIX = "_encrypted"
-"""Suffix of the shadow columns ``add-columns`` creates (as ``plan.ENCRYPTED_SUFFIX``)."""
-
-VIEW_SUFFIX = "_secure"
-"""Suffix of the views ``create-views`` creates by default (as ``plan.VIEW_SUFFIX``)."""
 
 VIEW_OF = "encmigrate_view_of"
 """The ``Table.info`` key of a model mapped on a view: the name of the table the view shows.
@@ -86,12 +79,9 @@ def column_context(column: Column[Any]) -> str:
             f"encrypted column {column.name!r} is not part of a Table: "
             "pass context='...' to its type"
         )
-    base = _context_table(table)
-    prefix = f"{table.schema}.{base}" if table.schema else base
-    name = str(column.name)
-    if name.endswith(SHADOW_SUFFIX) and len(name) > len(SHADOW_SUFFIX):
-        name = name[: -len(SHADOW_SUFFIX)]
-    return f"{prefix}.{name}"
+    return default_context(
+        _context_table(table), planned_name(str(column.name)), schema=table.schema
+    )
 
 
 def _context_table(table: Table) -> str:
@@ -218,8 +208,12 @@ class ColumnBound(SchemaEventTarget):
         self._cipher_state = (ring, hot)
         return hot
 
-    def _make_cipher(self, keyring: Keyring) -> FieldCipher:
+    def spec(self) -> ColumnSpec:
+        """This column's :class:`~encmigrate.spec.ColumnSpec` (its context resolved)."""
         raise NotImplementedError
+
+    def _make_cipher(self, keyring: Keyring) -> FieldCipher:
+        return self.spec().cipher(keyring.derived_keys)
 
     def _cache_fields(self) -> tuple[Any, ...]:
         """What makes two instances encrypt differently, for SQLAlchemy's statement cache."""

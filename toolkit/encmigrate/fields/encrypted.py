@@ -21,7 +21,7 @@ match; it raises :class:`ValueTypeError` pointing at ``.search``, and so does
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from sqlalchemy import LargeBinary, Text
 from sqlalchemy.engine import Dialect
@@ -30,17 +30,15 @@ from sqlalchemy.sql.elements import ClauseElement, ColumnElement
 from sqlalchemy.sql.operators import OperatorType
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
-from encmigrate.crypto.cipher import FieldCipher
-from encmigrate.crypto.codecs import codec_for
 from encmigrate.crypto.envelope import envelope_from_text, envelope_to_text
 from encmigrate.errors import DecryptionError, ValueTypeError
 from encmigrate.fields.context import ColumnBound
 from encmigrate.keys.keyring import Keyring
+from encmigrate.spec import ColumnSpec, Storage, check_storage, planned_name
 
-__all__ = ["NATIVE_BYTES_DRIVERS", "Check", "EncryptedType", "Storage", "check_storage"]
+__all__ = ["NATIVE_BYTES_DRIVERS", "Check", "EncryptedType"]
 
 _T = TypeVar("_T")
-Storage = Literal["binary", "text"]
 Check = Callable[[Any], None]
 
 # Comparisons that would compare a fresh ciphertext with stored ones.
@@ -73,14 +71,6 @@ plain ``bytes`` by 1.5-3 us a value (most of what an encrypted column cost
 over a plaintext one in bench/bench_orm.py's inserts), and for sqlite3 it
 is a ``memoryview`` copy. Other drivers keep SQLAlchemy's wrapping.
 """
-
-
-def check_storage(storage: str) -> Storage:
-    if storage == "binary":
-        return "binary"
-    if storage == "text":
-        return "text"
-    raise ValueError("storage must be 'binary' or 'text'")
 
 
 class EncryptedType(ColumnBound, TypeDecorator[_T]):
@@ -229,8 +219,14 @@ class EncryptedType(ColumnBound, TypeDecorator[_T]):
 
     # -- encmigrate --------------------------------------------------------
 
-    def _make_cipher(self, keyring: Keyring) -> FieldCipher:
-        return FieldCipher(keyring.derived_keys, self.resolve_context(), codec_for(self.type_name))
+    def spec(self) -> ColumnSpec:
+        return ColumnSpec(
+            self.resolve_context(), self.type_name, storage=self.storage, column=self._planned()
+        )
+
+    def _planned(self) -> str | None:
+        """The planned column this type's column stands for (None outside a table column)."""
+        return None if self._column is None else planned_name(str(self._column.name))
 
     def _value_check(self) -> Check | None:
         """A check of what the codec cannot know (ranges, time zones), or None."""

@@ -27,7 +27,7 @@ from __future__ import annotations
 import base64
 import weakref
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, cast
 
 from sqlalchemy import Column, FetchedValue, Index, LargeBinary, Table, Text, event
@@ -38,17 +38,10 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.naming import conv
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
-from encmigrate.crypto.cipher import FieldCipher
-from encmigrate.crypto.codecs import codec_for
 from encmigrate.crypto.search import Normalize, SearchableCipher
 from encmigrate.errors import ConfigError, ValueTypeError
-from encmigrate.fields.context import SHADOW_SUFFIX, ColumnBound
-from encmigrate.fields.encrypted import (
-    NATIVE_BYTES_DRIVERS,
-    EncryptedType,
-    Storage,
-    check_storage,
-)
+from encmigrate.fields.context import ColumnBound
+from encmigrate.fields.encrypted import NATIVE_BYTES_DRIVERS, EncryptedType
 from encmigrate.fields.types import (
     EncryptedBigInteger,
     EncryptedBinary,
@@ -59,18 +52,7 @@ from encmigrate.fields.types import (
 )
 from encmigrate.identifiers import index_name
 from encmigrate.keys.keyring import Keyring
-
-__all__ = [
-    "EncryptedSearchableBigInteger",
-    "EncryptedSearchableBinary",
-    "EncryptedSearchableDate",
-    "EncryptedSearchableInteger",
-    "EncryptedSearchableString",
-    "EncryptedSearchableText",
-    "SearchLookup",
-    "SearchTokenIndex",
-    "Searchable",
-]
+from encmigrate.spec import SHADOW_SUFFIX, ColumnSpec, Storage, check_storage
 
 
 class SearchLookup:
@@ -140,13 +122,8 @@ class Searchable(EncryptedType[Any]):
         self.normalize = mode.value
         self.token_column = token_column
 
-    def _make_cipher(self, keyring: Keyring) -> FieldCipher:
-        return SearchableCipher(
-            keyring.derived_keys,
-            self.resolve_context(),
-            codec_for(self.type_name),
-            normalize=self.normalize,
-        )
+    def spec(self) -> ColumnSpec:
+        return replace(super().spec(), searchable=True, normalize=Normalize(self.normalize))
 
     def search_cipher(self) -> SearchableCipher:
         cipher = self.cipher()

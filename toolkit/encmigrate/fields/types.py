@@ -13,23 +13,9 @@ import decimal
 from typing import Any, ClassVar, TypeVar
 
 from encmigrate.errors import ValueTypeError
-from encmigrate.fields.encrypted import Check, EncryptedType, Storage
+from encmigrate.fields.encrypted import Check, EncryptedType
 from encmigrate.keys.keyring import Keyring
-
-__all__ = [
-    "EncryptedBigInteger",
-    "EncryptedBinary",
-    "EncryptedBoolean",
-    "EncryptedDate",
-    "EncryptedDateTime",
-    "EncryptedFloat",
-    "EncryptedInteger",
-    "EncryptedJSON",
-    "EncryptedNumeric",
-    "EncryptedString",
-    "EncryptedText",
-    "EncryptedTime",
-]
+from encmigrate.spec import Storage
 
 _T = TypeVar("_T")
 

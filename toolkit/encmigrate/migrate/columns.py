@@ -21,14 +21,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from encmigrate.crypto.cipher import FieldCipher
-from encmigrate.crypto.codecs import JSON_NULL, codec_for
+from encmigrate.crypto.codecs import JSON_NULL
 from encmigrate.crypto.envelope import envelope_from_text, envelope_to_text
 from encmigrate.crypto.search import SearchableCipher
 from encmigrate.errors import ValueTypeError
 from encmigrate.keys.keyring import Keyring
 from encmigrate.plan import ColumnPlan
 
-__all__ = ["NOT_UTF8", "ColumnWork", "Sealed"]
+__all__ = ["NOT_UTF8", "ColumnWork", "ShadowValues"]
 
 NOT_UTF8 = "plaintext is not valid UTF-8"
 
@@ -217,7 +217,7 @@ _SAME: dict[str, Callable[[Any, Any], bool]] = {
 
 
 @dataclass(frozen=True, slots=True)
-class Sealed:
+class ShadowValues:
     """Shadow values of one batch for one column; ``failures`` maps a row index to its reason."""
 
     ciphertexts: list[Any]
@@ -230,28 +230,23 @@ class ColumnWork:
 
     def __init__(self, plan: ColumnPlan, keyring: Keyring) -> None:
         self.plan = plan
-        codec = codec_for(plan.type)
-        keys = keyring.derived_keys
-        self.cipher: FieldCipher = (
-            SearchableCipher(keys, plan.context, codec, normalize=plan.normalize)
-            if plan.searchable
-            else FieldCipher(keys, plan.context, codec)
-        )
-        self._codec = codec
-        self._coerce = _COERCE.get(plan.type)
-        self._native = _NATIVE.get(plan.type)
-        self._same = _SAME.get(plan.type, _same_plain)
+        self.spec = plan.spec
+        self.cipher: FieldCipher = self.spec.cipher(keyring.derived_keys)
+        self._codec = self.spec.codec
+        self._coerce = _COERCE.get(self.spec.type_name)
+        self._native = _NATIVE.get(self.spec.type_name)
+        self._same = _SAME.get(self.spec.type_name, _same_plain)
         # Text read as bytes (table.read_expression on SQLite, or a driver that does not
         # decode) is decoded here, one value at a time; only a binary plan keeps bytes.
-        self._decode = plan.type != "binary"
-        self._text = plan.storage == "text"
+        self._decode = self.spec.type_name != "binary"
+        self._text = self.spec.text_storage
 
     def __repr__(self) -> str:
         return f"ColumnWork({self.plan.table}.{self.plan.column}, {self.cipher!r})"
 
     @property
     def searchable(self) -> bool:
-        return isinstance(self.cipher, SearchableCipher)
+        return self.spec.searchable
 
     def coerce(self, value: Any) -> Any:
         """A database value as the plan's type (text columns are parsed per value).
@@ -303,7 +298,7 @@ class ColumnWork:
             return False
         return self._same(expected, decrypted)
 
-    def seal(self, values: Sequence[Any], *, decrypted: bool = False) -> Sealed:
+    def seal(self, values: Sequence[Any], *, decrypted: bool = False) -> ShadowValues:
         """Ciphertexts (and tokens) of ``values``; values that do not fit become failures.
 
         A failed value's shadows stay NULL and its reason names the type
@@ -327,8 +322,10 @@ class ColumnWork:
         if isinstance(self.cipher, SearchableCipher):
             tokens = self.cipher.batch_tokens(prepared)
         if self._text:
-            return Sealed(_texts(ciphertexts), None if tokens is None else _texts(tokens), failures)
-        return Sealed(list(ciphertexts), tokens, failures)
+            return ShadowValues(
+                _texts(ciphertexts), None if tokens is None else _texts(tokens), failures
+            )
+        return ShadowValues(list(ciphertexts), tokens, failures)
 
     def _is_native(self, values: Sequence[Any]) -> bool:
         native = self._native

@@ -6,7 +6,10 @@ and, when searchable, carry the token of the plaintext under the
 ciphertext's key version), ciphertext only (must decrypt). Nothing of the
 migrator's own bookkeeping is trusted.
 
-The plaintext is read and compared exactly as the backfill reads and
+What it shares with the migrator, and nothing more: the column's cipher,
+built from the plan's :class:`~encmigrate.spec.ColumnSpec` as the column
+types build theirs, and the reading and comparing of plaintexts. The
+plaintext is read and compared exactly as the backfill reads and
 encrypts it (``table.read_expression``, ``ColumnWork.same_value``): a
 comparison of its own would raise false alarms (a jsonb string re-parsed
 by the driver, NaN never equal to itself) that block step 5, or miss real

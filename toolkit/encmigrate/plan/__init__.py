@@ -39,9 +39,6 @@ from encmigrate.plan.live import LEAK_MAX_RATIO as LEAK_MAX_RATIO
 from encmigrate.plan.live import LEAK_SAMPLE_ROWS as LEAK_SAMPLE_ROWS
 from encmigrate.plan.live import check_live_schema
 from encmigrate.plan.live import type_fits as type_fits
-from encmigrate.plan.model import ENCRYPTED_SUFFIX as ENCRYPTED_SUFFIX
-from encmigrate.plan.model import SEARCH_SUFFIX as SEARCH_SUFFIX
-from encmigrate.plan.model import VIEW_SUFFIX as VIEW_SUFFIX
 from encmigrate.plan.model import AlembicSettings as AlembicSettings
 from encmigrate.plan.model import ColumnEntry as ColumnEntry
 from encmigrate.plan.model import (

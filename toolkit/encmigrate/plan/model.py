@@ -23,10 +23,7 @@ from encmigrate.crypto.search import Normalize
 from encmigrate.dependents import Dependent
 from encmigrate.errors import ConfigError
 from encmigrate.plan.database_url import safe_url
-
-ENCRYPTED_SUFFIX = "_encrypted"
-SEARCH_SUFFIX = "_search"
-VIEW_SUFFIX = "_secure"
+from encmigrate.spec import ColumnSpec
 
 
 class ColumnPhase(enum.StrEnum):
@@ -162,12 +159,24 @@ class ColumnPlan(BaseModel):
         return split_table(self.table)[1]
 
     @property
+    def spec(self) -> ColumnSpec:
+        """The column's spec, from which the migrator and the tools build its cipher."""
+        return ColumnSpec(
+            context=self.context,
+            type_name=self.type,
+            searchable=self.searchable,
+            normalize=self.normalize,
+            storage=self.storage,
+            column=self.column,
+        )
+
+    @property
     def encrypted_column(self) -> str:
-        return self.column + ENCRYPTED_SUFFIX
+        return self.spec.shadow_column
 
     @property
     def search_column(self) -> str | None:
-        return self.column + SEARCH_SUFFIX if self.searchable else None
+        return self.spec.search_column
 
 
 class TablePlan(BaseModel):

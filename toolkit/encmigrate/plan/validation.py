@@ -16,9 +16,6 @@ from encmigrate.config import ConfigFile, KeysSettings
 from encmigrate.crypto.search import Normalize
 from encmigrate.identifiers import name_problem, shown
 from encmigrate.plan.model import (
-    ENCRYPTED_SUFFIX,
-    SEARCH_SUFFIX,
-    VIEW_SUFFIX,
     AlembicSettings,
     ColumnEntry,
     ColumnPlan,
@@ -28,6 +25,7 @@ from encmigrate.plan.model import (
     TableSettings,
     split_table,
 )
+from encmigrate.spec import SEARCH_SUFFIX, SHADOW_SUFFIX, VIEW_SUFFIX, default_context
 
 _SECTIONS: dict[str, type[BaseModel]] = {
     "database": DatabaseSettings,
@@ -151,7 +149,7 @@ def validate_columns(found: ConfigFile, problems: list[str], limit: int | None) 
                 "unique_token"
             )
         data = parsed.model_dump()
-        data["context"] = parsed.context or f"{parsed.table}.{parsed.column}"
+        data["context"] = parsed.context or default_context(parsed.table, parsed.column)
         columns.append(ColumnPlan.model_validate(data))
     return columns
 
@@ -167,7 +165,7 @@ def _name_problems(
         if problem is not None:
             problems.append(f"{found.where(location + '.table')}: the {part} name {problem}")
     # The longest name derived from the column is <column>_encrypted.
-    suffix = max(ENCRYPTED_SUFFIX, SEARCH_SUFFIX, key=len)
+    suffix = max(SHADOW_SUFFIX, SEARCH_SUFFIX, key=len)
     problem = name_problem(entry.column, suffix=suffix, limit=limit)
     if problem is not None:
         problems.append(f"{found.where(location + '.column')}: the column name {problem}")

@@ -13,7 +13,7 @@ import pytest
 from encmigrate import DecryptionError, Keyring, KeyState, get_cipher, get_searchable_cipher
 from encmigrate.crypto import FieldCipher, codec_for
 from encmigrate.crypto.envelope import envelope_to_text
-from encmigrate.fields.hotpath import HotPath
+from encmigrate.crypto.hotpath import HotPath
 
 FIRST = Keyring.generate()
 ROTATED = FIRST.rotated()

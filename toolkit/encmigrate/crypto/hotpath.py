@@ -12,7 +12,8 @@ everything else once per (type, keyring):
   crypto core draws it.
 * opening: a value whose 5 header bytes equal those of the previous value
   is opened with that version's AES-GCM instance and associated data; any
-  other header is looked up (and learned) once per format and version.
+  other header is looked up (and learned) once per format and version, by
+  the lookup the cipher's batch path uses (:meth:`FieldCipher.opener`).
   Anything else (text input, a value that is not bytes, an unknown or
   unreadable version, a failed tag, a payload that does not decode) goes
   to :meth:`FieldCipher.decrypt`, which checks everything and raises the one
@@ -28,22 +29,13 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from encmigrate.crypto.cipher import FieldCipher
-from encmigrate.crypto.envelope import (
-    FORMATS,
-    HEADER_SIZE,
-    NONCE_SIZE,
-    associated_data,
-    header_bytes,
-)
+from encmigrate.crypto.cipher import FieldCipher, Opener
+from encmigrate.crypto.envelope import HEADER_SIZE, NONCE_SIZE
 from encmigrate.crypto.search import SearchableCipher
-from encmigrate.errors import EncmigrateError
 
 __all__ = ["HotPath"]
 
 assert (HEADER_SIZE, HEADER_SIZE + NONCE_SIZE) == (5, 17), "open_ uses these offsets"
-
-Opener = tuple[Callable[[bytes, bytes, bytes], bytes], bytes]
 
 
 class HotPath:
@@ -53,15 +45,11 @@ class HotPath:
 
     def __init__(self, cipher: FieldCipher) -> None:
         self.cipher = cipher
-        keys, context, codec = cipher.keys, cipher.context, cipher.codec
-        version = keys.current_version
-        header = header_bytes(version, cipher.write_format)
-        aad = associated_data(header, context, codec.tag)
-        encrypt = keys.aead(version, context).encrypt
-        encode = codec.encode
+        header, aad, encrypt = cipher.sealer()
+        encode = cipher.codec.encode
         nonces = os.urandom
         # The raw parser: a failure goes to the full path, which raises the one error.
-        self._decode = codec.parse
+        self._decode = cipher.codec.parse
         self._openers: dict[bytes, Opener] = {}
         self._current_header = header
         self._readable: tuple[int, ...] | None = None
@@ -110,25 +98,14 @@ class HotPath:
 
         return open_
 
-    def _learn(self, blob: bytes) -> Opener | None:
-        """The opener of ``blob``'s key version, if that version may be read."""
-        if len(blob) < HEADER_SIZE or blob[0] not in FORMATS:
-            return None
-        header = blob[:HEADER_SIZE]
+    def _learn(self, header: bytes) -> Opener | None:
+        """The opener of ``header``'s key version (learned once), if that version may be read."""
         found = self._openers.get(header)
-        if found is not None:
-            return found
-        version = int.from_bytes(header[1:], "big")
-        if version == 0:
-            return None
-        try:
-            aead = self.cipher.keys.aead(version, self.cipher.context)
-        except EncmigrateError:
-            return None
-        aad = associated_data(header, self.cipher.context, self.cipher.codec.tag)
-        opener = (aead.decrypt, aad)
-        self._openers[header] = opener
-        return opener
+        if found is None:
+            found = self.cipher.opener(header, self.cipher.keys)
+            if found is not None:
+                self._openers[header] = found
+        return found
 
     def lookup_tokens(self, value: Any) -> list[bytes]:
         """``SearchableCipher.lookup_tokens`` with the readable versions listed once.
