@@ -47,8 +47,8 @@ from sqlalchemy_utils.types.encrypted.encrypted_type import (  # type: ignore[im
 
 import encmigrate
 from encmigrate import Keyring
-from encmigrate.crypto import KeyPurpose, derive_key
 from encmigrate.crypto.envelope import HEADER_SIZE, associated_data, envelope_to_text, header_bytes
+from encmigrate.crypto.kdf import KeyPurpose, derive_key
 
 CONTEXT = "bench.value"
 VALUE_LENGTH = 32

@@ -292,7 +292,8 @@ def test_rewrap_moves_format_1_values_to_format_2_bound_to_the_column_type(
     from collections import Counter
 
     from encmigrate import DecryptionError, get_cipher
-    from encmigrate.crypto import FieldCipher, codec_for
+    from encmigrate.crypto.cipher import FieldCipher
+    from encmigrate.crypto.codecs import codec_for
 
     engine, plan_path = shadow_schema.build(db_url, 120, tmp_path)
     engine.dispose()

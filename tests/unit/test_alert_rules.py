@@ -20,7 +20,8 @@ from botocore.validate import ParamValidator
 from moto import mock_aws
 from prometheus_client import CollectorRegistry
 
-from encmigrate.monitoring import METRIC_NAMES, Metrics
+from encmigrate.monitoring import Metrics
+from encmigrate.monitoring.metrics import METRIC_NAMES
 
 ALERTS = Path(__file__).resolve().parents[2] / "docs" / "alerts"
 METRIC = re.compile(r"\bencmigrate_[a-z_]+\b")

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from encmigrate.crypto import CODECS, TYPE_NAMES, codec_for
+from encmigrate.crypto.codecs import CODECS, TYPE_NAMES, codec_for
 from encmigrate.errors import ValueTypeError
 
 IST = dt.timezone(dt.timedelta(hours=5, minutes=30))

@@ -23,7 +23,9 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from encmigrate import DecryptionError, Keyring, KeyState
-from encmigrate.crypto import TYPE_NAMES, FieldCipher, Normalize, SearchableCipher, codec_for
+from encmigrate.crypto.cipher import FieldCipher
+from encmigrate.crypto.codecs import TYPE_NAMES, codec_for
+from encmigrate.crypto.search import Normalize, SearchableCipher
 from support.vectors import CounterNonces
 
 PROPERTY = settings(max_examples=100, deadline=None)

@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from encmigrate import DecryptionError, KeyConfigError, Keyring, KeyState, KeyStateError, get_cipher
-from encmigrate.crypto import FieldCipher, codec_for
+from encmigrate.crypto.cipher import FieldCipher
+from encmigrate.crypto.codecs import codec_for
 from encmigrate.crypto.envelope import envelope_to_text
 from encmigrate.crypto.hotpath import HotPath
 from encmigrate.errors import DecryptionCause, UnreadableVersionError

@@ -33,7 +33,9 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 
 from encmigrate import DecryptionError, Keyring, KeyState, decrypt_field, get_searchable_cipher
-from encmigrate.crypto import CODECS, TYPE_NAMES, FieldCipher, SearchableCipher, codec_for
+from encmigrate.crypto.cipher import FieldCipher
+from encmigrate.crypto.codecs import CODECS, TYPE_NAMES, codec_for
+from encmigrate.crypto.search import SearchableCipher
 from encmigrate.keys.keyring import KeyVersion, MasterKey
 from support.vectors import FORMAT1_FILE, VECTORS_DIR, Format1Case, load_format1
 

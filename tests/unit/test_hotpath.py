@@ -11,7 +11,8 @@ from __future__ import annotations
 import pytest
 
 from encmigrate import DecryptionError, Keyring, KeyState, get_cipher, get_searchable_cipher
-from encmigrate.crypto import FieldCipher, codec_for
+from encmigrate.crypto.cipher import FieldCipher
+from encmigrate.crypto.codecs import codec_for
 from encmigrate.crypto.envelope import envelope_to_text
 from encmigrate.crypto.hotpath import HotPath
 

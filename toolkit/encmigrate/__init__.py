@@ -16,7 +16,9 @@ from encmigrate.api import (
     get_optimized_cipher,
     get_searchable_cipher,
 )
-from encmigrate.crypto import FieldCipher, Kdf, Normalize, Sealed, SearchableCipher
+from encmigrate.crypto.cipher import FieldCipher
+from encmigrate.crypto.kdf import Kdf
+from encmigrate.crypto.search import Normalize, Sealed, SearchableCipher
 from encmigrate.errors import (
     AuditLogError,
     ConfigError,

@@ -4,18 +4,7 @@ Importing this package does not import prometheus_client; creating
 :class:`Metrics` does (``pip install 'encmigrate[metrics]'``).
 """
 
-from encmigrate.monitoring.metrics import (
-    METRIC_NAMES,
-    AuditMetricsHandler,
-    Metrics,
-    decrypt_failure_reason,
-    get_metrics,
-)
+from encmigrate.monitoring.metrics import Metrics, get_metrics
 
-__all__ = [
-    "METRIC_NAMES",
-    "AuditMetricsHandler",
-    "Metrics",
-    "decrypt_failure_reason",
-    "get_metrics",
-]
+# The public names (docs/architecture.md, "Public API"); the rest of metrics.py is internal.
+__all__ = ["Metrics", "get_metrics"]
