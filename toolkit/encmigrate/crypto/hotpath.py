@@ -33,7 +33,12 @@ from encmigrate.crypto.cipher import FieldCipher, Opener
 from encmigrate.crypto.envelope import HEADER_SIZE, NONCE_SIZE
 from encmigrate.crypto.search import SearchableCipher
 
-__all__ = ["HotPath"]
+__all__ = ["HotPath", "Opening", "Sealing"]
+
+Sealing = tuple[bytes, bytes, Callable[[bytes, bytes, bytes], bytes], Callable[[Any], bytes]]
+"""Header, associated data, AES-GCM ``encrypt`` and encoder of the current version."""
+Opening = tuple[bytes, Callable[[bytes, bytes, bytes], bytes], bytes, Callable[[bytes], Any]]
+"""Header, AES-GCM ``decrypt``, associated data and raw parser of the current version."""
 
 assert (HEADER_SIZE, HEADER_SIZE + NONCE_SIZE) == (5, 17), "open_ uses these offsets"
 
@@ -41,7 +46,17 @@ assert (HEADER_SIZE, HEADER_SIZE + NONCE_SIZE) == (5, 17), "open_ uses these off
 class HotPath:
     """Seal and open values of one type in one context under one keyring object."""
 
-    __slots__ = ("_current_header", "_decode", "_openers", "_readable", "cipher", "open", "seal")
+    __slots__ = (
+        "_current_header",
+        "_decode",
+        "_openers",
+        "_readable",
+        "cipher",
+        "open",
+        "opening",
+        "seal",
+        "sealing",
+    )
 
     def __init__(self, cipher: FieldCipher) -> None:
         self.cipher = cipher
@@ -59,6 +74,13 @@ class HotPath:
             return header + nonce + encrypt(nonce, encode(value), aad)
 
         self.seal = seal
+        self.sealing: Sealing = (header, aad, encrypt, encode)
+        """What :attr:`seal` does, as parts, for callers that inline it in their own loop."""
+        current = self._learn(header)
+        assert current is not None  # the current version is always readable
+        self.opening: Opening = (header, current[0], current[1], self._decode)
+        """The current version's header, ``decrypt``, associated data and parser, for
+        callers that inline the fast path and fall back to :attr:`open` for anything else."""
         self.open = self._make_open()
 
     def _make_open(self) -> Callable[[Any], Any]:
