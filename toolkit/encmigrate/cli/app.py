@@ -11,7 +11,17 @@ import typer
 from typer.core import TyperCommand, TyperGroup, TyperOption
 
 from encmigrate import __version__
-from encmigrate.cli import demo, keys, lookup, migrate, rehearse, rekey, schema, verify
+from encmigrate.cli import (
+    demo,
+    keys,
+    lookup,
+    migrate,
+    preflight,
+    rehearse,
+    rekey,
+    schema,
+    verify,
+)
 from encmigrate.cli.console import out
 from encmigrate.cli.logs import configure_logging
 from encmigrate.cli.state import CliState
@@ -137,6 +147,7 @@ app = typer.Typer(
 )
 app.command("init")(schema.init)
 app.add_typer(schema.plan_app, name="plan")
+app.command("preflight")(preflight.preflight_command)
 app.command("add-columns")(schema.add_columns)
 app.command("migrate-data")(migrate.migrate_data_command)
 app.command("verify")(verify.verify_command)
