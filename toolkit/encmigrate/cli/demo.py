@@ -4,8 +4,9 @@ On an embedded SQLite file (``./encmigrate-demo.db``; ``--database-url``
 for PostgreSQL) it creates a ``customers`` table with realistic data, a
 keyring, an Alembic environment and a plan in ``./encmigrate-demo/``, then
 runs add-columns, migrate-data, verify, create-views and drop-unencrypted
-with the same functions the commands call, searches by email, rotates the
-key, rewraps and verifies again. Re-running starts clean.
+as :class:`~encmigrate.workflow.Workflow` runs them (the functions the
+commands call; ``rehearse`` runs the same object), searches by email,
+rotates the key, rewraps and verifies again. Re-running starts clean.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import datetime as dt
 import random
 import shutil
 import time
+from collections.abc import Iterable
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -30,11 +32,21 @@ from encmigrate.crypto.envelope import envelope_version
 from encmigrate.errors import RefusedError
 from encmigrate.keys import AuditLog, FileProvider, KeyManager, load_keyring, verify_audit_log
 from encmigrate.keys.resolve import AUDIT_FILE, KeySetup
-from encmigrate.migrate import MigrateOptions, connect, migrate_data, rewrap, status, verify
+from encmigrate.migrate import MigrateOptions, connect, rewrap, status, verify
 from encmigrate.migrate.pipeline import QUICK_SWITCH_INTERVAL
 from encmigrate.tracking import TRACKING_TABLES
+from encmigrate.workflow import (
+    MigrateOutcome,
+    PlanSource,
+    RevisionOutcome,
+    Step,
+    StepOutcome,
+    VerifyOutcome,
+    Workflow,
+)
 
 if TYPE_CHECKING:
+    from encmigrate.migrate.verify import ColumnVerdict
     from encmigrate.revisions import RevisionResult
 
 __all__ = ["demo"]
@@ -182,6 +194,42 @@ def _fresh_database(engine: sa.Engine, reset: bool) -> None:
 
 def _run(engine: sa.Engine, url: str, directory: Path, count: int) -> None:
     out.rule("Setup: a live table, a keyring, a plan")
+    sample = _fill_customers(engine, count)
+    out.print(f"customers: {count:,} rows with names, emails, phones, birth dates, balances")
+    setup, manager, flow = _setup(engine, url, directory)
+    for step in Step:
+        out.rule(f"Step {step.value}: {step.command}")
+        _show(_run_step(flow, step))
+    plan = flow.plan()
+    _status(plan, engine)
+
+    out.rule("Search by email (blind index)")
+    target = str(sample[count // 2]["email"]).upper()
+    _search(engine, flow.keyring, target)
+
+    out.rule("Rotate the key, then rewrap")
+    new_version = manager.rotate(reason="demo")
+    keyring = load_keyring(setup)
+    out.print(f"key version {new_version} is current; version 1 is retired (decrypt only)")
+    _search(engine, keyring, target)
+    with Reporter(False) as reporter:
+        rewrapped = rewrap(plan, engine, keyring, progress=reporter)[0]
+    out.print(
+        f"rewrapped {rewrapped.rows_done:,} rows to version {new_version} "
+        f"in {rewrapped.seconds:.1f}s"
+    )
+    _status(plan, engine)
+
+    out.rule("Final verify and audit")
+    _verify(verify(plan, engine, keyring))
+    report_audit = verify_audit_log(directory / AUDIT_FILE, manager.load())
+    out.print(
+        f"audit log: {report_audit.lines} events, chain {'intact' if report_audit.ok else 'BROKEN'}"
+    )
+
+
+def _fill_customers(engine: sa.Engine, count: int) -> list[dict[str, Any]]:
+    """The live table the demo migrates, with ``count`` sample rows; the rows."""
     metadata = sa.MetaData()
     customers = sa.Table(
         "customers",
@@ -198,8 +246,12 @@ def _run(engine: sa.Engine, url: str, directory: Path, count: int) -> None:
     with engine.begin() as conn:
         for start in range(0, count, 5000):
             conn.execute(customers.insert(), sample[start : start + 5000])
-    out.print(f"customers: {count:,} rows with names, emails, phones, birth dates, balances")
-    from encmigrate import revisions, scaffold  # Alembic: imported when used
+    return sample
+
+
+def _setup(engine: sa.Engine, url: str, directory: Path) -> tuple[KeySetup, KeyManager, Workflow]:
+    """The Alembic environment, plan and keyring in ``directory``; the steps' workflow."""
+    from encmigrate import scaffold  # Alembic: imported when used
 
     scaffold.init(directory)
     plan_path = directory / "encmigrate.toml"
@@ -213,67 +265,33 @@ def _run(engine: sa.Engine, url: str, directory: Path, count: int) -> None:
     manager = KeyManager(setup.provider, setup.audit, actor="demo")
     manager.generate()
     out.print(f"keyring: {directory / 'keyring.json'} (mode 0600), key version 1")
-    plan = plan_module.load(plan_path, environ={})
-    for warning in plan.warnings:
+    source = PlanSource(plan_path)
+    for warning in source.load().warnings:
         out.print(f"warning: {warning.message}", markup=False)
+    options = MigrateOptions(batch_size=1000, gil_interval=QUICK_SWITCH_INTERVAL)
+    return setup, manager, Workflow(source, engine, load_keyring(setup), options)
 
-    out.rule("Step 1: add-columns --apply")
-    _revision(revisions.add_columns(plan, apply=True))
 
-    out.rule("Step 2: migrate-data")
-    keyring = load_keyring(setup)
-    plan = plan_module.load(plan_path, environ={})
+def _run_step(flow: Workflow, step: Step) -> StepOutcome:
+    """One step; migrate-data shows its progress while it runs."""
+    if step is not Step.MIGRATE_DATA:
+        return flow.run(step)
     with Reporter(False) as reporter:
-        report = migrate_data(
-            plan,
-            engine,
-            keyring,
-            options=MigrateOptions(batch_size=1000, gil_interval=QUICK_SWITCH_INTERVAL),
-            progress=reporter,
-        )[0]
-    out.print(
-        f"encrypted {report.rows_done:,} rows x {len(report.columns)} columns in "
-        f"{report.seconds:.1f}s ({report.rate:,.0f} rows/s)"
-    )
+        return flow.run(step, progress=reporter)
 
-    out.rule("Step 3: verify")
-    _verify(plan, engine, keyring)
 
-    out.rule("Step 4: create-views --apply")
-    _revision(revisions.create_views(plan_module.load(plan_path, environ={}), apply=True))
-
-    out.rule("Step 5: drop-unencrypted --confirm --apply")
-    _revision(
-        revisions.drop_unencrypted(
-            plan_module.load(plan_path, environ={}), confirm=True, apply=True
-        )
-    )
-    plan = plan_module.load(plan_path, environ={})
-    _status(plan, engine)
-
-    out.rule("Search by email (blind index)")
-    target = str(sample[count // 2]["email"]).upper()
-    _search(engine, keyring, target)
-
-    out.rule("Rotate the key, then rewrap")
-    new_version = manager.rotate(reason="demo")
-    keyring = load_keyring(setup)
-    out.print(f"key version {new_version} is current; version 1 is retired (decrypt only)")
-    _search(engine, keyring, target)
-    with Reporter(False) as reporter:
-        rewrapped = rewrap(plan, engine, keyring, progress=reporter)[0]
-    out.print(
-        f"rewrapped {rewrapped.rows_done:,} rows to version {new_version} "
-        f"in {rewrapped.seconds:.1f}s"
-    )
-    _status(plan, engine)
-
-    out.rule("Final verify and audit")
-    _verify(plan, engine, keyring)
-    report_audit = verify_audit_log(directory / AUDIT_FILE, manager.load())
-    out.print(
-        f"audit log: {report_audit.lines} events, chain {'intact' if report_audit.ok else 'BROKEN'}"
-    )
+def _show(outcome: StepOutcome) -> None:
+    match outcome:
+        case RevisionOutcome(revision=result):
+            _revision(result)
+        case MigrateOutcome(reports=reports):
+            report = reports[0]
+            out.print(
+                f"encrypted {report.rows_done:,} rows x {len(report.columns)} columns in "
+                f"{report.seconds:.1f}s ({report.rate:,.0f} rows/s)"
+            )
+        case VerifyOutcome(verdicts=verdicts):
+            _verify(verdicts)
 
 
 def _revision(result: RevisionResult) -> None:
@@ -282,8 +300,8 @@ def _revision(result: RevisionResult) -> None:
         out.print(f"note: {note}", markup=False)
 
 
-def _verify(plan: plan_module.Plan, engine: sa.Engine, keyring: Any) -> None:
-    for v in verify(plan, engine, keyring):
+def _verify(verdicts: Iterable[ColumnVerdict]) -> None:
+    for v in verdicts:
         state = "[green]ok[/]" if v.ok else "[red]FAILED[/]"
         out.print(f"{v.table}.{v.column}: {v.rows_checked:,} rows checked, {state}")
 

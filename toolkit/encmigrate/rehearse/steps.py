@@ -7,6 +7,11 @@ exception: when drop-unencrypted is *refused* (something depends on a
 plaintext column, as the real run would find), nothing was written, so the
 rehearsal goes on with the downgrades of create-views and add-columns and the
 round trip, and still exits 5.
+
+The five steps themselves are run by :class:`encmigrate.workflow.Workflow`,
+the object ``encmigrate demo`` runs too; what this module puts around them
+(the schema and rows, the dry run, the checks, the downgrades) is the
+rehearsal's own.
 """
 
 from __future__ import annotations
@@ -17,18 +22,17 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import assert_never
 
 import sqlalchemy as sa
 from alembic import command
 from alembic.util import CommandError
 
 from encmigrate import plan as plan_module
-from encmigrate import revisions
 from encmigrate.errors import ConfigError, DatabaseError, EncmigrateError, RefusedError
 from encmigrate.keys.keyring import Keyring
-from encmigrate.migrate import MigrateOptions, connect, decrypt_back, migrate_data, verify
+from encmigrate.migrate import MigrateOptions, connect
 from encmigrate.migrate.pipeline import QUICK_SWITCH_INTERVAL
-from encmigrate.migrate.verify import ColumnVerdict
 from encmigrate.rehearse.generated_rows import generate_rows
 from encmigrate.rehearse.postgres_url import PostgresUrl
 from encmigrate.rehearse.report import RehearsalReport, RehearseOptions, StepCallback, StepResult
@@ -36,7 +40,16 @@ from encmigrate.rehearse.sampled_rows import copy_sample
 from encmigrate.rehearse.schema_source import dump_schema, read_schema_file
 from encmigrate.rehearse.snapshot import count_rows, failure_count, snapshot
 from encmigrate.rehearse.sql_script import read_script, run_script
-from encmigrate.revisions.generate import ALEMBIC_URL_ATTRIBUTE, alembic_config, quiet_config
+from encmigrate.revisions.generate import ALEMBIC_URL_ATTRIBUTE, quiet_config
+from encmigrate.workflow import (
+    MigrateOutcome,
+    PlanSource,
+    RevisionOutcome,
+    Step,
+    StepOutcome,
+    VerifyOutcome,
+    Workflow,
+)
 
 __all__ = ["Rehearsal"]
 
@@ -65,6 +78,7 @@ class Rehearsal:
         self.target = PostgresUrl.parse(url, "the rehearsal database")
         self.ini = ini
         self.environ = environ
+        self.source = PlanSource(plan_path, environ, url, ini)
         self.opts = options
         self.report = report
         self.on_step = on_step
@@ -74,8 +88,7 @@ class Rehearsal:
 
     def plan(self) -> plan_module.Plan:
         """The plan checked against the rehearsal database, its Alembic config the copy."""
-        loaded = plan_module.load(self.plan_path, database_url=self.url, environ=self.environ)
-        return loaded.model_copy(update={"alembic_config": self.ini})
+        return self.source.load()
 
     def run(self) -> None:
         try:
@@ -140,32 +153,24 @@ class Rehearsal:
             self.report.rows = count_rows(self.engine, plan)
             detail.append(f"{len(plan.columns)} columns, {self.report.rows:,} rows")
             before = snapshot(self.engine, plan)
-        with self.step("add-columns --apply"):
-            self._note(revisions.add_columns(self.plan(), apply=True))
-        batch_size = self.opts.batch_size or plan.migration.batch_size
         options = MigrateOptions(
-            batch_size=batch_size,
+            batch_size=self.opts.batch_size or plan.migration.batch_size,
             workers=self.opts.workers,
             gil_interval=QUICK_SWITCH_INTERVAL,  # as the CLI's migrate-data runs
         )
-        self._migrate(batch_size, options)
-        with self.step("verify") as detail:
-            detail += _verdict_lines(verify(self.plan(), self.engine, self.keyring))
-        with self.step("create-views --apply"):
-            self._note(revisions.create_views(self.plan(), apply=True))
-        if self._drop():
+        flow = Workflow(self.source, self.engine, self.keyring, options)
+        if self._five_steps(flow):
             with self.step("verify (plaintext dropped)") as detail:
-                detail += _verdict_lines(verify(self.plan(), self.engine, self.keyring))
+                detail += _verdict_lines(flow.verify())
             with self.step("downgrade drop-unencrypted, decrypt-back") as detail:
-                command.downgrade(alembic_config(self.plan()), "-1")
-                back = decrypt_back(self.plan(), self.engine, self.keyring, options=options)
-                detail.append(f"{sum(r.rows_done for r in back):,} rows restored")
+                flow.downgrade()
+                detail.append(f"{flow.decrypt_back().rows_done:,} rows restored")
             with self.step("verify (plaintext restored)") as detail:
-                detail += _verdict_lines(verify(self.plan(), self.engine, self.keyring))
+                detail += _verdict_lines(flow.verify())
         with self.step("downgrade create-views"):
-            command.downgrade(alembic_config(self.plan()), "-1")
+            flow.downgrade()
         with self.step("downgrade add-columns"):
-            command.downgrade(alembic_config(self.plan()), "-1")
+            flow.downgrade()
         with self.step("round trip (schema and values as before)") as detail:
             after = snapshot(self.engine, plan)
             changed = before.schema_changes(after)
@@ -174,6 +179,48 @@ class Rehearsal:
             altered = before.value_changes(after)
             if altered:
                 detail.append(f"PROBLEM planned values differ from before add-columns: {altered}")
+
+    def _five_steps(self, flow: Workflow) -> bool:
+        """The five steps, each timed; False when step 5 was refused (the downgrades follow)."""
+        for step in Step:
+            if step is Step.MIGRATE_DATA:
+                self._dry_run(flow)
+            try:
+                with self.step(step.command) as detail:
+                    detail += self._detail(flow.run(step))
+            except _StepFailedError:
+                if step is Step.DROP_UNENCRYPTED and isinstance(self.failure, RefusedError):
+                    return False
+                raise
+        return True
+
+    def _detail(self, outcome: StepOutcome) -> list[str]:
+        """A step's detail lines (``PROBLEM`` ones fail it), recording what the report keeps."""
+        match outcome:
+            case RevisionOutcome(revision=result):
+                self.report.warnings += [n for n in result.notes if not n.startswith("then:")]
+                return []
+            case MigrateOutcome():
+                self.report.rows_migrated = outcome.rows_done
+                self.report.rate = outcome.rate
+                lines = [f"{outcome.rows_done:,} rows, {self.report.rate:,.0f} rows/s"]
+                failed = failure_count(self.engine)
+                if failed:
+                    lines.append(
+                        f"PROBLEM {failed} values do not fit their planned type "
+                        "(see encryption_migration_failures)"
+                    )
+                return lines
+            case VerifyOutcome():
+                return _verdict_lines(outcome)
+            case _:
+                assert_never(outcome)
+
+    def _dry_run(self, flow: Workflow) -> None:
+        with self.step("migrate-data --dry-run") as detail:
+            dry = flow.dry_run()
+            self.report.dry_run_rate = dry.rate
+            detail.append(f"{dry.rows_done:,} rows rolled back, {dry.rate:,.0f} rows/s")
 
     def _schema(self) -> None:
         """The schema: the user's Alembic history, or a real database's, or a dump's."""
@@ -219,46 +266,6 @@ class Rehearsal:
                     "referenced by others"
                 )
 
-    def _migrate(self, batch_size: int, options: MigrateOptions) -> None:
-        with self.step("migrate-data --dry-run") as detail:
-            dry = migrate_data(
-                self.plan(),
-                self.engine,
-                self.keyring,
-                options=MigrateOptions(batch_size=batch_size, dry_run=True),
-            )
-            done = sum(r.rows_done for r in dry)
-            seconds = sum(r.seconds for r in dry)
-            self.report.dry_run_rate = done / seconds if seconds > 0 else 0.0
-            detail.append(f"{done:,} rows rolled back, {self.report.dry_run_rate:,.0f} rows/s")
-        with self.step("migrate-data") as detail:
-            reports = migrate_data(self.plan(), self.engine, self.keyring, options=options)
-            done = sum(r.rows_done for r in reports)
-            seconds = sum(r.seconds for r in reports)
-            self.report.rows_migrated = done
-            self.report.rate = done / seconds if seconds > 0 else 0.0
-            detail.append(f"{done:,} rows, {self.report.rate:,.0f} rows/s")
-            failed = failure_count(self.engine)
-            if failed:
-                detail.append(
-                    f"PROBLEM {failed} values do not fit their planned type "
-                    "(see encryption_migration_failures)"
-                )
-
-    def _drop(self) -> bool:
-        """Step 5; False when it was refused (the rehearsal then goes on with the downgrades)."""
-        try:
-            with self.step("drop-unencrypted --confirm --apply"):
-                self._note(revisions.drop_unencrypted(self.plan(), confirm=True, apply=True))
-        except _StepFailedError:
-            if isinstance(self.failure, RefusedError):
-                return False
-            raise
-        return True
-
-    def _note(self, result: revisions.RevisionResult) -> None:
-        self.report.warnings += [n for n in result.notes if not n.startswith("then:")]
-
 
 def _message(failure: EncmigrateError) -> str:
     """One line; a refusal keeps every line (it lists what the real run would hit)."""
@@ -270,10 +277,9 @@ def _message(failure: EncmigrateError) -> str:
     return lines[0]
 
 
-def _verdict_lines(verdicts: list[ColumnVerdict]) -> list[str]:
-    checked = sum(v.rows_checked for v in verdicts)
-    lines = [f"{len(verdicts)} columns, {checked:,} values checked"]
-    lines += [f"PROBLEM {v.table}.{v.column}: {v.summary()}" for v in verdicts if not v.ok]
+def _verdict_lines(outcome: VerifyOutcome) -> list[str]:
+    lines = [f"{len(outcome.verdicts)} columns, {outcome.rows_checked:,} values checked"]
+    lines += [f"PROBLEM {v.table}.{v.column}: {v.summary()}" for v in outcome.verdicts if not v.ok]
     return lines
 
 
