@@ -13,67 +13,66 @@ starts over from the first key, and the pending filter skips what is done).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import sqlalchemy as sa
 
 from encmigrate.migrate.batch import BatchResult, set_timeouts
 from encmigrate.migrate.keyset import Cursor
-
-if TYPE_CHECKING:
-    from encmigrate.migrate.rekey import Operation
-    from encmigrate.migrate.tablerun import TableRun
+from encmigrate.migrate.loop import BatchLoop
+from encmigrate.migrate.rekey import Operation
 
 __all__ = ["catch_up", "dry_run"]
 
 
-def catch_up(run: TableRun) -> None:
-    """Passes until one writes nothing (rows that keep failing do not count as written)."""
-    operation = run.op.catch_up or run.op
-    for _ in range(run.opts.catch_up_passes):
-        if not _anything_pending(run, operation):
-            return
-        written = _pass(run, operation, phase="catch-up")
-        run.report.catch_up_rows += written
-        if written == 0 or run.halted():
-            return
+def catch_up(loop: BatchLoop) -> int:
+    """Passes until one writes nothing (rows that keep failing do not count as written).
+
+    Returns the rows written, for the run's report.
+    """
+    operation = loop.op.catch_up or loop.op
+    total = 0
+    for _ in range(loop.opts.catch_up_passes):
+        if not _anything_pending(loop, operation):
+            break
+        written = _pass(loop, operation, phase="catch-up")
+        total += written
+        if written == 0 or loop.halted():
+            break
+    return total
 
 
-def dry_run(run: TableRun) -> None:
+def dry_run(loop: BatchLoop) -> None:
     """Every batch for real, each rolled back: nothing changes, the rate is measured."""
-    with run.engine.connect() as conn:
-        run.report.rows_total = conn.execute(run.count_pending()).scalar_one()
-    _pass(run, run.op, phase="dry-run", commit=False)
+    _pass(loop, loop.op, phase="dry-run", commit=False)
 
 
-def _anything_pending(run: TableRun, operation: Operation) -> bool:
+def _anything_pending(loop: BatchLoop, operation: Operation) -> bool:
     """One cheap probe before walking the whole key range again."""
     probe = (
         sa.select(sa.literal(1))
-        .select_from(run.work.table)
-        .where(operation.pending(run.work))
+        .select_from(loop.work.table)
+        .where(operation.pending(loop.work))
         .limit(1)
     )
-    with run.engine.connect() as conn:
-        return conn.execute(probe).first() is not None
+    with loop.connection() as connection:
+        return connection[0].execute(probe).first() is not None
 
 
-def _pass(run: TableRun, operation: Operation, *, phase: str, commit: bool = True) -> int:
+def _pass(loop: BatchLoop, operation: Operation, *, phase: str, commit: bool = True) -> int:
     written = 0
     cursor: Cursor | None = None
-    opts = run.opts
-    with run.connection() as connection:
-        while not run.halted():
-            if not run.take_batch():
+    opts = loop.opts
+    with loop.connection() as connection:
+        while not loop.halted():
+            if not loop.take_batch():
                 break
             start = cursor
 
             def one_batch(start: Cursor | None = start) -> BatchResult:
-                conn = run.usable(connection)
+                conn = loop.usable(connection)
                 transaction = conn.begin()
                 try:
                     set_timeouts(conn, opts.lock_timeout_ms, opts.statement_timeout_ms)
-                    result = operation.batch(conn, run.work, start, None, opts.batch_size)
+                    result = operation.batch(conn, loop.work, start, None, opts.batch_size)
                 except BaseException:
                     transaction.rollback()
                     raise
@@ -85,11 +84,10 @@ def _pass(run: TableRun, operation: Operation, *, phase: str, commit: bool = Tru
 
             result = opts.retry.run(one_batch)
             if result.rows_read:
-                run.tally.add(result)
+                loop.batch_done(result, phase)
                 written += result.rows_written
-                run.emit(phase)
             if result.rows_read < opts.batch_size:
                 break
             cursor = result.last_key
-            run.pause()
+            loop.pause()
     return written

@@ -36,7 +36,6 @@ import sys
 import threading
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
@@ -44,9 +43,7 @@ from encmigrate.migrate import chunks as chunking
 from encmigrate.migrate.batch import BatchResult, PreparedBatch, set_timeouts
 from encmigrate.migrate.database import is_transient
 from encmigrate.migrate.keyset import Cursor
-
-if TYPE_CHECKING:
-    from encmigrate.migrate.tablerun import TableRun
+from encmigrate.migrate.loop import BatchLoop
 
 __all__ = ["QUICK_SWITCH_INTERVAL", "Pipeline", "quick_gil_handover"]
 
@@ -99,13 +96,13 @@ class Pipeline:
 
     def __init__(
         self,
-        run: TableRun,
+        loop: BatchLoop,
         slots: tuple[list[sa.Connection], list[sa.Connection]],
         writer: ThreadPoolExecutor,
         worker: str,
         chunk: chunking.Chunk,
     ) -> None:
-        self.run_ = run
+        self.loop = loop
         self.slots = slots
         self.writer = writer
         self.worker = worker
@@ -118,28 +115,28 @@ class Pipeline:
         while True:
             try:
                 # A fresh retry budget after every fault that followed committed work.
-                self.run_.opts.retry.run(self._stretch)
+                self.loop.opts.retry.run(self._stretch)
             except _FaultAfterProgressError:
                 continue
             return
 
     def _stretch(self) -> None:
         """Batches from the last committed cursor until the chunk ends, a stop or a fault."""
-        run = self.run_
-        size = run.opts.batch_size
+        loop = self.loop
+        size = loop.opts.batch_size
         cursor = self.committed
         in_flight: Future[BatchResult] | None = None
         opened: tuple[sa.Connection, sa.RootTransaction] | None = None
         progressed = False
         turn = 0
         try:
-            while not run.stop.is_set() and run.take_batch():
+            while not loop.stop.is_set() and loop.take_batch():
                 self.held += 1
-                conn = run.usable(self.slots[turn])
+                conn = loop.usable(self.slots[turn])
                 turn ^= 1
                 opened = (conn, conn.begin())
-                set_timeouts(conn, run.opts.lock_timeout_ms, run.opts.statement_timeout_ms)
-                prepared = run.op.prepare(conn, run.work, cursor, self.chunk.upper, size)
+                set_timeouts(conn, loop.opts.lock_timeout_ms, loop.opts.statement_timeout_ms)
+                prepared = loop.op.prepare(conn, loop.work, cursor, self.chunk.upper, size)
                 if in_flight is not None:
                     self._settle(in_flight.result())
                     in_flight, progressed = None, True
@@ -148,7 +145,7 @@ class Pipeline:
                 if prepared.result.rows_read < size:
                     break
                 cursor = prepared.result.last_key
-                run.pause()
+                loop.pause()
             if in_flight is not None:
                 self._settle(in_flight.result())
         except BaseException as exc:
@@ -158,7 +155,7 @@ class Pipeline:
                     progressed = True
             if opened is not None:
                 _rollback(*opened)
-            run.give_back_batches(self.held)  # --max-batches counts committed batches only
+            loop.give_back_batches(self.held)  # --max-batches counts committed batches only
             self.held = 0
             if progressed and isinstance(exc, Exception) and is_transient(exc):
                 logger.warning(
@@ -173,7 +170,7 @@ class Pipeline:
     ) -> BatchResult:
         """In the writer thread: the batch's rows, its checkpoint, COMMIT (or roll back)."""
         try:
-            result = self.run_.commit_batch(conn, prepared, self.chunk, self.worker)
+            result = self.loop.commit_batch(conn, prepared, self.chunk, self.worker)
             transaction.commit()
         except BaseException:
             _rollback(conn, transaction)
@@ -183,7 +180,7 @@ class Pipeline:
     def _settle(self, result: BatchResult) -> None:
         self.held -= 1
         self.committed = result.last_key if result.last_key is not None else self.committed
-        self.run_.batch_done(result)
+        self.loop.batch_done(result)
 
 
 def _rollback(conn: sa.Connection, transaction: sa.RootTransaction) -> None:

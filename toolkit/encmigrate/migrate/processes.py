@@ -8,10 +8,13 @@ do exactly what ``migrate-data --join`` does from another host: claim chunks in
 database stays the only coordinator, so everything the chunk rules guarantee
 (leases, session liveness, checkpoints) holds for helpers unchanged.
 
-A helper runs :func:`main` in a new interpreter (``sys.executable``): it reads one JSON
-document from stdin (the database URL, the table's plan, the keyring, the
-options; key material travels only through this pipe) and writes one JSON line
-per committed batch to stdout, then a last line with its outcome. It:
+A helper is a new interpreter (``sys.executable``) that runs the entry code its
+caller gives, which calls :func:`main` with a constructor of the helper's run
+(``tablerun.py`` passes ``TableRun``: this module sees only the narrow
+``loop.ChunkWorker`` and never imports the run). It reads one JSON document from
+stdin (the database URL, the table's plan, the keyring, the options; key material
+travels only through this pipe) and writes one JSON line per committed batch to
+stdout, then a last line with its outcome. It:
 
 * dies with its parent (``PR_SET_PDEATHSIG`` on Linux; elsewhere it stops when
   its stdin closes), so a SIGKILLed run leaves no worker behind and the next
@@ -34,21 +37,29 @@ import sys
 import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
+
+import sqlalchemy as sa
 
 from encmigrate import errors
+from encmigrate.keys.keyring import Keyring
+from encmigrate.migrate import chunks as chunking
 from encmigrate.migrate.batch import BatchResult
+from encmigrate.migrate.bookkeeping import error_kind
+from encmigrate.migrate.database import RetryPolicy, connect, is_transient
+from encmigrate.migrate.loop import BatchLoop, ChunkWorkerFactory
+from encmigrate.migrate.pipeline import quick_gil_handover
+from encmigrate.migrate.rekey import Operation, operation_from_spec
+from encmigrate.migrate.report import MigrateOptions
+from encmigrate.migrate.table import TableWork
+from encmigrate.plan import TablePlan
 from encmigrate.redaction import RedactingFilter
 
-if TYPE_CHECKING:
-    from encmigrate.migrate.tablerun import TableRun
-
-__all__ = ["Helpers", "main"]
+__all__ = ["Helpers", "helper_document", "main"]
 
 logger = logging.getLogger(__name__)
 
 _STOP = b"stop\n"
-_ENTRY = "import sys; from encmigrate.migrate.processes import main; sys.exit(main())"
 
 
 # -- the parent's side ------------------------------------------------------------
@@ -62,16 +73,19 @@ class _Helper:
 
 
 class Helpers:
-    """Helper processes working the chunks of one run beside this process."""
+    """Helper processes working the chunks of one run beside this process.
 
-    def __init__(self, run: TableRun, count: int) -> None:
-        self.run = run
+    Each runs ``entry`` (Python code that calls :func:`main`) and gets ``document``
+    (:func:`helper_document`) on its stdin; its batches are counted in ``loop``.
+    """
+
+    def __init__(self, loop: BatchLoop, count: int, *, entry: str, document: bytes) -> None:
+        self.loop = loop
         self.helpers: list[_Helper] = []
         self._stopped = threading.Event()
-        payload = _payload(run)
         for index in range(1, count + 1):
             process = subprocess.Popen(  # noqa: S603 (our own interpreter and code)
-                [sys.executable, "-c", _ENTRY],
+                [sys.executable, "-c", entry],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 # Its own process group: a Ctrl-C at the terminal reaches only this process,
@@ -86,7 +100,7 @@ class Helpers:
             helper = _Helper(process)
             helper.reader = threading.Thread(target=self._read, args=(helper,), daemon=True)
             assert process.stdin is not None
-            process.stdin.write(payload)
+            process.stdin.write(document)
             process.stdin.flush()
             helper.reader.start()
             self.helpers.append(helper)
@@ -99,17 +113,17 @@ class Helpers:
             message = json.loads(line)
             if "batch" in message:
                 rows_read, written, failed = message["batch"]
-                self.run.batch_done(
+                self.loop.batch_done(
                     BatchResult(rows_read=rows_read, rows_written=written, rows_failed=failed)
                 )
             else:
                 helper.outcome = message
                 if "error" in message:
-                    self.run.stop.set()  # as a failing worker thread would: everyone stops
+                    self.loop.stop.set()  # as a failing worker thread would: everyone stops
 
     def _watch_stop(self) -> None:
         while not self._stopped.is_set():
-            if self.run.stop.wait(0.1):
+            if self.loop.stop.wait(0.1):
                 self.stop()
                 return
 
@@ -134,25 +148,32 @@ class Helpers:
             if helper.process.stdout is not None:
                 helper.process.stdout.close()
             if failure is None:
-                failure = _failure(helper, code, self.run.op.command)
+                failure = _failure(helper, code, self.loop.op.command)
         self._stopped.set()
         self._watcher.join()
         if failure is not None:
             raise failure
 
 
-def _payload(run: TableRun) -> bytes:
-    options = asdict(run.opts)
-    retry = options.pop("retry")  # asdict: the policy's fields (attempts, initial_wait, max_wait)
+def helper_document(
+    engine: sa.Engine,
+    work: TableWork,
+    keyring: Keyring,
+    options: MigrateOptions,
+    operation: Operation,
+) -> bytes:
+    """What a helper needs to rebuild the run: the stdin line of every helper of it."""
+    fields = asdict(options)
+    retry = fields.pop("retry")  # asdict: the policy's fields (attempts, initial_wait, max_wait)
     document = {
-        "url": run.engine.url.render_as_string(hide_password=False),
+        "url": engine.url.render_as_string(hide_password=False),
         "log_sql": logging.getLogger("sqlalchemy.engine").isEnabledFor(logging.INFO),
-        "table": run.work.plan.model_dump(mode="json"),
-        "columns": run.work.column_names,
-        "keyring": run.keyring.to_json(),
-        "options": options,
+        "table": work.plan.model_dump(mode="json"),
+        "columns": work.column_names,
+        "keyring": keyring.to_json(),
+        "options": fields,
         "retry": retry,
-        "operation": list(run.op.spec),
+        "operation": list(operation.spec),
         "log_level": logging.getLogger("encmigrate").getEffectiveLevel(),
     }
     return json.dumps(document).encode() + b"\n"
@@ -179,8 +200,6 @@ def _failure(helper: _Helper, code: int, command: str) -> errors.EncmigrateError
 
 def _command(document: dict[str, Any]) -> str:
     """The command to run again, for the operation this helper was given."""
-    from encmigrate.migrate.rekey import operation_from_spec
-
     try:
         return operation_from_spec(document["operation"]).command
     except (KeyError, IndexError, TypeError, ValueError):
@@ -206,17 +225,12 @@ def _listen(stdin: IO[bytes], stop: threading.Event) -> None:
     stop.set()
 
 
-def _serve(document: dict[str, Any], stop: threading.Event, say: Callable[[object], None]) -> None:
-    from encmigrate.keys.keyring import Keyring
-    from encmigrate.migrate import chunks as chunking
-    from encmigrate.migrate.database import RetryPolicy, connect, is_transient
-    from encmigrate.migrate.pipeline import quick_gil_handover
-    from encmigrate.migrate.rekey import operation_from_spec
-    from encmigrate.migrate.report import MigrateOptions
-    from encmigrate.migrate.table import TableWork
-    from encmigrate.migrate.tablerun import TableRun
-    from encmigrate.plan import TablePlan
-
+def _serve(
+    document: dict[str, Any],
+    stop: threading.Event,
+    say: Callable[[object], None],
+    make_run: ChunkWorkerFactory,
+) -> None:
     if document["log_sql"]:  # --debug: SQL to stderr (bound parameters stay hidden)
         logging.getLogger("sqlalchemy.engine").setLevel(logging.INFO)
     engine = connect(document["url"])
@@ -235,7 +249,7 @@ def _serve(document: dict[str, Any], stop: threading.Event, say: Callable[[objec
                 raise
 
         work = options.retry.run(reflect)
-        run = TableRun(
+        run = make_run(
             engine, work, keyring, options, None, stop, operation_from_spec(document["operation"])
         )
         run.on_batch = lambda r: say({"batch": [r.rows_read, r.rows_written, r.rows_failed]})
@@ -247,15 +261,18 @@ def _serve(document: dict[str, Any], stop: threading.Event, say: Callable[[objec
 
 
 def _from_database(exc: BaseException) -> bool:
-    import psycopg
-    import sqlalchemy as sa
+    import psycopg  # only here: importing the migrator must not import the driver
 
     return isinstance(exc, sa.exc.SQLAlchemyError | psycopg.Error)
 
 
-def main() -> int:
-    """Entry point of a helper process; exits the interpreter itself (see the end)."""
-    code = _main()
+def main(make_run: ChunkWorkerFactory) -> int:
+    """Entry point of a helper process; exits the interpreter itself (see the end).
+
+    ``make_run`` builds the helper's run from the document (``tablerun.TableRun``):
+    passed in by the entry code, so that this module never imports the run's.
+    """
+    code = _main(make_run)
     # The thread listening on stdin may still be blocked in a read: leave without the
     # interpreter's shutdown, which would wait on that read's lock (_main flushed its output).
     sys.stdout.flush()
@@ -263,7 +280,7 @@ def main() -> int:
     os._exit(code)
 
 
-def _main() -> int:
+def _main(make_run: ChunkWorkerFactory) -> int:
     _die_with_parent(int(os.environ.get("ENCMIGRATE_WORKER_PARENT", os.getppid())))
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     document = json.loads(sys.stdin.buffer.readline())
@@ -291,15 +308,13 @@ def _main() -> int:
             out.flush()
 
     try:
-        _serve(document, stop, say)
+        _serve(document, stop, say, make_run)
     except errors.EncmigrateError as exc:
         say({"error": str(exc), "class": type(exc).__name__})
         return 1
     except Exception as exc:
         # The batch write runs on the raw driver cursor, so driver errors arrive unwrapped.
         # Only the class and SQLSTATE travel: a message can quote values.
-        from encmigrate.migrate.bookkeeping import error_kind
-
         logger.debug("worker failed", exc_info=True)
         table = document["table"]["table"]
         what = "database error after retries" if _from_database(exc) else "error in a worker"

@@ -8,6 +8,9 @@ the run) and rows inserted meanwhile. Each batch is one short transaction
 that locks its rows, writes their shadows and its checkpoint together; on
 PostgreSQL a worker overlaps one batch's write with the next one's read and
 encryption (pipeline.py).
+
+passes.py, pipeline.py and processes.py see a run only as a ``loop.BatchLoop``
+and never import this module: a helper process builds its run by :func:`helper_main`.
 """
 
 from __future__ import annotations
@@ -23,19 +26,23 @@ import sqlalchemy as sa
 
 from encmigrate.errors import DatabaseError, EncmigrateError
 from encmigrate.keys.keyring import Keyring
-from encmigrate.migrate import bookkeeping, passes
+from encmigrate.migrate import bookkeeping, passes, processes
 from encmigrate.migrate import chunks as chunking
 from encmigrate.migrate.batch import BatchResult, PreparedBatch, set_timeouts
 from encmigrate.migrate.keyset import Cursor
 from encmigrate.migrate.pipeline import Pipeline
-from encmigrate.migrate.processes import Helpers
 from encmigrate.migrate.rekey import ENCRYPT, Operation
 from encmigrate.migrate.report import MigrateOptions, Progress, ProgressCallback, TableReport
 from encmigrate.migrate.table import TableWork
 
-__all__ = ["TableRun"]
+__all__ = ["TableRun", "helper_main"]
 
 logger = logging.getLogger(__name__)
+
+# The code a helper process runs (processes.py): it rebuilds this run as a TableRun.
+_HELPER_ENTRY = (
+    "import sys; from encmigrate.migrate.tablerun import helper_main; sys.exit(helper_main())"
+)
 
 
 class _Tally:
@@ -55,7 +62,7 @@ class _Tally:
 
 
 class TableRun:
-    """One run of one operation over one table: chunks, catch-up, bookkeeping."""
+    """One run of one operation over one table: chunks, catch-up, bookkeeping (a BatchLoop)."""
 
     def __init__(
         self,
@@ -87,6 +94,8 @@ class TableRun:
     def run(self) -> TableReport:
         try:
             if self.opts.dry_run:
+                with self.engine.connect() as conn:
+                    self.report.rows_total = conn.execute(self.count_pending()).scalar_one()
                 passes.dry_run(self)
             else:
                 self._setup()
@@ -96,7 +105,7 @@ class TableRun:
                 else:
                     self._wait_for_other_workers()
                     if not self.halted():
-                        passes.catch_up(self)
+                        self.report.catch_up_rows += passes.catch_up(self)
                     self._finish()
         except EncmigrateError as exc:
             self._record_failure(exc)
@@ -199,14 +208,19 @@ class TableRun:
     def _run_chunks(self) -> None:
         count = max(1, self.opts.workers if self.engine.dialect.name == "postgresql" else 1)
         errors: list[BaseException] = []
-        helpers: Helpers | None = None
+        helpers: processes.Helpers | None = None
         if count > 1 and self.opts.worker_processes and self.batches_left is None:
             # Worker processes instead of threads (processes.py says why); --max-batches
             # keeps threads, whose budget is shared in this process.
             with self.engine.connect() as conn:
                 open_chunks = chunking.chunk_counts(conn, self.work, self.op.name).get("pending", 0)
             if open_chunks > 1:  # a helper without a chunk would only wait
-                helpers = Helpers(self, min(count, open_chunks) - 1)
+                document = processes.helper_document(
+                    self.engine, self.work, self.keyring, self.opts, self.op
+                )
+                helpers = processes.Helpers(
+                    self, min(count, open_chunks) - 1, entry=_HELPER_ENTRY, document=document
+                )
             count = 1
 
         def worker(index: int) -> None:
@@ -353,9 +367,9 @@ class TableRun:
         )
         return result
 
-    def batch_done(self, result: BatchResult) -> None:
+    def batch_done(self, result: BatchResult, phase: str = "chunks") -> None:
         self.tally.add(result)
-        self.emit("chunks")
+        self.emit(phase)
         if self.on_batch is not None:
             self.on_batch(result)
 
@@ -380,3 +394,8 @@ class TableRun:
     def _record_failure(self, error: BaseException) -> None:
         if not self.opts.dry_run:
             bookkeeping.mark_failed(self.engine, self.work, error)
+
+
+def helper_main() -> int:
+    """Entry point of a helper process for ``--workers``: its run is a TableRun."""
+    return processes.main(TableRun)
