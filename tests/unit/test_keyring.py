@@ -231,16 +231,16 @@ def test_pbkdf2_keyring_derives_different_keys_than_hkdf() -> None:
 
 
 def test_master_keys_are_compared_in_constant_time(monkeypatch: pytest.MonkeyPatch) -> None:
-    from encmigrate.keys import keyring as keyring_module
+    from encmigrate.keys import master_key as master_key_module
 
     calls: list[tuple[bytes, bytes]] = []
-    real = keyring_module.hmac.compare_digest
+    real = master_key_module.hmac.compare_digest
 
     def spy(a: bytes, b: bytes) -> bool:
         calls.append((bytes(a), bytes(b)))
         return real(a, b)
 
-    monkeypatch.setattr(keyring_module.hmac, "compare_digest", spy)
+    monkeypatch.setattr(master_key_module.hmac, "compare_digest", spy)
     one = decode_master_key(base64.b64encode(KEY).decode())
     same = decode_master_key(base64.b64encode(KEY).decode())
     other = decode_master_key(base64.b64encode(bytes(32)).decode())

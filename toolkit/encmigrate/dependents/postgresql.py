@@ -1,4 +1,8 @@
-"""PostgreSQL: what depends on a planned column, from pg_depend, pg_constraint and friends."""
+"""PostgreSQL: what depends on a planned column, from pg_depend, pg_constraint and friends.
+
+The queries are in :mod:`encmigrate.dependents.pg_queries`; this module turns
+their rows into :class:`~encmigrate.dependents.model.Dependent` entries.
+"""
 
 from __future__ import annotations
 
@@ -17,150 +21,28 @@ from encmigrate.dependents.model import (
     Dependent,
     Describe,
 )
+from encmigrate.dependents.pg_queries import (
+    PG15_SCHEMA,
+    PG15_WHOLE,
+    PG_ATTRDEF,
+    PG_CLASS,
+    PG_CONSTRAINTS,
+    PG_DEPEND,
+    PG_FUNCTIONS,
+    PG_PARENT,
+    PG_PARTITION_KEY,
+    PG_PUBLICATION_REL,
+    PG_PUBLICATIONS,
+    PG_REWRITE,
+    PG_TREE,
+    PG_TRIGGER,
+)
 from encmigrate.identifiers import qualified
 
 if TYPE_CHECKING:
     from encmigrate.plan import ColumnPlan, TablePlan
 
 __all__ = ["postgresql_dependents"]
-
-# The planned table and every partition or inheritance child holding the same column.
-_PG_TREE = sa.text(
-    """
-    WITH RECURSIVE tree(relid, depth) AS (
-        SELECT CAST(:rel AS oid), 0
-        UNION ALL
-        SELECT h.inhrelid, tree.depth + 1
-        FROM pg_inherits h JOIN tree ON h.inhparent = tree.relid
-    )
-    SELECT tree.relid, a.attnum, a.attinhcount,
-           (pg_identify_object('pg_class'::regclass, tree.relid, 0)).identity
-    FROM tree
-    JOIN pg_class c ON c.oid = tree.relid
-    JOIN pg_attribute a
-      ON a.attrelid = tree.relid AND a.attname = :column AND NOT a.attisdropped
-    WHERE c.relkind IN ('r', 'p')
-    ORDER BY tree.depth, tree.relid
-    """
-)
-
-_PG_DEPEND = sa.text(
-    """
-    SELECT DISTINCT d.classid::regclass::text AS catalog, d.objid, d.objsubid, d.deptype,
-           o.type, o.identity
-    FROM pg_depend d
-    CROSS JOIN LATERAL pg_identify_object(d.classid, d.objid, d.objsubid) AS o
-    WHERE d.refclassid = 'pg_class'::regclass AND d.refobjid = :rel AND d.refobjsubid = :att
-      AND d.deptype IN ('n', 'a')
-      AND d.classid <> 'pg_constraint'::regclass
-    ORDER BY 1, 2, 3
-    """
-)
-
-_PG_REWRITE = sa.text(
-    """
-    SELECT r.rulename, c.relkind, (pg_identify_object('pg_class'::regclass, c.oid, 0)).identity
-    FROM pg_rewrite r JOIN pg_class c ON c.oid = r.ev_class
-    WHERE r.oid = :oid
-    """
-)
-
-_PG_CLASS = sa.text(
-    """
-    SELECT c.relkind, i.indisunique,
-           (i.indexprs IS NOT NULL OR i.indpred IS NOT NULL) AS expression,
-           (i.indnkeyatts = 1 AND i.indkey[0] = :att) AS single,
-           EXISTS (SELECT 1 FROM pg_inherits h WHERE h.inhrelid = c.oid) AS attached
-    FROM pg_class c LEFT JOIN pg_index i ON i.indexrelid = c.oid
-    WHERE c.oid = :oid
-    """
-)
-
-_PG_ATTRDEF = sa.text(
-    "SELECT (pg_identify_object('pg_class'::regclass, adrelid, adnum)).identity "
-    "FROM pg_attrdef WHERE oid = :oid"
-)
-
-# {cloned}: whether the trigger is a partition's clone of its parent's (PostgreSQL 13+).
-_PG_TRIGGER = "SELECT tgname, tgisinternal, {cloned} AS cloned FROM pg_trigger WHERE oid = :oid"
-
-_PG_PUBLICATION_REL = sa.text(
-    "SELECT p.pubname FROM pg_publication_rel r JOIN pg_publication p ON p.oid = r.prpubid "
-    "WHERE r.oid = :oid"
-)
-
-_PG_CONSTRAINTS = sa.text(
-    """
-    SELECT c.contype,
-           (pg_identify_object('pg_constraint'::regclass, c.oid, 0)).identity,
-           (c.conrelid = :rel AND :att = ANY (c.conkey)) AS outgoing,
-           (c.contype = 'f' AND c.confrelid = :rel AND :att = ANY (c.confkey)) AS incoming,
-           cardinality(c.conkey) AS width,
-           CASE WHEN c.contype = 'f' AND c.conrelid = :rel
-                THEN (pg_identify_object('pg_class'::regclass, c.confrelid, 0)).identity
-                WHEN c.contype = 'f'
-                THEN (pg_identify_object('pg_class'::regclass, c.conrelid, 0)).identity
-           END AS other,
-           c.coninhcount > 0 AS inherited
-    FROM pg_constraint c
-    WHERE c.conparentid = 0
-      AND ((c.conrelid = :rel AND :att = ANY (c.conkey))
-           OR (c.contype = 'f' AND c.confrelid = :rel AND :att = ANY (c.confkey)))
-    ORDER BY 2
-    """
-)
-
-_PG_PARTITION_KEY = sa.text(
-    """
-    SELECT 1 FROM pg_partitioned_table p
-    WHERE p.partrelid = :rel
-      AND (:att = ANY (CAST(p.partattrs AS int2[]))
-           OR EXISTS (SELECT 1 FROM pg_depend d
-                      WHERE d.classid = 'pg_class'::regclass AND d.objid = :rel
-                        AND d.objsubid = 0 AND d.refclassid = 'pg_class'::regclass
-                        AND d.refobjid = :rel AND d.refobjsubid = :att))
-    """
-)
-
-_PG_PARENT = sa.text(
-    "SELECT (pg_identify_object('pg_class'::regclass, inhparent, 0)).identity "
-    "FROM pg_inherits WHERE inhrelid = :rel ORDER BY inhseqno LIMIT 1"
-)
-
-# Publications that send the whole table (FOR ALL TABLES, FOR TABLE without a column list,
-# and from PostgreSQL 15 FOR TABLES IN SCHEMA): read from the catalogs directly, as the
-# pg_publication_tables view lists every table of a FOR ALL TABLES publication (slow).
-_PG_PUBLICATIONS = """
-    SELECT p.pubname FROM pg_publication p
-    WHERE p.puballtables
-       OR EXISTS (SELECT 1 FROM pg_publication_rel r
-                  WHERE r.prpubid = p.oid AND r.prrelid = :rel{whole})
-       {schema}
-    ORDER BY 1
-"""
-_PG15_WHOLE = " AND r.prattrs IS NULL"
-_PG15_SCHEMA = """OR EXISTS (SELECT 1 FROM pg_publication_namespace s
-                  WHERE s.pnpubid = p.oid
-                    AND s.pnnspid = (SELECT relnamespace FROM pg_class WHERE oid = :rel))"""
-
-# Best effort: the body of a function in any language that keeps source text.
-_PG_FUNCTIONS = sa.text(
-    """
-    SELECT p.oid, (pg_identify_object('pg_proc'::regclass, p.oid, 0)).identity
-    FROM pg_proc p
-    JOIN pg_namespace n ON n.oid = p.pronamespace
-    JOIN pg_language l ON l.oid = p.prolang
-    WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
-      AND n.nspname NOT LIKE 'pg\\_%'
-      AND l.lanname NOT IN ('internal', 'c')
-      AND p.proname NOT LIKE 'encmigrate\\_shadow%'
-      AND NOT EXISTS (SELECT 1 FROM pg_depend e
-                      WHERE e.classid = 'pg_proc'::regclass AND e.objid = p.oid
-                        AND e.deptype = 'e')
-      AND p.prosrc ~* :pattern
-    ORDER BY 2
-    """
-)
 
 
 def _pg_target(connection: sa.Connection, table: TablePlan) -> str:
@@ -177,7 +59,7 @@ def postgresql_dependents(
     ).scalar()
     if root is None:
         return []
-    tree = connection.execute(_PG_TREE, {"rel": root, "column": column.column}).all()
+    tree = connection.execute(PG_TREE, {"rel": root, "column": column.column}).all()
     if not tree or tree[0][0] != root:
         return []  # the plaintext column is not there (dropped already, or never existed)
     version = int(connection.execute(sa.text("SHOW server_version_num")).scalar() or 0)
@@ -209,7 +91,7 @@ def postgresql_dependents(
             )
         )
     if tree[0][2] > 0:
-        parent = connection.execute(_PG_PARENT, {"rel": root}).scalar()
+        parent = connection.execute(PG_PARENT, {"rel": root}).scalar()
         found.append(
             describe.make(
                 INHERITED_COLUMN,
@@ -232,7 +114,7 @@ def postgresql_dependents(
 def _pg_partition_key(
     connection: sa.Connection, rel: int, att: int, identity: str, describe: Describe
 ) -> list[Dependent]:
-    if connection.execute(_PG_PARTITION_KEY, {"rel": rel, "att": att}).first() is None:
+    if connection.execute(PG_PARTITION_KEY, {"rel": rel, "att": att}).first() is None:
         return []
     return [
         describe.make(
@@ -248,7 +130,7 @@ def _pg_constraints(
     connection: sa.Connection, rel: int, att: int, describe: Describe, *, descendant: bool
 ) -> list[Dependent]:
     found: list[Dependent] = []
-    rows = connection.execute(_PG_CONSTRAINTS, {"rel": rel, "att": att}).all()
+    rows = connection.execute(PG_CONSTRAINTS, {"rel": rel, "att": att}).all()
     for contype, identity, outgoing, incoming, width, other, inherited in rows:
         if descendant and inherited:
             continue  # a CHECK inherited from the planned table: reported there
@@ -300,14 +182,14 @@ def _pg_depend(
     version: int,
 ) -> list[Dependent]:
     found: list[Dependent] = []
-    rows = connection.execute(_PG_DEPEND, {"rel": rel, "att": att}).all()
+    rows = connection.execute(PG_DEPEND, {"rel": rel, "att": att}).all()
     for catalog, objid, objsubid, deptype, object_type, identity in rows:
         if catalog == "pg_rewrite":
             found += _pg_rule(connection, objid, identity, describe)
         elif catalog == "pg_class":
             found += _pg_class(connection, objid, objsubid, att, rel, root, identity, describe)
         elif catalog == "pg_attrdef":
-            column = connection.execute(_PG_ATTRDEF, {"oid": objid}).scalar()
+            column = connection.execute(PG_ATTRDEF, {"oid": objid}).scalar()
             found.append(describe.generated(str(column)))
         elif catalog == "pg_trigger":
             found += _pg_trigger(connection, objid, identity, describe, version)
@@ -318,7 +200,7 @@ def _pg_depend(
                 )
             )
         elif catalog == "pg_publication_rel":
-            publication = connection.execute(_PG_PUBLICATION_REL, {"oid": objid}).scalar()
+            publication = connection.execute(PG_PUBLICATION_REL, {"oid": objid}).scalar()
             found.append(
                 describe.fails(
                     "publication",
@@ -361,7 +243,7 @@ def _pg_other(describe: Describe, object_type: str, identity: str, deptype: str)
 def _pg_rule(
     connection: sa.Connection, objid: int, identity: str, describe: Describe
 ) -> list[Dependent]:
-    row = connection.execute(_PG_REWRITE, {"oid": objid}).first()
+    row = connection.execute(PG_REWRITE, {"oid": objid}).first()
     if row is None:
         return []
     rulename, relkind, relation = row
@@ -389,7 +271,7 @@ def _pg_class(
 ) -> list[Dependent]:
     if objid == rel and objsubid == 0:
         return []  # the table's own partition key: reported by _pg_partition_key
-    row = connection.execute(_PG_CLASS, {"oid": objid, "att": att}).first()
+    row = connection.execute(PG_CLASS, {"oid": objid, "att": att}).first()
     if row is None:
         return []
     relkind, unique, expression, single, attached = row
@@ -410,7 +292,7 @@ def _pg_trigger(
     connection: sa.Connection, objid: int, identity: str, describe: Describe, version: int
 ) -> list[Dependent]:
     cloned = "tgparentid <> 0" if version >= 130000 else "false"
-    statement = sa.text(_PG_TRIGGER.format(cloned=cloned))
+    statement = sa.text(PG_TRIGGER.format(cloned=cloned))
     row = connection.execute(statement, {"oid": objid}).first()
     if row is None:
         return []
@@ -432,8 +314,8 @@ def _pg_publications(
 ) -> list[Dependent]:
     # Before 15 there are no column lists: every publication of the table sends it whole.
     modern = version >= 150000
-    statement = _PG_PUBLICATIONS.format(
-        whole=_PG15_WHOLE if modern else "", schema=_PG15_SCHEMA if modern else ""
+    statement = PG_PUBLICATIONS.format(
+        whole=PG15_WHOLE if modern else "", schema=PG15_SCHEMA if modern else ""
     )
     return [
         describe.make(
@@ -452,7 +334,7 @@ def _pg_functions(
 ) -> list[Dependent]:
     # PostgreSQL's regular expressions: a word character is alphanumeric or "_".
     pattern = f"(^|[^[:alnum:]_$]){re.escape(column.column)}($|[^[:alnum:]_$])"
-    rows = connection.execute(_PG_FUNCTIONS, {"pattern": pattern}).all()
+    rows = connection.execute(PG_FUNCTIONS, {"pattern": pattern}).all()
     return [
         describe.make(
             "function",

@@ -3,43 +3,40 @@
 A :class:`Keyring` is an immutable value. Key operations (rotate, disable,
 destroy, ...) return a new keyring, which comes with a fresh cache of derived
 keys, so a version that was disabled can never be served from a stale cache.
+The key material lives in :mod:`encmigrate.keys.master_key` and a version's
+fields in :mod:`encmigrate.keys.key_version`; their names are importable from
+here too.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime as dt
-import enum
-import hmac
 import json
-import os
-from collections.abc import Iterable
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    PlainSerializer,
-    PrivateAttr,
-    ValidationError,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from encmigrate.config import MAX_ROTATION_DAYS
 from encmigrate.crypto.derived import DerivedKeys, DeriveHook
 from encmigrate.crypto.envelope import MAX_VERSION
-from encmigrate.crypto.kdf import KEY_SIZE, Kdf
+from encmigrate.crypto.kdf import Kdf
 from encmigrate.errors import (
     DecryptionCause,
     KeyConfigError,
     KeyStateError,
     UnreadableVersionError,
 )
+from encmigrate.keys.key_version import (
+    AuditHead,
+    KeyState,
+    KeyVersion,
+    evolve,
+    format_validation_error,
+    utc_now,
+)
+from encmigrate.keys.master_key import MasterKey, decode_master_key
 
 __all__ = [
     "AUDIT_KEY_LABEL",
@@ -57,151 +54,6 @@ KEYRING_FORMAT = "encmigrate-keyring/1"
 # HKDF info of the key that authenticates audit log lines (docs/FORMAT.md, "The audit log"):
 # distinct from every data and search label, which all start "encmigrate/1/data/" or ".../search/".
 AUDIT_KEY_LABEL = b"encmigrate/1/audit-log"
-
-
-class KeyState(enum.StrEnum):
-    """The life of a master-key version."""
-
-    ACTIVE = "active"  # the current version: the only one that encrypts
-    RETIRED = "retired"  # decrypt only; what rotation makes of the old current
-    DISABLED = "disabled"  # refuses to decrypt; reversible with enable
-    DESTROYED = "destroyed"  # material erased, forever
-
-
-READABLE_STATES = frozenset({KeyState.ACTIVE, KeyState.RETIRED})
-
-
-class MasterKey:
-    """32 bytes of master-key material, kept in a buffer that can be wiped.
-
-    ``repr`` and ``str`` never show the material.
-    """
-
-    __slots__ = ("_buffer",)
-
-    def __init__(self, material: bytes | bytearray) -> None:
-        if len(material) != KEY_SIZE:
-            raise ValueError(f"master key must be {KEY_SIZE} bytes, got {len(material)}")
-        self._buffer = bytearray(material)
-
-    @classmethod
-    def generate(cls) -> MasterKey:
-        """A fresh random key from the operating system's CSPRNG."""
-        return cls(os.urandom(KEY_SIZE))
-
-    def reveal(self) -> bytes:
-        """The material, for key derivation and for writing the keyring."""
-        if not any(self._buffer):
-            raise KeyStateError("master key material was wiped")
-        return bytes(self._buffer)
-
-    def to_base64(self) -> str:
-        return base64.b64encode(self.reveal()).decode("ascii")
-
-    def wipe(self) -> None:
-        """Overwrite the buffer with zeros (copies made by ``reveal`` are not reachable)."""
-        for i in range(len(self._buffer)):
-            self._buffer[i] = 0
-
-    def __repr__(self) -> str:
-        return "MasterKey(<redacted>)"
-
-    __str__ = __repr__
-
-    def __eq__(self, other: object) -> bool:
-        # Constant time: comparing keys must not leak how many leading bytes match.
-        return isinstance(other, MasterKey) and hmac.compare_digest(self._buffer, other._buffer)
-
-    def __hash__(self) -> int:
-        return id(self)
-
-
-def decode_master_key(text: str) -> MasterKey:
-    """A master key from standard or urlsafe base64, padded or not.
-
-    Accepts ``openssl rand -base64 32`` and Fernet-style keys alike. The error
-    says what is wrong with the text, never what the text is.
-    """
-    cleaned = "".join(text.split())
-    if not cleaned:
-        raise ValueError("master key is empty")
-    padded = cleaned + "=" * (-len(cleaned) % 4)
-    alphabet = b"-_" if ("-" in cleaned or "_" in cleaned) else b"+/"
-    try:
-        raw = base64.b64decode(padded.encode("ascii"), altchars=alphabet, validate=True)
-    except (binascii.Error, UnicodeEncodeError, ValueError):
-        raise ValueError("master key is not valid base64 (standard or urlsafe)") from None
-    if len(raw) != KEY_SIZE:
-        raise ValueError(f"master key must decode to {KEY_SIZE} bytes, got {len(raw)}")
-    return MasterKey(raw)
-
-
-def _parse_master_key(value: Any) -> Any:
-    if isinstance(value, str):
-        return decode_master_key(value)
-    return value
-
-
-def _utc(value: dt.datetime) -> dt.datetime:
-    if value.tzinfo is None:
-        raise ValueError("timestamps must carry a timezone (use Z for UTC)")
-    return value.astimezone(dt.UTC)
-
-
-def _iso(value: dt.datetime) -> str:
-    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-KeyMaterial = Annotated[
-    MasterKey,
-    BeforeValidator(_parse_master_key),
-    PlainSerializer(lambda key: key.to_base64(), return_type=str),
-]
-Timestamp = Annotated[
-    dt.datetime,
-    BeforeValidator(lambda v: _utc(dt.datetime.fromisoformat(v)) if isinstance(v, str) else v),
-    PlainSerializer(_iso, return_type=str),
-]
-
-
-class KeyVersion(BaseModel):
-    """One master-key version."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
-
-    version: int = Field(ge=1, le=MAX_VERSION)
-    key: KeyMaterial | None
-    state: KeyState
-    created: Timestamp | None = None
-    retired: Timestamp | None = None
-    disabled: Timestamp | None = None
-    destroyed: Timestamp | None = None
-
-    @model_validator(mode="after")
-    def _material_matches_state(self) -> KeyVersion:
-        if self.state is KeyState.DESTROYED and self.key is not None:
-            raise ValueError("a destroyed version must have key null")
-        if self.state is not KeyState.DESTROYED and self.key is None:
-            raise ValueError(f"a {self.state.value} version needs its key")
-        return self
-
-    @property
-    def readable(self) -> bool:
-        return self.state in READABLE_STATES
-
-
-class AuditHead(BaseModel):
-    """The audit log's newest line at the last key operation (hash and count).
-
-    ``keyed`` is true when that line carries a MAC: from such an anchor on,
-    every later line must be keyed too (docs/keys.md, "The audit log").
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-    lines: int = Field(ge=0)
-    keyed: bool | None = None
 
 
 class Keyring(BaseModel):
@@ -249,7 +101,7 @@ class Keyring(BaseModel):
     ) -> Keyring:
         """A new keyring with one fresh random version, 1, active."""
         first = KeyVersion(
-            version=1, key=MasterKey.generate(), state=KeyState.ACTIVE, created=now or _now()
+            version=1, key=MasterKey.generate(), state=KeyState.ACTIVE, created=now or utc_now()
         )
         return cls.build(kdf=Kdf(kdf), current=1, rotation_days=rotation_days, versions=[first])
 
@@ -377,12 +229,12 @@ class Keyring(BaseModel):
 
     def rotated(self, now: dt.datetime | None = None) -> Keyring:
         """A new random version becomes current; the old current is retired."""
-        when = now or _now()
+        when = now or utc_now()
         new_number = max(v.version for v in self.versions) + 1
         if new_number > MAX_VERSION:
             raise KeyStateError("no key version numbers left")
         versions = [
-            _evolve(v, state=KeyState.RETIRED, retired=when) if v.version == self.current else v
+            evolve(v, state=KeyState.RETIRED, retired=when) if v.version == self.current else v
             for v in self.versions
         ]
         versions.append(
@@ -395,7 +247,7 @@ class Keyring(BaseModel):
     def with_state(self, version: int, state: KeyState, now: dt.datetime | None = None) -> Keyring:
         """``version`` moved to ``state`` (retired, disabled, or back to retired by enable)."""
         entry = self.get(version)
-        when = now or _now()
+        when = now or utc_now()
         if entry.state is KeyState.DESTROYED:
             raise KeyStateError(f"key version {version} is destroyed; nothing can bring it back")
         if version == self.current:
@@ -407,7 +259,7 @@ class Keyring(BaseModel):
         stamp = (
             {"disabled": when} if state is KeyState.DISABLED else {"retired": entry.retired or when}
         )
-        return self._replace_version(_evolve(entry, state=state, **stamp))
+        return self._replace_version(evolve(entry, state=state, **stamp))
 
     def destroyed(self, version: int, now: dt.datetime | None = None) -> Keyring:
         """``version`` with its material erased from the new keyring."""
@@ -418,7 +270,7 @@ class Keyring(BaseModel):
             )
         if entry.state is KeyState.DESTROYED:
             raise KeyStateError(f"key version {version} is already destroyed")
-        gone = _evolve(entry, state=KeyState.DESTROYED, key=None, destroyed=now or _now())
+        gone = evolve(entry, state=KeyState.DESTROYED, key=None, destroyed=now or utc_now())
         return self._replace_version(gone)
 
     def with_audit_head(self, head: AuditHead) -> Keyring:
@@ -473,30 +325,3 @@ class Keyring(BaseModel):
         return f"Keyring(current={self.current}, kdf={self.kdf.value!r}, versions=[{states}])"
 
     __str__ = __repr__
-
-
-def _evolve(entry: KeyVersion, **changes: Any) -> KeyVersion:
-    fields = {name: getattr(entry, name) for name in KeyVersion.model_fields}
-    fields.update(changes)
-    return KeyVersion(**fields)
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC).replace(microsecond=0)
-
-
-def format_validation_error(source: str, exc: ValidationError) -> str:
-    """Every problem of ``exc`` on its own line, with its location and without input values."""
-    problems = [
-        f"  {_location(error['loc'])}: {error['msg']}"
-        for error in exc.errors(include_input=False, include_url=False)
-    ]
-    count = len(problems)
-    return f"{source}: {count} problem{'s' if count != 1 else ''}\n" + "\n".join(problems)
-
-
-def _location(parts: Iterable[int | str]) -> str:
-    text = ""
-    for part in parts:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text or "(document)"

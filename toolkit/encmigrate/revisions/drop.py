@@ -32,14 +32,19 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from alembic.autogenerate import renderers
-from alembic.autogenerate.api import AutogenContext
-from alembic.operations import MigrateOperation, Operations
+from alembic.operations import MigrateOperation
 from alembic.operations import ops as alembic_ops
 
-from encmigrate.dependents import Dependent, find_dependents, refusal_line
+from encmigrate.dependents import find_dependents
 from encmigrate.errors import ConfigError, RefusedError
 from encmigrate.plan import ColumnPhase, ColumnPlan, Plan, TablePlan
+from encmigrate.revisions.drop_checks import (
+    dependent_notes,
+    require_distinct_tokens,
+    require_no_blockers,
+    require_verified,
+    rollback_limits,
+)
 from encmigrate.revisions.generate import (
     RevisionResult,
     alembic_config,
@@ -55,6 +60,8 @@ from encmigrate.revisions.ops import (
     ExecuteVerbatimOp,
     InstallShadowTriggerOp,
     NoteOp,
+    RewriteTableOp,
+    SetMigrationStatusOp,
 )
 from encmigrate.revisions.schema import (
     LiveTable,
@@ -63,82 +70,14 @@ from encmigrate.revisions.schema import (
     require_checked,
     shadow_columns,
 )
-from encmigrate.revisions.sqltext import qualified, quote, verbatim
-from encmigrate.roundtrip import respelled_values
-from encmigrate.tracking import MigrationStatus, migrations
+from encmigrate.tracking import MigrationStatus
 
-__all__ = ["RewriteTableOp", "SetMigrationStatusOp", "drop_unencrypted"]
+__all__ = ["drop_unencrypted"]
 
 PAGES_WARNING = (
     "dropped plaintext can remain in the table's old pages until the table is rewritten: "
     "VACUUM FULL or pg_repack on PostgreSQL, VACUUM on SQLite (--vacuum does it)"
 )
-
-
-@Operations.register_operation("rewrite_table")
-class RewriteTableOp(MigrateOperation):
-    """Rewrite a table so dropped values leave its pages (VACUUM FULL / VACUUM)."""
-
-    def __init__(self, table: str, *, schema: str | None = None) -> None:
-        self.table, self.schema = table, schema
-
-    @classmethod
-    def rewrite_table(cls, operations: Operations, table: str, *, schema: str | None = None) -> Any:
-        """VACUUM FULL the table (PostgreSQL, ACCESS EXCLUSIVE lock) or the file (SQLite)."""
-        return operations.invoke(cls(table, schema=schema))
-
-
-@Operations.implementation_for(RewriteTableOp)
-def _rewrite_table(operations: Operations, op: RewriteTableOp) -> None:
-    context = operations.get_context()
-    statement = (
-        f"VACUUM FULL {qualified(context.dialect, op.table, op.schema)}"
-        if context.dialect.name == "postgresql"
-        else "VACUUM"
-    )
-    # VACUUM refuses to run inside a transaction on both databases.
-    with context.autocommit_block():
-        operations.execute(verbatim(statement))
-
-
-@renderers.dispatch_for(RewriteTableOp)
-def _render_rewrite(autogen_context: AutogenContext, op: RewriteTableOp) -> str:
-    schema = f", schema={op.schema!r}" if op.schema else ""
-    return f"op.rewrite_table({op.table!r}{schema})"
-
-
-@Operations.register_operation("set_migration_status")
-class SetMigrationStatusOp(MigrateOperation):
-    """Set the status of (table, column) pairs in ``encryption_migrations``.
-
-    The names are values: bound parameters online, and literals rendered by
-    SQLAlchemy in ``--sql`` output (``literal_binds``), never spliced into SQL.
-    """
-
-    def __init__(self, columns: Sequence[Sequence[str]], status: str) -> None:
-        self.columns = [(str(t), str(c)) for t, c in columns]
-        self.status = MigrationStatus(status).value
-
-    @classmethod
-    def set_migration_status(
-        cls, operations: Operations, columns: Sequence[Sequence[str]], status: str
-    ) -> Any:
-        """Record ``status`` for each (table as planned, column) pair."""
-        return operations.invoke(cls(columns, status))
-
-
-@Operations.implementation_for(SetMigrationStatusOp)
-def _set_migration_status(operations: Operations, op: SetMigrationStatusOp) -> None:
-    pairs = [
-        sa.and_(migrations.c.table_name == table, migrations.c.column_name == column)
-        for table, column in op.columns
-    ]
-    operations.execute(migrations.update().where(sa.or_(*pairs)).values(status=op.status))
-
-
-@renderers.dispatch_for(SetMigrationStatusOp)
-def _render_status(autogen_context: AutogenContext, op: SetMigrationStatusOp) -> str:
-    return f"op.set_migration_status({op.columns!r}, {op.status!r})"
 
 
 def unique_token_index_name(table: str, column: str) -> str:
@@ -179,12 +118,12 @@ def drop_unencrypted(
     with connect(plan) as connection:
         require_head(config, connection)
         dialect = connection.dialect.name
-        _require_verified(connection, columns)
+        require_verified(connection, columns)
         dependents = find_dependents(connection, [_shadowed(table) for table in selected])
-        allowed = _require_no_blockers(dependents, allow_dropping_constraints)
-        _require_distinct_tokens(connection, columns)
+        allowed = require_no_blockers(dependents, allow_dropping_constraints)
+        require_distinct_tokens(connection, columns)
         live = [read_table(connection, table) for table in selected]
-        rollback = [note for table in live for note in _rollback_limits(connection, table)]
+        rollback = [note for table in live for note in rollback_limits(connection, table)]
     upgrade: list[MigrateOperation] = []
     rewrites: list[MigrateOperation] = []
     downgrade: list[MigrateOperation] = []
@@ -215,7 +154,7 @@ def drop_unencrypted(
         if vacuum:
             rewrites.append(RewriteTableOp(table.name, schema=table.schema))
     notes = (
-        *_dependent_notes(dependents, allowed),
+        *dependent_notes(dependents, allowed),
         *rollback,
         *((PAGES_WARNING,) if not vacuum else ()),
     )
@@ -261,143 +200,6 @@ def drop_unencrypted(
 def _shadowed(table: TablePlan) -> TablePlan:
     columns = tuple(c for c in table.columns if c.phase is ColumnPhase.SHADOWED)
     return table.model_copy(update={"columns": columns})
-
-
-def _require_no_blockers(dependents: Sequence[Dependent], allow: bool) -> list[Dependent]:
-    """Refuse while a dependent blocks the drop; the unique ones ``allow`` lets through."""
-    blocking = [d for d in dependents if d.blocking]
-    refused = [d for d in blocking if not (allow and d.droppable)]
-    if not refused:
-        return blocking
-    count = len(refused)
-    lines = [f"  - {refusal_line(d)}" for d in refused]
-    hint = ""
-    if not allow and any(d.droppable for d in refused):
-        hint = (
-            "\nUnique indexes and constraints can also be dropped with their column: "
-            "--allow-dropping-constraints (their uniqueness is then no longer enforced)."
-        )
-    raise RefusedError(
-        f"refusing to drop plaintext: {count} "
-        f"{'object depends' if count == 1 else 'objects depend'} on the planned columns "
-        "and would break the drop or be lost with it (nothing was written):\n"
-        + "\n".join(lines)
-        + hint
-        + "\nDeal with each, check with `encmigrate plan check`, then run drop-unencrypted again."
-    )
-
-
-def _rollback_limits(connection: sa.Connection, table: LiveTable) -> list[str]:
-    """What a rollback of this drop (downgrade + decrypt-back) will not give back, said
-    while the plaintext is still there: NOT NULL, the column order, and the spelling of
-    values stored as text (roundtrip.py). Counts and names only, never a value."""
-    dropping = [c for c in table.plan.columns if c.phase is ColumnPhase.SHADOWED]
-    order = list(table.columns)
-    shown = table.plan.table
-    notes: list[str] = []
-    not_null = [c.column for c in dropping if not table.columns[c.column]["nullable"]]
-    if not_null:
-        notes.append(
-            f"rollback: `alembic downgrade -1` re-adds {shown}.{', '.join(not_null)} without "
-            "NOT NULL (they are empty until decrypt-back); restore it after decrypt-back "
-            + (
-                "with ALTER TABLE ... ALTER COLUMN ... SET NOT NULL"
-                if connection.dialect.name == "postgresql"
-                else "by rebuilding the table (SQLite cannot add NOT NULL to a column)"
-            )
-        )
-    names = {c.column for c in dropping}
-    if [n for n in order if n not in names] + [c.column for c in dropping] != order:
-        notes.append(
-            f"rollback: the re-added columns of {shown} come after its other columns: "
-            "the column order changes (SELECT * and INSERT without column names see it)"
-        )
-    target = sa.table(table.name, schema=table.schema)
-    for column in dropping:
-        differ = respelled_values(
-            connection, target, column.column, table.columns[column.column]["type"], column.type
-        )
-        if differ:
-            notes.append(
-                f"rollback: {differ} value(s) of {shown}.{column.column} are stored as text "
-                "spelled otherwise than decrypt-back writes them back (the value is the same, "
-                "the bytes differ; docs/application-writes.md, 'After the drop, and rolling "
-                "it back')"
-            )
-    return notes
-
-
-def _dependent_notes(dependents: Sequence[Dependent], allowed: Sequence[Dependent]) -> list[str]:
-    notes = [
-        f"{d.kind} {d.name} on {d.table}.{d.column} is dropped with the column "
-        "(--allow-dropping-constraints): its uniqueness is no longer enforced"
-        for d in allowed
-    ]
-    notes += [
-        f"{d.kind} {d.name} on {d.table}.{d.column}: {d.effect}; {d.action}"
-        for d in dependents
-        if not d.blocking and d.action != "nothing to do"
-    ]
-    return notes
-
-
-def _require_distinct_tokens(connection: sa.Connection, columns: Sequence[ColumnPlan]) -> None:
-    """Refuse when a unique_token column already has a token on several rows.
-
-    The unique index would fail to build in the middle of the upgrade; here the
-    operator gets the count and the query that finds them, before any file.
-    """
-    problems = []
-    dialect = connection.dialect
-    for column in columns:
-        if not (column.unique_token and column.search_column):
-            continue
-        target = sa.table(
-            column.table_name, sa.column(column.search_column), schema=column.schema_name
-        )
-        token = target.c[column.search_column]
-        shared = (
-            sa.select(token).where(token.is_not(None)).group_by(token).having(sa.func.count() > 1)
-        ).subquery()
-        count = connection.execute(sa.select(sa.func.count()).select_from(shared)).scalar()
-        if count:
-            problems.append(
-                f"{column.table}.{column.search_column}: {count} search tokens are each shared "
-                "by several rows (equal values after normalization under the same key version); "
-                f"find them with SELECT {quote(dialect, column.search_column)}, count(*) FROM "
-                f"{qualified(dialect, column.table_name, column.schema_name)} "
-                "GROUP BY 1 HAVING count(*) > 1, resolve the duplicates, or remove unique_token"
-            )
-    if problems:
-        raise RefusedError(
-            "refusing to drop plaintext: unique_token cannot build its unique index: "
-            + "; ".join(problems)
-        )
-
-
-def _require_verified(connection: sa.Connection, columns: Sequence[ColumnPlan]) -> None:
-    if not columns:
-        return
-    if not sa.inspect(connection).has_table(migrations.name):
-        raise RefusedError(
-            "no encryption_migrations table: run encmigrate add-columns, migrate-data "
-            "and verify before dropping plaintext"
-        )
-    rows = connection.execute(
-        sa.select(migrations.c.table_name, migrations.c.column_name, migrations.c.status)
-    ).all()
-    status = {(str(t), str(c)): str(s) for t, c, s in rows}
-    unverified = [
-        f"{c.table}.{c.column} ({status.get((c.table, c.column), 'not migrated')})"
-        for c in columns
-        if status.get((c.table, c.column)) != MigrationStatus.VERIFIED
-    ]
-    if unverified:
-        raise RefusedError(
-            "refusing to drop plaintext: not verified clean by a full verify: "
-            + ", ".join(unverified)
-            + "; run encmigrate verify (without --sample) and fix what it reports"
-        )
 
 
 def _status_update(columns: Sequence[ColumnPlan], status: MigrationStatus) -> MigrateOperation:
