@@ -244,14 +244,18 @@ def test_lock_released_within_the_budget_is_waited_out(pg_url: str, prepare: Pre
 
     release = threading.Thread(target=release_after_a_few_timeouts)
     release.start()
-    policy = RetryPolicy(attempts=40, initial=0.02, maximum=0.1)
-    run = policy.run
 
     def noted(error: BaseException, attempt: int) -> None:
         retried.append(attempt)
         timed_out.set()
 
-    policy.run = lambda work, on_retry=None: run(work, on_retry=noted)  # type: ignore[method-assign]
+    class NotingPolicy(RetryPolicy):
+        """The policy, noting each retry (RetryPolicy is frozen: it is subclassed, not patched)."""
+
+        def run(self, work, *, on_retry=None, **kwargs):  # type: ignore[no-untyped-def]
+            return super().run(work, on_retry=noted, **kwargs)
+
+    policy = NotingPolicy(attempts=40, initial=0.02, maximum=0.1)
     migrate_data(
         migration.plan,
         migration.engine,

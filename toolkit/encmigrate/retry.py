@@ -60,7 +60,7 @@ def is_transient_database_fault(exc: BaseException) -> bool:
     return False
 
 
-@dataclass(init=False)
+@dataclass(frozen=True, init=False)
 class RetryPolicy:
     """How often and how long to retry a transient failure (waits in seconds).
 
@@ -69,6 +69,10 @@ class RetryPolicy:
     together do not retry together. ``initial`` and ``maximum`` are the
     migrator's spelling of ``initial_wait`` and ``max_wait``. The defaults are
     the key providers'; :meth:`for_database` gives the migrator's.
+
+    Frozen: one policy is shared by every worker of a run (and sent to worker
+    processes), so none may change it under the others. To observe or alter
+    the retries, pass ``on_retry`` to :meth:`run` or subclass.
     """
 
     attempts: int
@@ -88,9 +92,10 @@ class RetryPolicy:
             raise TypeError("give initial_wait or initial, not both")
         if maximum is not None and max_wait is not None:
             raise TypeError("give max_wait or maximum, not both")
-        self.attempts = attempts
-        self.initial_wait = _first_given(initial_wait, initial, 0.2)
-        self.max_wait = _first_given(max_wait, maximum, 5.0)
+        # Frozen: the fields are set once, here, past the dataclass's __setattr__.
+        object.__setattr__(self, "attempts", attempts)
+        object.__setattr__(self, "initial_wait", _first_given(initial_wait, initial, 0.2))
+        object.__setattr__(self, "max_wait", _first_given(max_wait, maximum, 5.0))
         if self.attempts < 1:
             raise ValueError("attempts must be 1 or more")
         if self.initial_wait < 0 or self.max_wait < 0:

@@ -31,8 +31,10 @@ import tomlkit.items
 from alembic import command
 from alembic.util import CommandError
 
-from encmigrate.errors import ConfigError, DatabaseError
-from encmigrate.plan import DATABASE_URL_ENV, safe_url
+from encmigrate.boundary import mapped_errors
+from encmigrate.database import connect, read_only
+from encmigrate.errors import ConfigError
+from encmigrate.plan import DATABASE_URL_ENV
 from encmigrate.revisions.generate import quiet_config
 
 __all__ = ["ENV_PY", "InitResult", "init", "starter_plan", "url_without_password"]
@@ -220,9 +222,9 @@ def _script_template() -> str:
 
 def list_tables(database_url: str) -> tuple[str, ...]:
     """The user tables of the database, schema-qualified outside the default schema."""
-    engine = sa.create_engine(database_url)
+    engine = connect(database_url)
     try:
-        with engine.connect() as connection:
+        with mapped_errors(), read_only(engine) as connection:
             inspector = sa.inspect(connection)
             names = [name for name in inspector.get_table_names() if not _internal(name)]
             if connection.dialect.name == "postgresql":
@@ -230,11 +232,6 @@ def list_tables(database_url: str) -> tuple[str, ...]:
                     if schema in {"public", "information_schema"} or schema.startswith("pg_"):
                         continue
                     names += [f"{schema}.{t}" for t in inspector.get_table_names(schema=schema)]
-    except sa.exc.OperationalError as exc:
-        raise DatabaseError(
-            f"cannot reach {safe_url(database_url)} to list its tables "
-            f"({type(exc.orig).__name__ if exc.orig is not None else 'error'})"
-        ) from None
     finally:
         engine.dispose()
     return tuple(names)

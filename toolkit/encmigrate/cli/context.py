@@ -1,4 +1,9 @@
-"""What most commands need: the plan, the keyring and a database engine."""
+"""What most commands need: the plan, the keyring and a database engine.
+
+The batch commands (``migrate-data``, ``rewrap``, ``decrypt-back``) start the
+same way, in :func:`batch_command`: plan, keyring, engine, the SQLite
+single-worker note, Ctrl-C handling, and their options built on the plan's.
+"""
 
 from __future__ import annotations
 
@@ -7,20 +12,32 @@ import os
 import signal
 import threading
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from types import FrameType
+from typing import Any
 
 import sqlalchemy as sa
 import typer
 
 from encmigrate import plan as plan_module
 from encmigrate.boundary import parse_database_url
+from encmigrate.cli.progress import note_workers
 from encmigrate.cli.state import state_of
 from encmigrate.config import find_config
-from encmigrate.errors import ConfigError
+from encmigrate.database import connect, require_database_url
 from encmigrate.keys import Keyring, load_keyring, resolve_key_setup
-from encmigrate.migrate import connect
+from encmigrate.migrate import MigrateOptions
+from encmigrate.migrate.pipeline import QUICK_SWITCH_INTERVAL
 
-__all__ = ["engine_for", "interruptible", "keyring_for", "plan_for", "url_origin"]
+__all__ = [
+    "BatchCommand",
+    "batch_command",
+    "engine_for",
+    "interruptible",
+    "keyring_for",
+    "plan_for",
+    "url_origin",
+]
 
 
 def plan_for(ctx: typer.Context, *, check_database: bool = True) -> plan_module.Plan:
@@ -40,14 +57,49 @@ def keyring_for(ctx: typer.Context, plan: plan_module.Plan | None = None) -> Key
 
 
 def engine_for(ctx: typer.Context, plan: plan_module.Plan, *, workers: int = 1) -> sa.Engine:
-    if plan.database_url is None:
-        raise ConfigError(
-            "no database URL: pass --database-url, set ENCMIGRATE_DATABASE_URL "
-            "or add [database] url to encmigrate.toml"
-        )
+    url = require_database_url(plan.database_url)
     # SQL logging is off even with --debug (ENCMIGRATE_DEBUG_LOGGERS=sqlalchemy.engine turns it
     # on; connect() hides the bound parameters).
-    return connect(plan.database_url, workers=workers, origin=url_origin(ctx, plan))
+    return connect(url, workers=workers, origin=url_origin(ctx, plan))
+
+
+@dataclass(frozen=True, slots=True)
+class BatchCommand:
+    """What a batch command works with; ``stop`` is set by the first Ctrl-C."""
+
+    plan: plan_module.Plan
+    keyring: Keyring
+    engine: sa.Engine
+    workers: int
+    json_output: bool
+    stop: threading.Event
+
+    def options(self, batch_size: int | None, **more: Any) -> MigrateOptions:
+        """The run's options: ``--batch-size`` or the plan's, the workers, ``more``."""
+        return MigrateOptions(
+            batch_size=batch_size or self.plan.migration.batch_size,
+            workers=self.workers,
+            gil_interval=QUICK_SWITCH_INTERVAL,
+            **more,
+        )
+
+
+@contextlib.contextmanager
+def batch_command(ctx: typer.Context, *, workers: int) -> Iterator[BatchCommand]:
+    """The plan, keyring and engine of a batch command, Ctrl-C caught; the engine disposed after.
+
+    The SQLite note that ``--workers N`` runs one worker is shown before the work starts.
+    """
+    plan = plan_for(ctx)
+    keyring = keyring_for(ctx, plan)
+    engine = engine_for(ctx, plan, workers=workers)
+    try:
+        json_output = state_of(ctx).json
+        note_workers(engine, workers, json_output)
+        with interruptible() as stop:
+            yield BatchCommand(plan, keyring, engine, workers, json_output, stop)
+    finally:
+        engine.dispose()
 
 
 def url_origin(ctx: typer.Context, plan: plan_module.Plan) -> str:

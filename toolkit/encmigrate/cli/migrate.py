@@ -16,14 +16,13 @@ import sqlalchemy as sa
 import typer
 
 from encmigrate.cli.console import err, out, print_json
-from encmigrate.cli.context import engine_for, interruptible, keyring_for, plan_for
+from encmigrate.cli.context import batch_command, engine_for
 from encmigrate.cli.options import Sleep, TableOption, Workers
-from encmigrate.cli.progress import MetricsSink, Reporter, note_workers, rows_text
-from encmigrate.cli.state import reports_errors, state_of
+from encmigrate.cli.progress import MetricsSink, Reporter, rows_text
+from encmigrate.cli.state import reports_errors
 from encmigrate.errors import EncmigrateError
-from encmigrate.migrate import MigrateOptions, migrate_data
+from encmigrate.migrate import migrate_data
 from encmigrate.migrate.next_step import NextStep, next_step
-from encmigrate.migrate.pipeline import QUICK_SWITCH_INTERVAL
 from encmigrate.migrate.runner import TableReport, eta_text
 from encmigrate.plan import Plan
 
@@ -104,40 +103,31 @@ def migrate_data_command(
 
     Example: [bold]encmigrate migrate-data --batch-size 1000 --workers 2[/]
     """
-    plan = plan_for(ctx)
-    keyring = keyring_for(ctx, plan)
-    engine = engine_for(ctx, plan, workers=workers)
-    options = MigrateOptions(
-        batch_size=batch_size or plan.migration.batch_size,
-        workers=workers,
-        dry_run=dry_run,
-        sleep_ms=sleep or int(plan.migration.sleep * 1000),
-        lock_timeout_ms=lock_timeout,
-        max_batches=max_batches,
-        restart=restart,
-        join=join,
-        gil_interval=QUICK_SWITCH_INTERVAL,
-    )
-    json_output = state_of(ctx).json
-    note_workers(engine, workers, json_output)
-    sink = None
-    if metrics_file is not None:
-        sink = MetricsSink(
-            metrics_file, {t.table: [c.column for c in t.columns] for t in plan.tables}
+    with (
+        batch_command(ctx, workers=workers) as run,
+        Reporter(run.json_output, _metrics_sink(metrics_file, run.plan)) as reporter,
+    ):
+        options = run.options(
+            batch_size,
+            dry_run=dry_run,
+            sleep_ms=sleep or int(run.plan.migration.sleep * 1000),
+            lock_timeout_ms=lock_timeout,
+            max_batches=max_batches,
+            restart=restart,
+            join=join,
         )
-    with interruptible() as stop, Reporter(json_output, sink) as reporter:
         reports = migrate_data(
-            plan,
-            engine,
-            keyring,
+            run.plan,
+            run.engine,
+            run.keyring,
             tables=table,
             columns=column,
             options=options,
             progress=reporter,
-            stop=stop,
+            stop=run.stop,
             repair=repair,
         )
-    engine.dispose()
+    plan, json_output = run.plan, run.json_output
     _report_migration(reports, json_output, repair=repair)
     if reports and not json_output and not any(r.dry_run or r.interrupted for r in reports):
         show_next_step(ctx, plan, table)
@@ -146,6 +136,13 @@ def migrate_data_command(
         raise typer.Exit(130)
     if any(r.rows_failed for r in reports):
         raise typer.Exit(1)
+
+
+def _metrics_sink(metrics_file: Path | None, plan: Plan) -> MetricsSink | None:
+    """The Prometheus textfile of ``--metrics-file``, listing the plan's columns."""
+    if metrics_file is None:
+        return None
+    return MetricsSink(metrics_file, {t.table: [c.column for c in t.columns] for t in plan.tables})
 
 
 def _report_migration(

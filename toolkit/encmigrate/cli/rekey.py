@@ -8,14 +8,13 @@ from typing import Annotated
 import typer
 
 from encmigrate.cli.console import err, out, print_json
-from encmigrate.cli.context import engine_for, interruptible, keyring_for, plan_for
+from encmigrate.cli.context import batch_command
 from encmigrate.cli.migrate import show_next_step
 from encmigrate.cli.options import BatchSize, Sleep, TableOption, Workers
-from encmigrate.cli.progress import Reporter, note_workers, rows_text
-from encmigrate.cli.state import reports_errors, state_of
+from encmigrate.cli.progress import Reporter, rows_text
+from encmigrate.cli.state import reports_errors
 from encmigrate.crypto.envelope import MAX_VERSION
-from encmigrate.migrate import MigrateOptions, decrypt_back, rewrap
-from encmigrate.migrate.pipeline import QUICK_SWITCH_INTERVAL
+from encmigrate.migrate import decrypt_back, rewrap
 from encmigrate.migrate.runner import TableReport
 
 __all__ = ["decrypt_back_command", "rewrap_command"]
@@ -39,29 +38,18 @@ def rewrap_command(
 
     Example: [bold]encmigrate rewrap --from-version 1[/]
     """
-    plan = plan_for(ctx)
-    keyring = keyring_for(ctx, plan)
-    engine = engine_for(ctx, plan, workers=workers)
-    options = MigrateOptions(
-        batch_size=batch_size or plan.migration.batch_size,
-        workers=workers,
-        sleep_ms=sleep,
-        gil_interval=QUICK_SWITCH_INTERVAL,
-    )
-    json_output = state_of(ctx).json
-    note_workers(engine, workers, json_output)
-    with interruptible() as stop, Reporter(json_output) as reporter:
+    with batch_command(ctx, workers=workers) as run, Reporter(run.json_output) as reporter:
         reports = rewrap(
-            plan,
-            engine,
-            keyring,
+            run.plan,
+            run.engine,
+            run.keyring,
             tables=table,
             from_version=from_version,
-            options=options,
+            options=run.options(batch_size, sleep_ms=sleep),
             progress=reporter,
-            stop=stop,
+            stop=run.stop,
         )
-    engine.dispose()
+    keyring, json_output = run.keyring, run.json_output
     _report_rekey(reports, json_output, f"moved to key version {keyring.current}")
     if not json_output and not any(r.interrupted for r in reports):
         out.print(
@@ -81,21 +69,17 @@ def decrypt_back_command(
     Run `alembic downgrade -1` first to undo drop-unencrypted (it re-adds the
     plaintext columns, empty). Example: [bold]encmigrate decrypt-back --table customers[/]
     """
-    plan = plan_for(ctx)
-    keyring = keyring_for(ctx, plan)
-    engine = engine_for(ctx, plan, workers=workers)
-    options = MigrateOptions(
-        batch_size=batch_size or plan.migration.batch_size,
-        workers=workers,
-        gil_interval=QUICK_SWITCH_INTERVAL,
-    )
-    json_output = state_of(ctx).json
-    note_workers(engine, workers, json_output)
-    with interruptible() as stop, Reporter(json_output) as reporter:
+    with batch_command(ctx, workers=workers) as run, Reporter(run.json_output) as reporter:
         reports = decrypt_back(
-            plan, engine, keyring, tables=table, options=options, progress=reporter, stop=stop
+            run.plan,
+            run.engine,
+            run.keyring,
+            tables=table,
+            options=run.options(batch_size),
+            progress=reporter,
+            stop=run.stop,
         )
-    engine.dispose()
+    plan, json_output = run.plan, run.json_output
     _report_rekey(reports, json_output, "refilled from the ciphertext")
     if reports and not json_output:
         show_next_step(ctx, plan, table)

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
+from encmigrate.boundary import mapped_errors
 from encmigrate.dependents.model import (
     UNENCRYPTABLE_KINDS,
     Dependent,
@@ -46,7 +47,6 @@ from encmigrate.dependents.model import (
 )
 from encmigrate.dependents.postgresql import postgresql_dependents
 from encmigrate.dependents.sqlite import sqlite_dependents
-from encmigrate.errors import DatabaseError
 
 if TYPE_CHECKING:
     from encmigrate.plan import TablePlan
@@ -70,7 +70,7 @@ def find_dependents(connection: sa.Connection, tables: Sequence[TablePlan]) -> l
     if dialect not in ("postgresql", "sqlite"):
         return []
     found: list[Dependent] = []
-    try:
+    with mapped_errors():
         for table in tables:
             for column in table.columns:
                 described = Describe(table, column)
@@ -79,9 +79,4 @@ def find_dependents(connection: sa.Connection, tables: Sequence[TablePlan]) -> l
                 else:
                     raw = sqlite_dependents(connection, table, column, described)
                 found += unique(raw)
-    except sa.exc.DBAPIError as exc:
-        reason = type(exc.orig).__name__ if exc.orig is not None else "error"
-        raise DatabaseError(
-            f"cannot read the catalogs to find what depends on the planned columns ({reason})"
-        ) from None
     return found

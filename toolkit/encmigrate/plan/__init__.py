@@ -26,6 +26,7 @@ from collections.abc import Mapping
 
 from encmigrate.boundary import parse_database_url
 from encmigrate.config import ConfigFile, KeysSettings, find_config
+from encmigrate.database import NO_DATABASE_URL
 from encmigrate.errors import ConfigError, DatabaseError, PlanError
 from encmigrate.identifiers import max_identifier_bytes
 from encmigrate.plan.database_url import (
@@ -114,10 +115,7 @@ def load(
     )
     warnings: list[PlanWarning] = []
     if check_database and url is None:
-        problems.append(
-            f"{found.path}: no database URL to check the plan against: add [database] url, "
-            "set ENCMIGRATE_DATABASE_URL or pass --database-url"
-        )
+        problems.append(f"{found.path}: {NO_DATABASE_URL} (the plan is checked against it)")
     elif check_database and url is not None and tables:
         try:
             tables = check_live_schema(found, url, tables, problems, warnings)

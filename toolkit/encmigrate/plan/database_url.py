@@ -2,7 +2,8 @@
 
 :func:`resolve_database_url` is shared with the ``env.py`` that ``encmigrate
 init`` writes, so that ``alembic upgrade`` and ``encmigrate ... --apply`` reach
-the same database. :func:`safe_url` masks the password for messages and logs.
+the same database. :func:`safe_url` (which masks the password for messages and
+logs) lives in :mod:`encmigrate.database` and is re-exported here.
 """
 
 from __future__ import annotations
@@ -12,22 +13,15 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-import sqlalchemy as sa
-
 from encmigrate.config import ConfigFile, find_config
+from encmigrate.database import NO_DATABASE_URL, safe_url
 from encmigrate.errors import ConfigError
+
+__all__ = ["DATABASE_URL_ENV", "resolve_database_url", "safe_url", "url_origin"]
 
 DATABASE_URL_ENV = "ENCMIGRATE_DATABASE_URL"
 # alembic init writes this placeholder; it names no database.
 _ALEMBIC_PLACEHOLDER_URL = "driver://user:pass@localhost/dbname"
-
-
-def safe_url(url: str) -> str:
-    """``url`` with its password masked, for messages and logs."""
-    try:
-        return sa.make_url(url).render_as_string(hide_password=True)
-    except sa.exc.ArgumentError:
-        return "<unparseable database URL>"
 
 
 def resolve_database_url(
@@ -69,10 +63,7 @@ def resolve_database_url(
         return alembic_url
     if not required:
         return None
-    raise ConfigError(
-        "no database URL: pass --database-url, set ENCMIGRATE_DATABASE_URL, "
-        "add [database] url to encmigrate.toml, or set sqlalchemy.url in alembic.ini"
-    )
+    raise ConfigError(NO_DATABASE_URL)
 
 
 def _alembic_ini_path(

@@ -16,10 +16,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from encmigrate.boundary import mapped_errors
 from encmigrate.config import ConfigFile
+from encmigrate.database import connect, read_only
 from encmigrate.dependents import find_dependents, warning_message
-from encmigrate.errors import DatabaseError
-from encmigrate.plan.database_url import safe_url
+from encmigrate.errors import ConfigError
 from encmigrate.plan.model import ColumnPhase, ColumnPlan, PlanWarning, TablePlan
 from encmigrate.plan.validation import column_locations
 
@@ -68,11 +69,13 @@ def check_live_schema(
 ) -> tuple[TablePlan, ...]:
     """The tables checked against the database at ``url``, with phases and primary keys.
 
-    Raises DatabaseError when the database cannot be reached.
+    Raises DatabaseError when the database cannot be reached (or fails otherwise: its
+    errors are translated by :func:`~encmigrate.boundary.mapped_errors`). The checks only
+    read, in one read-only transaction: on SQLite they take no write lock.
     """
     try:
-        engine = sa.create_engine(url)
-    except (sa.exc.ArgumentError, ImportError):
+        engine = connect(url)
+    except ConfigError:
         # Not the driver's text: it can quote the URL, password included.
         problems.append(
             f"{found.where('database.url')}: not a usable database URL (it names a dialect or "
@@ -81,17 +84,12 @@ def check_live_schema(
         return tables
     locations = column_locations(found)
     try:
-        with engine.connect() as connection:
+        with mapped_errors(), read_only(engine) as connection:
             inspector = sa.inspect(connection)
             checked = tuple(
                 _check_table(connection, inspector, table, found, locations, problems, warnings)
                 for table in tables
             )
-    except sa.exc.OperationalError as exc:
-        raise DatabaseError(
-            f"cannot reach the database {safe_url(url)} to check the plan "
-            f"({type(exc.orig).__name__ if exc.orig is not None else 'error'})"
-        ) from None
     finally:
         engine.dispose()
     return checked

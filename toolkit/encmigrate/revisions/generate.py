@@ -35,8 +35,8 @@ import io
 import logging
 import re
 import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,9 +50,11 @@ from alembic.operations import ops as alembic_ops
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 
+from encmigrate import database
+from encmigrate.boundary import sqlstate, translate
 from encmigrate.errors import ConfigError, DatabaseError, EncmigrateError, RefusedError
 from encmigrate.identifiers import shown
-from encmigrate.plan import MigrationSettings, Plan, safe_url
+from encmigrate.plan import MigrationSettings, Plan
 from encmigrate.revisions.ops import (
     DDL_RETRIES_ATTRIBUTE,
     LOCK_FAILURES,
@@ -139,22 +141,13 @@ def quiet_config(path: Path) -> Config:
     return config
 
 
-@contextmanager
-def connect(plan: Plan) -> Iterator[sa.Connection]:
-    """A connection to the plan's database, with errors mapped to DatabaseError."""
-    if plan.database_url is None:
-        raise ConfigError("no database URL: set one in the plan or pass --database-url")
-    engine = sa.create_engine(plan.database_url)
-    try:
-        with engine.connect() as connection:
-            yield connection
-    except sa.exc.OperationalError as exc:
-        raise DatabaseError(
-            f"database error on {safe_url(plan.database_url)}: "
-            f"{type(exc.orig).__name__ if exc.orig is not None else 'error'}"
-        ) from None
-    finally:
-        engine.dispose()
+def connect(plan: Plan) -> AbstractContextManager[sa.Connection]:
+    """A connection to the plan's database that only inspects, its errors translated.
+
+    :func:`encmigrate.database.connection`: on SQLite it opens no transaction, so
+    Alembic's own engine never waits for it.
+    """
+    return database.connection(plan.database_url)
 
 
 def require_head(config: Config, connection: sa.Connection) -> None:
@@ -377,9 +370,9 @@ def upgrade_head(config: Config, changes: _Changes | None = None) -> None:
         text = str(exc.orig) if exc.orig is not None else ""
         if "encmigrate:" in text:
             raise RefusedError(text.splitlines()[0]) from None
+        # The boundary's words: the driver's text only when it cannot quote a value.
         raise DatabaseError(
-            f"alembic upgrade head failed: {type(exc.orig).__name__ if exc.orig else 'error'}: "
-            f"{text.splitlines()[0] if text else ''}"
+            f"alembic upgrade head failed: {translate(exc)}", sqlstate=sqlstate(exc)
         ) from None
     except CommandError as exc:
         raise ConfigError(f"alembic upgrade head failed: {exc}") from None

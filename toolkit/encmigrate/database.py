@@ -1,0 +1,213 @@
+"""The one way encmigrate reaches a database: the URL it needs, the engine, how the URL is shown.
+
+Every engine comes from :func:`connect`: the migrator's (batch work, with a
+pool sized for its workers), the revision generators' and the plan check's
+(through :func:`connection`, one short-lived engine). What differs between
+database systems is in one place, the :class:`Backend` of each dialect in
+:data:`BACKENDS`: the driver a bare URL gets, the engine options, what is set
+up on each new connection and how a connection is made read-only. A new
+dialect is one more entry there (and its faults in ``retry.py``).
+
+Errors: a URL that does not parse, or names a dialect or driver that is not
+installed, is a ConfigError naming where it was set (never the URL: it may
+hold a password); database errors are translated by
+:func:`encmigrate.boundary.mapped_errors`. A missing URL is the one
+:data:`NO_DATABASE_URL` error of :func:`require_database_url`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+
+from encmigrate.boundary import mapped_errors, parse_database_url
+from encmigrate.errors import ConfigError
+
+__all__ = [
+    "BACKENDS",
+    "NO_DATABASE_URL",
+    "READ_ONLY_OPTION",
+    "SQLITE_BUSY_TIMEOUT_MS",
+    "Backend",
+    "backend_for",
+    "connect",
+    "connection",
+    "read_only",
+    "require_database_url",
+    "safe_url",
+]
+
+NO_DATABASE_URL = (
+    "no database URL: pass --database-url, set ENCMIGRATE_DATABASE_URL, "
+    "add [database] url to encmigrate.toml, or set sqlalchemy.url in alembic.ini"
+)
+# How long a SQLite statement waits for another connection's lock before "database is locked".
+SQLITE_BUSY_TIMEOUT_MS = 5000
+# The execution option of read-only connections: on SQLite, no BEGIN at all.
+READ_ONLY_OPTION = "encmigrate_read_only"
+
+
+def _no_set_up(engine: sa.Engine) -> None:
+    """Nothing to set up: the dialect's defaults serve."""
+
+
+def _read_only_by_option(connection: sa.Connection) -> None:
+    """Mark the connection so that :func:`_sqlite_set_up`'s ``begin`` issues nothing."""
+    connection.execution_options(**{READ_ONLY_OPTION: True})
+
+
+@dataclass(frozen=True, slots=True)
+class Backend:
+    """What encmigrate does differently on one database system.
+
+    ``driver`` replaces a bare dialect name (``postgresql://``: SQLAlchemy's
+    default driver is not the one installed); ``pool_options`` gives the
+    engine's pool settings for a pool of the given size; ``set_up`` installs
+    the engine's event hooks; ``make_read_only`` turns a connection, before
+    its transaction begins, into one that cannot write (or take write locks).
+    """
+
+    driver: str | None = None
+    pool_options: Callable[[int], Mapping[str, Any]] = field(default=lambda size: {})
+    set_up: Callable[[sa.Engine], None] = _no_set_up
+    make_read_only: Callable[[sa.Connection], None] = _read_only_by_option
+
+
+def _sqlite_set_up(engine: sa.Engine) -> None:
+    """``BEGIN IMMEDIATE`` transactions and a busy timeout.
+
+    The write lock is taken before a batch reads, so no other writer can slip
+    between read and write; a read-only connection (:data:`READ_ONLY_OPTION`)
+    opens no transaction at all and never takes it.
+    """
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
+        dbapi_connection.execute(f"PRAGMA busy_timeout = {int(SQLITE_BUSY_TIMEOUT_MS)}")
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: sa.Connection) -> None:
+        if not connection.get_execution_options().get(READ_ONLY_OPTION, False):
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _postgresql_pool(size: int) -> Mapping[str, Any]:
+    return {"pool_size": size, "max_overflow": 2, "pool_pre_ping": True}
+
+
+def _postgresql_read_only(connection: sa.Connection) -> None:
+    connection.execution_options(postgresql_readonly=True)
+
+
+BACKENDS: Mapping[str, Backend] = {
+    "postgresql": Backend(
+        driver="psycopg",
+        pool_options=_postgresql_pool,
+        make_read_only=_postgresql_read_only,
+    ),
+    "sqlite": Backend(set_up=_sqlite_set_up),
+}
+_OTHER = Backend()
+
+
+def backend_for(url: sa.URL) -> Backend:
+    """The :class:`Backend` of ``url``'s dialect; SQLAlchemy's defaults for one not listed."""
+    return BACKENDS.get(url.get_backend_name(), _OTHER)
+
+
+def require_database_url(url: str | None) -> str:
+    """``url``, or the one ConfigError saying where a database URL can be given."""
+    if not url:
+        raise ConfigError(NO_DATABASE_URL)
+    return url
+
+
+def safe_url(url: str) -> str:
+    """``url`` with its password masked, for messages and logs."""
+    try:
+        return sa.make_url(url).render_as_string(hide_password=True)
+    except (sa.exc.ArgumentError, ValueError):
+        return "<unparseable database URL>"
+
+
+def connect(
+    url: str | sa.URL,
+    *,
+    workers: int = 1,
+    pool_size: int | None = None,
+    echo: bool = False,
+    origin: str | None = None,
+) -> sa.Engine:
+    """An engine set up for encmigrate's work on ``url``'s database.
+
+    SQLite gets ``BEGIN IMMEDIATE`` transactions and a busy timeout;
+    PostgreSQL gets psycopg 3 and a pool sized for the workers (each reads on
+    one connection while its writer thread commits on another; two more for
+    claims, releases and bookkeeping). A URL that does not parse, or names a
+    dialect or driver that is not installed, raises ConfigError naming
+    ``origin`` (where it was set).
+    """
+    parsed = parse_database_url(url, origin=origin)
+    backend = backend_for(parsed)
+    if backend.driver is not None and parsed.drivername == parsed.get_backend_name():
+        parsed = parsed.set(drivername=f"{parsed.get_backend_name()}+{backend.driver}")
+    # hide_parameters: with --debug the SQL is logged, never the values bound to it.
+    options: dict[str, Any] = {"echo": echo, "hide_parameters": True}
+    options.update(backend.pool_options(pool_size if pool_size is not None else 2 * workers + 2))
+    try:
+        engine = sa.create_engine(parsed, **options)
+    except (sa.exc.ArgumentError, ImportError) as exc:
+        # The message names the dialect or the missing module; SQLAlchemy's text never holds
+        # the password here (the URL is parsed already), but it is not shown anyway.
+        what = exc.name if isinstance(exc, ImportError) else parsed.drivername
+        where = f"{origin}: " if origin else ""
+        raise ConfigError(
+            f"{where}the database URL names a dialect or driver that is not installed "
+            f"({what}): install it or change the URL"
+        ) from None
+    backend.set_up(engine)
+    return engine
+
+
+@contextmanager
+def read_only(engine: sa.Engine) -> Iterator[sa.Connection]:
+    """A connection that only reads, in one transaction, for ``status`` and the next step.
+
+    On SQLite it opens no transaction (the engine's others start with ``BEGIN
+    IMMEDIATE``, the write lock): each statement reads what is committed and
+    holds SQLite's shared lock only while it runs. So it does not wait for a
+    running ``migrate-data``, whose open batch holds the write lock, and a
+    batch's commit waits for one statement at most, never for the whole
+    command. The price: two statements may see two states of the database.
+    A statement waits only while another connection commits (or holds ``BEGIN
+    EXCLUSIVE``), for :data:`SQLITE_BUSY_TIMEOUT_MS` at most, then fails with
+    "database is locked". On PostgreSQL the transaction is ``READ ONLY``.
+    """
+    with engine.connect() as conn:
+        backend_for(engine.url).make_read_only(conn)
+        with conn.begin():
+            yield conn
+
+
+@contextmanager
+def connection(url: str | None, *, origin: str | None = None) -> Iterator[sa.Connection]:
+    """A connection of a short-lived engine that only inspects, its errors translated.
+
+    For the revision generators, which read the schema and the Alembic
+    revision while Alembic's own engine writes: on SQLite it opens no
+    transaction, so it holds no lock that Alembic would wait for. The engine
+    is disposed of on the way out. Raises :data:`NO_DATABASE_URL` without a URL.
+    """
+    engine = connect(require_database_url(url), origin=origin)
+    try:
+        with mapped_errors(), engine.connect() as conn:
+            backend_for(engine.url).make_read_only(conn)
+            yield conn
+    finally:
+        engine.dispose()
