@@ -23,7 +23,7 @@ from encmigrate.crypto.search import Normalize
 from encmigrate.dependents import Dependent
 from encmigrate.errors import ConfigError
 from encmigrate.plan.database_url import safe_url
-from encmigrate.spec import ColumnSpec
+from encmigrate.spec import SEARCH_SUFFIX, SHADOW_SUFFIX, ColumnSpec
 
 
 class ColumnPhase(enum.StrEnum):
@@ -170,13 +170,15 @@ class ColumnPlan(BaseModel):
             column=self.column,
         )
 
+    # The names need no valid spec: a plan with problems is still checked against the
+    # live schema, to report every problem at once.
     @property
     def encrypted_column(self) -> str:
-        return self.spec.shadow_column
+        return self.column + SHADOW_SUFFIX
 
     @property
     def search_column(self) -> str | None:
-        return self.spec.search_column
+        return self.column + SEARCH_SUFFIX if self.searchable else None
 
 
 class TablePlan(BaseModel):
