@@ -48,13 +48,15 @@ JSON_LEAVES = (
     | st.floats(allow_nan=False, allow_infinity=False)
     | st.text()
 )
-JSON_DOCUMENTS = st.recursive(
-    JSON_LEAVES,
-    lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
-    ),
-    max_leaves=12,
-)
+
+
+def _json_containers(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    # A named function, not a multi-line lambda: Hypothesis reads the extend function's
+    # source to check that it uses its argument, and warns when it cannot tell.
+    return st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+
+
+JSON_DOCUMENTS = st.recursive(JSON_LEAVES, _json_containers, max_leaves=12)
 
 VALUES: dict[str, st.SearchStrategy[Any]] = {
     "string": st.text(),
