@@ -6,7 +6,8 @@ See docs/fields.md for recipes. Modules, one concept each:
 * :mod:`.types`: one type per type name;
 * :mod:`.context`: how a type finds its column, context and keyring;
 * :mod:`.hotpath`: the per-value encryption and decryption path;
-* :mod:`.search`: searchable types, ``.search`` lookups, the token column;
+* :mod:`.search`: searchable types and ``.search`` lookups;
+* :mod:`.token_index`: the token column and which columns pair up;
 * :mod:`.tokens`: filling token columns on every write;
 * :mod:`.render`: the Alembic ``render_item`` hook.
 """
@@ -21,8 +22,8 @@ from encmigrate.fields.search import (
     EncryptedSearchableInteger,
     EncryptedSearchableString,
     EncryptedSearchableText,
-    SearchTokenIndex,
 )
+from encmigrate.fields.token_index import SearchTokenIndex
 from encmigrate.fields.types import (
     EncryptedBigInteger,
     EncryptedBinary,

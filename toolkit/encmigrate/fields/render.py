@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from encmigrate.fields.encrypted import EncryptedType
-from encmigrate.fields.search import SearchTokenIndex
+from encmigrate.fields.token_index import SearchTokenIndex
 
 __all__ = ["render_item"]
 

@@ -40,7 +40,7 @@ from sqlalchemy.sql.dml import Insert, Update, ValuesBase
 from sqlalchemy.sql.elements import BindParameter
 
 from encmigrate.errors import ConfigError
-from encmigrate.fields.search import TokenPair, pairs_of, where
+from encmigrate.fields.token_index import TokenPair, pairs_of, where
 
 __all__ = ["fill_search_tokens", "install_token_writers"]
 
