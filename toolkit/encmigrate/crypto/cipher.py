@@ -173,16 +173,31 @@ class FieldCipher:
         values = values if isinstance(values, list | tuple) else list(values)
         if None in values:
             return self._encrypt_with_nulls(values)
-        datas = list(map(self._codec.encode, values))
-        return self._seal_all(datas)
+        return self._seal_all(self._encode_all(values))
 
     def _encrypt_with_nulls(self, values: Sequence[Any]) -> list[bytes | None]:
         present = [i for i, v in enumerate(values) if v is not None]
-        sealed = self._seal_all([self._codec.encode(values[i]) for i in present])
+        sealed = self._seal_all(self._encode_all([values[i] for i in present]))
         out: list[bytes | None] = [None] * len(values)
         for i, blob in zip(present, sealed, strict=True):
             out[i] = blob
         return out
+
+    def _encode_all(self, values: Sequence[Any]) -> list[bytes]:
+        """The payloads of ``values`` (none of them None).
+
+        A codec with a C-level ``bulk_encode`` (strings: ``str.encode``) encodes
+        the batch without a Python frame per value; any failure there (a value
+        of another type, a lone surrogate) is left for the codec's own
+        ``encode``, which names the problem without quoting the value.
+        """
+        bulk = self._codec.bulk_encode
+        if bulk is not None:
+            try:
+                return list(map(bulk, values))
+            except Exception:  # noqa: S110 - the codec's encode below raises the one error
+                pass
+        return list(map(self._codec.encode, values))
 
     def _seal_all(self, datas: list[bytes]) -> list[bytes | None]:
         if not datas:

@@ -58,6 +58,8 @@ class Codec:
     parse: Callable[[bytes], Any]
     accepts: str
     tag: str
+    bulk_encode: Callable[[Any], bytes] | None = None
+    """A C-level encoder of the usual values, for batches: it may raise on others."""
 
     def decode(self, data: bytes) -> Any:
         """The value ``data`` encodes; :class:`ValueTypeError` (naming the type only) if none."""
@@ -243,7 +245,12 @@ def _codec(
     accepts: str,
     tag: str | None = None,
 ) -> Codec:
-    return Codec(name=name, encode=encode, parse=parse, accepts=accepts, tag=tag or name)
+    # str.encode raises TypeError on anything but a str (a str subclass encodes alike)
+    # and UnicodeEncodeError on a lone surrogate, as _encode_string refuses both.
+    bulk = str.encode if encode is _encode_string else None
+    return Codec(
+        name=name, encode=encode, parse=parse, accepts=accepts, tag=tag or name, bulk_encode=bulk
+    )
 
 
 CODECS: dict[str, Codec] = {
