@@ -77,12 +77,17 @@ class Helpers:
 
     Each runs ``entry`` (Python code that calls :func:`main`) and gets ``document``
     (:func:`helper_document`) on its stdin; its batches are counted in ``loop``.
+    They may be started before the document exists (:meth:`send` gives it later),
+    so that their imports (about a second each) overlap the run's own setup.
     """
 
-    def __init__(self, loop: BatchLoop, count: int, *, entry: str, document: bytes) -> None:
+    def __init__(
+        self, loop: BatchLoop, count: int, *, entry: str, document: bytes | None = None
+    ) -> None:
         self.loop = loop
         self.helpers: list[_Helper] = []
         self._stopped = threading.Event()
+        self._watcher: threading.Thread | None = None
         for index in range(1, count + 1):
             process = subprocess.Popen(  # noqa: S603 (our own interpreter and code)
                 [sys.executable, "-c", entry],
@@ -97,15 +102,30 @@ class Helpers:
                     "ENCMIGRATE_WORKER_PARENT": str(os.getpid()),
                 },
             )
-            helper = _Helper(process)
+            self.helpers.append(_Helper(process))
+        if document is not None:
+            self.send(document, count)
+
+    def send(self, document: bytes, count: int) -> None:
+        """Give the first ``count`` helpers the run; the others leave at once (no chunk left)."""
+        spare = self.helpers[count:]
+        self.helpers = self.helpers[:count]
+        for helper in spare:
+            _dismiss(helper)
+        for helper in self.helpers:
+            assert helper.process.stdin is not None
+            helper.process.stdin.write(document)
+            helper.process.stdin.flush()
             helper.reader = threading.Thread(target=self._read, args=(helper,), daemon=True)
-            assert process.stdin is not None
-            process.stdin.write(document)
-            process.stdin.flush()
             helper.reader.start()
-            self.helpers.append(helper)
         self._watcher = threading.Thread(target=self._watch_stop, daemon=True)
         self._watcher.start()
+
+    def dismiss(self) -> None:
+        """Let helpers that were never given the run leave (the run failed or needs none)."""
+        for helper in self.helpers:
+            if helper.reader is None:
+                _dismiss(helper)
 
     def _read(self, helper: _Helper) -> None:
         assert helper.process.stdout is not None
@@ -150,9 +170,20 @@ class Helpers:
             if failure is None:
                 failure = _failure(helper, code, self.loop.op.command)
         self._stopped.set()
-        self._watcher.join()
+        if self._watcher is not None:
+            self._watcher.join()
         if failure is not None:
             raise failure
+
+
+def _dismiss(helper: _Helper) -> None:
+    """Close a helper's stdin before it got the run: it reads nothing and exits 0."""
+    with contextlib.suppress(OSError, ValueError):
+        assert helper.process.stdin is not None
+        helper.process.stdin.close()
+    helper.process.wait()
+    if helper.process.stdout is not None:
+        helper.process.stdout.close()
 
 
 def helper_document(
@@ -283,7 +314,10 @@ def main(make_run: ChunkWorkerFactory) -> int:
 def _main(make_run: ChunkWorkerFactory) -> int:
     _die_with_parent(int(os.environ.get("ENCMIGRATE_WORKER_PARENT", os.getppid())))
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    document = json.loads(sys.stdin.buffer.readline())
+    line = sys.stdin.buffer.readline()
+    if not line:  # dismissed before it was given a run (Helpers.dismiss)
+        return 0
+    document = json.loads(line)
     # Only encmigrate's own loggers follow the parent's level (as the CLI's --debug does):
     # third-party loggers at DEBUG would print connection details; every line is masked.
     logging.basicConfig(
