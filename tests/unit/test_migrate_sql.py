@@ -132,8 +132,13 @@ class _RawCursor:
     def __exit__(self, *exc: object) -> None:
         return None
 
-    def execute(self, sql: str, params: list[Any], *, binary: bool = False) -> None:
+    description = None  # nothing is run: no result columns
+
+    def execute(self, sql: str, params: Any, *, binary: bool = False) -> None:
         self.log.append((sql, params, binary))
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        return []
 
 
 class _RawConnection:
@@ -145,6 +150,11 @@ class _RawConnection:
 
     def cursor(self) -> _RawCursor:
         return _RawCursor(self.log)
+
+
+class _Rows:
+    def all(self) -> list[Any]:
+        return []
 
 
 class _Recorder:
@@ -245,12 +255,29 @@ def test_sqlite_batch_select_takes_no_row_lock_and_reads_text_as_bytes() -> None
     assert list(_params(query, LITE).values()) == ["acme", 7, 100, 0]
 
 
-def test_read_encrypt_sends_the_locking_select() -> None:
+def test_read_encrypt_sends_the_locking_select_on_the_driver_cursor_with_named_keys() -> None:
     work = _work(dialect="postgresql")
     conn = _Recorder(PG)
     assert read_encrypt(conn.as_connection(), work, ("acme", 7), None, 10) == []
+    assert read_encrypt(conn.as_connection(), work, ("acme", 9), ("b", 1), 5) == []
+    assert conn.statements == []  # not through SQLAlchemy: compiled once per shape
+    (first, _, _), (second, params, _) = conn.raw.log
+    assert first.endswith("FOR NO KEY UPDATE")
+    assert "(customer.tenant, customer.id) > (%(lo0)s::VARCHAR, %(lo1)s::INTEGER)" in first
+    assert "LIMIT %(lim)s::INTEGER" in first
+    assert "(customer.tenant, customer.id) <= (%(hi0)s::VARCHAR, %(hi1)s::INTEGER)" in second
+    assert params == {"lim": 5, "lo0": "acme", "lo1": 9, "hi0": "b", "hi1": 1}
+
+
+def test_read_encrypt_on_sqlite_goes_through_sqlalchemy() -> None:
+    work = _work(dialect="sqlite")
+    conn = _Recorder(LITE)
+    conn.execute = lambda statement, parameters=None: (  # type: ignore[method-assign]
+        conn.statements.append((statement, parameters)) or _Rows()
+    )
+    assert read_encrypt(conn.as_connection(), work, ("acme", 7), None, 10) == []
     ((statement, _),) = conn.statements
-    assert _sql(statement, PG).endswith("FOR NO KEY UPDATE")
+    assert "FOR" not in _sql(statement, LITE)
 
 
 def test_a_schema_qualified_table_is_qualified_everywhere() -> None:

@@ -145,7 +145,13 @@ def read_encrypt(
     upper: Cursor | None,
     limit: int,
 ) -> list[Any]:
-    """Lock and read the next ``limit`` rows after ``lower`` (up to ``upper``) that need it."""
+    """Lock and read the next ``limit`` rows after ``lower`` (up to ``upper``) that need it.
+
+    On PostgreSQL through the driver's cursor where that is exact (pending_read.py).
+    """
+    rows = work.pending_read.rows(conn, lower, upper, limit)
+    if rows is not None:
+        return rows
     return list(conn.execute(work.select_pending(lower, upper, limit, lock=True)).all())
 
 

@@ -73,21 +73,29 @@ def _tuple(columns: Sequence[sa.Column[Any]]) -> Any:
     return columns[0] if len(columns) == 1 else sa.tuple_(*columns)
 
 
-def _values(columns: Sequence[sa.Column[Any]], key: Cursor) -> Any:
-    if len(key) == 1:
-        return sa.bindparam(None, key[0], type_=columns[0].type)
-    return sa.tuple_(
-        *(sa.bindparam(None, v, type_=c.type) for c, v in zip(columns, key, strict=True))
-    )
+def _values(columns: Sequence[sa.Column[Any]], key: Cursor, name: str | None) -> Any:
+    params = [
+        sa.bindparam(None if name is None else f"{name}{i}", v, type_=c.type)
+        for i, (c, v) in enumerate(zip(columns, key, strict=True))
+    ]
+    return params[0] if len(params) == 1 else sa.tuple_(*params)
 
 
-def after(columns: Sequence[sa.Column[Any]], key: Cursor) -> sa.ColumnElement[bool]:
-    """Rows whose key sorts after ``key`` (row-value comparison for composite keys)."""
-    result: sa.ColumnElement[bool] = _tuple(columns) > _values(columns, key)
+def after(
+    columns: Sequence[sa.Column[Any]], key: Cursor, *, name: str | None = None
+) -> sa.ColumnElement[bool]:
+    """Rows whose key sorts after ``key`` (row-value comparison for composite keys).
+
+    ``name``: the key's parameters are named ``<name>0``, ``<name>1``, ... (for a
+    statement compiled once and run again with other keys), else anonymous.
+    """
+    result: sa.ColumnElement[bool] = _tuple(columns) > _values(columns, key, name)
     return result
 
 
-def at_most(columns: Sequence[sa.Column[Any]], key: Cursor) -> sa.ColumnElement[bool]:
-    """Rows whose key sorts at or before ``key``."""
-    result: sa.ColumnElement[bool] = _tuple(columns) <= _values(columns, key)
+def at_most(
+    columns: Sequence[sa.Column[Any]], key: Cursor, *, name: str | None = None
+) -> sa.ColumnElement[bool]:
+    """Rows whose key sorts at or before ``key`` (``name`` as for :func:`after`)."""
+    result: sa.ColumnElement[bool] = _tuple(columns) <= _values(columns, key, name)
     return result

@@ -19,6 +19,7 @@ from encmigrate.errors import ConfigError, DatabaseError
 from encmigrate.keys.keyring import Keyring
 from encmigrate.migrate.columns import ColumnWork
 from encmigrate.migrate.keyset import Cursor, KeyCodec, after, at_most
+from encmigrate.migrate.pending_read import PendingRead
 from encmigrate.plan import TablePlan
 
 __all__ = ["TableWork", "read_expression"]
@@ -68,6 +69,8 @@ class TableWork:
                 )
         self.shadows = [self._shadow(c.column, ColumnWork(c, keyring)) for c in wanted]
         self.dialect = engine.dialect.name
+        # The batch SELECT compiled once for the driver's cursor (pending_read.py).
+        self.pending_read = PendingRead(self)
 
     def _shadow(self, name: str, work: ColumnWork) -> ShadowColumns:
         found = self.table.c
@@ -112,18 +115,31 @@ class TableWork:
             )
         )
 
-    def key_range(self, lower: Cursor | None, upper: Cursor | None) -> list[sa.ColumnElement[bool]]:
+    def key_range(
+        self, lower: Cursor | None, upper: Cursor | None, *, named: bool = False
+    ) -> list[sa.ColumnElement[bool]]:
+        """Keys after ``lower`` and up to ``upper``; ``named``: parameters ``lo<i>``/``hi<i>``."""
         conditions: list[sa.ColumnElement[bool]] = []
         if lower is not None:
-            conditions.append(after(self.primary_key, lower))
+            conditions.append(after(self.primary_key, lower, name="lo" if named else None))
         if upper is not None:
-            conditions.append(at_most(self.primary_key, upper))
+            conditions.append(at_most(self.primary_key, upper, name="hi" if named else None))
         return conditions
 
     def select_pending(
-        self, lower: Cursor | None, upper: Cursor | None, limit: int, *, lock: bool
+        self,
+        lower: Cursor | None,
+        upper: Cursor | None,
+        limit: int,
+        *,
+        lock: bool,
+        named: bool = False,
     ) -> sa.Select[Any]:
-        """The next batch of rows needing work, in key order, locked for the batch."""
+        """The next batch of rows needing work, in key order, locked for the batch.
+
+        ``named``: every parameter has a fixed name (``lo<i>``, ``hi<i>``, ``lim``), for
+        the statement :class:`~encmigrate.migrate.pending_read.PendingRead` compiles once.
+        """
         wanted: list[Any] = list(self.primary_key)
         for s in self.shadows:
             assert s.plaintext is not None
@@ -138,9 +154,9 @@ class TableWork:
             wanted.append(sa.literal_column("ctid", sa.Text).label("_ctid"))
         query = (
             sa.select(*wanted)
-            .where(*self.key_range(lower, upper), self.needs_work())
+            .where(*self.key_range(lower, upper, named=named), self.needs_work())
             .order_by(*self.primary_key)
-            .limit(limit)
+            .limit(sa.bindparam("lim", limit, type_=sa.Integer) if named else limit)
         )
         if lock and self.dialect == "postgresql":
             # FOR NO KEY UPDATE: blocks writers of these rows (an UPDATE between our read and
