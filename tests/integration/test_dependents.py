@@ -602,3 +602,89 @@ def test_sqlite_unique_constraint_still_blocks_with_the_flag(
     # SQLite cannot drop a column with a UNIQUE constraint; a unique index it can.
     assert "SQLite cannot drop a column that has a UNIQUE constraint" in str(caught.value)
     assert "account_email_key" not in str(caught.value)
+
+
+# --- MariaDB: what information_schema records -------------------------------------------------
+
+MARIADB_SCHEMA = (
+    "CREATE TABLE region (name VARCHAR(20) PRIMARY KEY)",
+    "INSERT INTO region VALUES ('eu'), ('us')",
+    """CREATE TABLE customer (
+        id INT PRIMARY KEY,
+        email VARCHAR(200) NOT NULL,
+        phone VARCHAR(40),
+        code VARCHAR(20),
+        region VARCHAR(20),
+        note VARCHAR(500) CHECK (note <> ''),
+        tag VARCHAR(20),
+        prefs JSON,
+        active BOOLEAN,
+        email_upper VARCHAR(200) AS (UPPER(email)) STORED,
+        CONSTRAINT customer_code_key UNIQUE (code),
+        CONSTRAINT customer_tag_code UNIQUE (tag, id),
+        CONSTRAINT customer_region_fkey FOREIGN KEY (region) REFERENCES region (name),
+        CONSTRAINT customer_tag_check CHECK (tag <> code)
+    ) ENGINE=InnoDB""",
+    "CREATE TABLE orders (id INT PRIMARY KEY, customer_code VARCHAR(20), "
+    "CONSTRAINT orders_customer_code_fkey FOREIGN KEY (customer_code) REFERENCES customer (code))",
+    "CREATE INDEX ix_customer_phone ON customer (phone)",
+    "CREATE VIEW customer_emails AS SELECT id, email FROM customer",
+    "CREATE TRIGGER audit_phone BEFORE UPDATE ON customer FOR EACH ROW "
+    "SET NEW.phone = TRIM(NEW.phone)",
+    "INSERT INTO customer (id, email, phone, code, region, note, tag, prefs, active) VALUES "
+    "(1, 'a@example.com', '555-1', 'C1', 'eu', 'n', 't1', '{}', TRUE), "
+    "(2, 'b@example.com', '555-2', 'C2', 'us', 'n', 't2', '[1]', FALSE)",
+)
+MARIADB_PLAN = "".join(
+    column("customer", name, **options)
+    for name, options in [
+        ("email", {"searchable": True, "normalize": "lower"}),
+        ("phone", {}),
+        ("code", {}),
+        ("region", {}),
+        ("note", {}),
+        ("tag", {}),
+        ("prefs", {"type": "json"}),
+        ("active", {"type": "boolean"}),
+    ]
+)
+
+
+def _mariadb_expected(database: str) -> set[tuple[str, str, str, bool]]:
+    """Every dependent of MARIADB_SCHEMA (views and foreign keys name their database)."""
+    fk = f"on {database}.customer(region) REFERENCES {database}.region(name)"
+    referencing = f"on {database}.orders(customer_code) REFERENCES {database}.customer(code)"
+    return {
+        ("email", "view", f"{database}.customer_emails", True),
+        ("email", "generated column", "customer.email_upper", True),
+        ("phone", "index", "ix_customer_phone", False),
+        ("phone", "trigger", "audit_phone on customer", True),
+        ("code", "unique index", "customer_code_key", True),
+        ("code", "referencing foreign key", f"orders_customer_code_fkey {referencing}", True),
+        ("code", "check constraint", "customer_tag_check", True),
+        ("region", "foreign key", f"customer_region_fkey {fk}", True),
+        ("region", "index", "customer_region_fkey", False),  # the index the key needs
+        ("note", "check constraint", "note", True),  # column-level: goes with the column
+        ("tag", "check constraint", "customer_tag_check", True),
+        ("tag", "unique index", "customer_tag_code", True),  # shrinks to (id)
+    }
+
+
+def test_mariadb_dependents_are_found_and_listed_by_plan_check(
+    tmp_path: Path, mariadb_url: str
+) -> None:
+    execute(mariadb_url, *MARIADB_SCHEMA)
+    expected = _mariadb_expected(sa.make_url(mariadb_url).database or "")
+    project = make_project(tmp_path / "p", mariadb_url, MARIADB_PLAN)
+    plan = project.plan()  # the live check: the JSON (LONGTEXT) and BOOLEAN (TINYINT(1)) fit
+    assert _facts([d for c in plan.columns for d in c.dependents]) == expected
+    assert {d.name for c in plan.columns for d in c.dependents if d.droppable} == {
+        "customer_code_key",
+        "customer_tag_code",
+    }
+    # The same through the command line, against the live schema.
+    run = _operator(tmp_path / "p", mariadb_url)
+    report = json.loads(_ok(run, "--json", "plan", "check").stdout)
+    listed = {(d["column"], d["kind"], d["name"], d["blocking"]) for d in report["dependents"]}
+    assert listed == expected
+    assert all(d["effect"] and d["action"] for d in report["dependents"])

@@ -1,4 +1,4 @@
-"""The encrypted types and search through asyncio engines (psycopg 3 async, aiosqlite).
+"""The encrypted types and search through asyncio engines (psycopg 3 async, asyncmy, aiosqlite).
 
 SQLAlchemy's asyncio layer needs ``greenlet`` (``sqlalchemy[asyncio]``); without
 it this module is skipped. Each test drives its own event loop with
@@ -110,13 +110,18 @@ class Customer(SearchBase):
 def async_url(url: str) -> str:
     parsed = make_url(url)
     backend = parsed.get_backend_name()
-    driver = "postgresql+psycopg_async" if backend == "postgresql" else "sqlite+aiosqlite"
+    drivers = {
+        "postgresql": "postgresql+psycopg_async",
+        "mysql": "mysql+asyncmy",
+        "sqlite": "sqlite+aiosqlite",
+    }
+    driver = drivers[backend]
     return parsed.set(drivername=driver).render_as_string(hide_password=False)
 
 
-def test_every_type_round_trips_through_an_async_engine(db_url: str) -> None:
+def test_every_type_round_trips_through_an_async_engine(any_db_url: str) -> None:
     async def scenario() -> tuple[list[dict[str, Any]], list[Any]]:
-        engine = create_async_engine(async_url(db_url))
+        engine = create_async_engine(async_url(any_db_url))
         try:
             async with engine.begin() as conn:
                 await conn.run_sync(Base.metadata.create_all)
@@ -141,9 +146,9 @@ def test_every_type_round_trips_through_an_async_engine(db_url: str) -> None:
         assert_same(rows[2], FULL)
 
 
-def test_search_through_an_async_session_fills_and_finds_tokens(db_url: str) -> None:
+def test_search_through_an_async_session_fills_and_finds_tokens(any_db_url: str) -> None:
     async def scenario() -> tuple[list[int], list[int], list[int]]:
-        engine = create_async_engine(async_url(db_url))
+        engine = create_async_engine(async_url(any_db_url))
         try:
             async with engine.begin() as conn:
                 await conn.run_sync(SearchBase.metadata.create_all)

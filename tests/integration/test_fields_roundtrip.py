@@ -1,4 +1,4 @@
-"""Every encrypted column type round-trips on SQLite and PostgreSQL, through the ORM and Core.
+"""Every encrypted column type round-trips on SQLite, PostgreSQL and MariaDB, by ORM and Core.
 
 Values written through the types are the bytes ``get_cipher(context, type=...)``
 produces, and the other way round: the ORM and the batch migrator read each
@@ -108,8 +108,8 @@ def assert_same(found: dict[str, Any], expected: dict[str, Any]) -> None:
 
 
 @pytest.fixture
-def engine(db_url: str) -> Any:
-    created = create_engine(db_url)
+def engine(any_db_url: str) -> Any:
+    created = create_engine(any_db_url)
     Base.metadata.create_all(created)
     yield created
     created.dispose()

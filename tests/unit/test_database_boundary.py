@@ -107,10 +107,11 @@ def test_postgresql_gets_psycopg_and_a_pool_sized_for_the_workers() -> None:
 
 
 def test_each_dialect_is_one_backend_entry() -> None:
-    assert set(BACKENDS) == {"postgresql", "sqlite"}
+    assert set(BACKENDS) == {"postgresql", "sqlite", "mysql", "mariadb"}
     assert backend_for(sa.make_url("sqlite://")) is BACKENDS["sqlite"]
     assert backend_for(sa.make_url("postgresql://u@h/d")) is BACKENDS["postgresql"]
-    other = backend_for(sa.make_url("mysql+pymysql://u@h/d"))
+    assert backend_for(sa.make_url("mariadb://u@h/d")) is BACKENDS["mariadb"]
+    other = backend_for(sa.make_url("mssql+pyodbc://u@h/d"))
     assert other.driver is None and dict(other.pool_options(4)) == {}
     with pytest.raises(dataclasses.FrozenInstanceError):
         BACKENDS["sqlite"].driver = "x"  # type: ignore[misc]

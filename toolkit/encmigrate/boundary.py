@@ -16,7 +16,8 @@ URL parser (a port that is not a number), a missing driver
 SQLAlchemy ``NoSuchTableError``                             ConfigError (2)
 SQLAlchemy ``DBAPIError`` (``OperationalError``,            DatabaseError (4)
 ``InterfaceError``, ``IntegrityError``, ...), the pool's
-``TimeoutError``, psycopg and sqlite3 errors raised directly
+``TimeoutError``, psycopg, sqlite3 and MySQL driver
+(PyMySQL, asyncmy) errors raised directly
 any other exception                                         not translated (a bug)
 ==========================================================  ====================
 
@@ -27,6 +28,17 @@ carries SQLAlchemy's own text (which appends the SQL and its bound
 parameters, that is, values), PostgreSQL's ``DETAIL``/``CONTEXT`` lines (which
 quote rows), the first line of a data exception (class 22 quotes the input it
 could not convert) or a URL password.
+
+MariaDB/MySQL errors carry an error number, and their SQLSTATEs are too coarse
+to act on (a lock wait timeout is ``HY000``, like most errors). The numbers
+that mean a condition encmigrate acts on are given the SQLSTATE PostgreSQL
+gives the same condition (:data:`MYSQL_SQLSTATES`: 1205 lock wait timeout is
+``55P03``, 1213 deadlock ``40P01``, 2006/2013 lost connection ``08006``,
+1045 access denied ``28P01``, 1049 unknown database ``3D000``, ...), so that
+:func:`sqlstate`, the retry policy and the messages treat them as
+PostgreSQL's. Their message says ``MySQL error <number>`` and repeats the
+server's first line only for the numbers of :data:`MYSQL_NAMING_ERRORS`
+(others, such as 1062 duplicate entry or 1366 incorrect value, quote values).
 """
 
 from __future__ import annotations
@@ -40,7 +52,16 @@ from sqlalchemy.engine import make_url
 
 from encmigrate.errors import ConfigError, DatabaseError, EncmigrateError
 
-__all__ = ["URL_PLACES", "mapped_errors", "parse_database_url", "sqlstate", "translate"]
+__all__ = [
+    "MYSQL_NAMING_ERRORS",
+    "MYSQL_SQLSTATES",
+    "URL_PLACES",
+    "mapped_errors",
+    "mysql_error_number",
+    "parse_database_url",
+    "sqlstate",
+    "translate",
+]
 
 URL_PLACES = (
     "--database-url, ENCMIGRATE_DATABASE_URL, [database] url in the plan "
@@ -54,11 +75,49 @@ _URL_FORM = "write it as dialect+driver://user:password@host:port/database"
 # resources (53), object state such as lock timeouts (55), operator intervention (57).
 _NAMING_CLASSES = frozenset({"08", "23", "25", "28", "3D", "3F", "40", "42", "53", "55", "57"})
 
+# MariaDB/MySQL error numbers -> the SQLSTATE PostgreSQL gives the same condition.
+MYSQL_SQLSTATES: dict[int, str] = {
+    1205: "55P03",  # lock wait timeout exceeded (innodb_lock_wait_timeout)
+    1213: "40P01",  # deadlock found
+    2002: "08001",  # cannot connect through the socket
+    2003: "08001",  # cannot connect to the server (refused, unknown host)
+    2006: "08006",  # server has gone away
+    2013: "08006",  # lost connection during a query
+    1927: "57P01",  # connection was killed (MariaDB's KILL CONNECTION)
+    1053: "57P01",  # server shutdown in progress
+    1040: "53300",  # too many connections
+    1045: "28P01",  # access denied (user, host, password)
+    1044: "42501",  # access denied to a database
+    1142: "42501",  # command denied on a table
+    1049: "3D000",  # unknown database
+    1146: "42P01",  # table does not exist
+    1054: "42703",  # unknown column
+}
+# The numbers whose first line names only objects (users, databases, tables, columns, hosts).
+MYSQL_NAMING_ERRORS = frozenset(MYSQL_SQLSTATES) | {1792}  # 1792: write in a READ ONLY transaction
+_MYSQL_MODULES = ("pymysql", "asyncmy", "aiomysql", "MySQLdb", "mariadb")
+
 
 def sqlstate(exc: BaseException) -> str | None:
-    """The SQLSTATE of a driver error, through SQLAlchemy's wrapper."""
+    """The SQLSTATE of a driver error, through SQLAlchemy's wrapper.
+
+    A MariaDB/MySQL error number of :data:`MYSQL_SQLSTATES` gives PostgreSQL's
+    SQLSTATE of the same condition; other MySQL errors give None.
+    """
+    number = mysql_error_number(exc)
+    if number is not None:
+        return MYSQL_SQLSTATES.get(number)
     original = getattr(exc, "orig", exc)
     return getattr(original, "sqlstate", None) or getattr(original, "pgcode", None)
+
+
+def mysql_error_number(exc: BaseException) -> int | None:
+    """The MariaDB/MySQL error number of a MySQL driver's error (``args[0]``), else None."""
+    original = getattr(exc, "orig", None) or exc
+    if not type(original).__module__.startswith(_MYSQL_MODULES):
+        return None
+    args: tuple[object, ...] = original.args
+    return args[0] if args and isinstance(args[0], int) and not isinstance(args[0], bool) else None
 
 
 @contextlib.contextmanager
@@ -139,12 +198,15 @@ def _raised_in(exc: BaseException, module: str) -> bool:
 def _is_driver_error(exc: BaseException) -> bool:
     # Matched by module so that psycopg is never imported here (the CLI starts without it).
     module = type(exc).__module__
-    is_driver = module.startswith("psycopg") or module == "sqlite3"
+    is_driver = module.startswith(("psycopg", *_MYSQL_MODULES)) or module == "sqlite3"
     return is_driver and any(base.__name__ == "Error" for base in type(exc).__mro__)
 
 
 def _database_error(exc: BaseException) -> DatabaseError:
     original = getattr(exc, "orig", None) or exc
+    number = mysql_error_number(exc)
+    if number is not None:
+        return _mysql_error(exc, original, number)
     state = sqlstate(exc)
     kind = type(original).__name__
     if state is None and _is_connection_failure(exc, original):
@@ -153,6 +215,28 @@ def _database_error(exc: BaseException) -> DatabaseError:
     said = _naming_message(original, state)
     text = f"database error ({label}): {said}" if said else f"database error ({label})"
     return DatabaseError(text, sqlstate=state)
+
+
+def _mysql_error(exc: BaseException, original: BaseException, number: int) -> DatabaseError:
+    """A MariaDB/MySQL error: its number, and its first line when that names only objects."""
+    state = MYSQL_SQLSTATES.get(number)
+    said = _mysql_message(original) if number in MYSQL_NAMING_ERRORS else ""
+    lost = isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated
+    if lost or (state or "").startswith("08"):
+        return DatabaseError(
+            f"cannot reach the database: {said or type(original).__name__}", sqlstate=state
+        )
+    label = f"MySQL error {number} {type(original).__name__}"
+    text = f"database error ({label}): {said}" if said else f"database error ({label})"
+    return DatabaseError(text, sqlstate=state)
+
+
+def _mysql_message(original: BaseException) -> str:
+    """The server's message: ``args[1]`` of a MySQL driver's error, first line only."""
+    args: tuple[object, ...] = original.args
+    message = str(args[1]) if len(args) > 1 else ""
+    lines = message.strip().splitlines()
+    return lines[0].strip() if lines else ""
 
 
 def _is_connection_failure(exc: BaseException, original: BaseException) -> bool:

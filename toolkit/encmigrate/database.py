@@ -30,6 +30,7 @@ from encmigrate.errors import ConfigError
 
 __all__ = [
     "BACKENDS",
+    "MYSQL_URL_DEFAULTS",
     "NO_DATABASE_URL",
     "READ_ONLY_OPTION",
     "SQLITE_BUSY_TIMEOUT_MS",
@@ -50,6 +51,9 @@ NO_DATABASE_URL = (
 SQLITE_BUSY_TIMEOUT_MS = 5000
 # The execution option of read-only connections: on SQLite, no BEGIN at all.
 READ_ONLY_OPTION = "encmigrate_read_only"
+# MariaDB/MySQL: the connection character set when the URL names none. utf8mb4 holds every
+# Unicode character (MySQL's "utf8" stops at 3 bytes: no emoji), so text round-trips.
+MYSQL_URL_DEFAULTS: Mapping[str, str] = {"charset": "utf8mb4"}
 
 
 def _no_set_up(engine: sa.Engine) -> None:
@@ -67,13 +71,17 @@ class Backend:
 
     ``driver`` replaces a bare dialect name (``postgresql://``: SQLAlchemy's
     default driver is not the one installed); ``pool_options`` gives the
-    engine's pool settings for a pool of the given size; ``set_up`` installs
+    engine's pool settings for a pool of the given size; ``engine_options``
+    the other engine settings; ``url_defaults`` the URL query parameters set
+    when the URL does not set them (the user's URL wins); ``set_up`` installs
     the engine's event hooks; ``make_read_only`` turns a connection, before
     its transaction begins, into one that cannot write (or take write locks).
     """
 
     driver: str | None = None
     pool_options: Callable[[int], Mapping[str, Any]] = field(default=lambda size: {})
+    engine_options: Mapping[str, Any] = field(default_factory=dict)
+    url_defaults: Mapping[str, str] = field(default_factory=dict)
     set_up: Callable[[sa.Engine], None] = _no_set_up
     make_read_only: Callable[[sa.Connection], None] = _read_only_by_option
 
@@ -105,6 +113,39 @@ def _postgresql_read_only(connection: sa.Connection) -> None:
     connection.execution_options(postgresql_readonly=True)
 
 
+def _mysql_pool(size: int) -> Mapping[str, Any]:
+    # pool_recycle: the server closes a connection idle for wait_timeout (8 hours by default,
+    # often lowered); a connection is replaced before an hour, and pre-ping catches the rest.
+    return {"pool_size": size, "max_overflow": 2, "pool_pre_ping": True, "pool_recycle": 3600}
+
+
+def _mysql_set_up(engine: sa.Engine) -> None:
+    """Read-only connections begin with ``START TRANSACTION READ ONLY``.
+
+    The MySQL drivers begin transactions implicitly, at the first statement;
+    a connection marked :data:`READ_ONLY_OPTION` begins its own, read-only, so
+    a write in it fails (error 1792) instead of happening.
+    """
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: sa.Connection) -> None:
+        if connection.get_execution_options().get(READ_ONLY_OPTION, False):
+            connection.exec_driver_sql("START TRANSACTION READ ONLY")
+
+
+# InnoDB's default, REPEATABLE READ, makes a locking read (the batch's SELECT ... FOR UPDATE)
+# lock the gaps between the rows it scans too (next-key locks): the application's inserts
+# into a key range being encrypted would wait for the batch, and deadlocks grow. READ
+# COMMITTED locks only the rows read, as PostgreSQL's default does, which is the isolation
+# the migrator is designed for (each batch re-reads what it writes, under its row locks).
+_MYSQL = Backend(
+    driver="pymysql",
+    pool_options=_mysql_pool,
+    engine_options={"isolation_level": "READ COMMITTED"},
+    url_defaults=MYSQL_URL_DEFAULTS,
+    set_up=_mysql_set_up,
+)
+
 BACKENDS: Mapping[str, Backend] = {
     "postgresql": Backend(
         driver="psycopg",
@@ -112,6 +153,8 @@ BACKENDS: Mapping[str, Backend] = {
         make_read_only=_postgresql_read_only,
     ),
     "sqlite": Backend(set_up=_sqlite_set_up),
+    "mysql": _MYSQL,
+    "mariadb": _MYSQL,
 }
 _OTHER = Backend()
 
@@ -149,7 +192,8 @@ def connect(
     SQLite gets ``BEGIN IMMEDIATE`` transactions and a busy timeout;
     PostgreSQL gets psycopg 3 and a pool sized for the workers (each reads on
     one connection while its writer thread commits on another; two more for
-    claims, releases and bookkeeping). A URL that does not parse, or names a
+    claims, releases and bookkeeping); MariaDB/MySQL gets PyMySQL, utf8mb4,
+    READ COMMITTED and the same pool. A URL that does not parse, or names a
     dialect or driver that is not installed, raises ConfigError naming
     ``origin`` (where it was set).
     """
@@ -157,8 +201,11 @@ def connect(
     backend = backend_for(parsed)
     if backend.driver is not None and parsed.drivername == parsed.get_backend_name():
         parsed = parsed.set(drivername=f"{parsed.get_backend_name()}+{backend.driver}")
+    missing = {k: v for k, v in backend.url_defaults.items() if k not in parsed.query}
+    if missing:
+        parsed = parsed.update_query_dict(missing)
     # hide_parameters: with --debug the SQL is logged, never the values bound to it.
-    options: dict[str, Any] = {"echo": echo, "hide_parameters": True}
+    options: dict[str, Any] = {"echo": echo, "hide_parameters": True, **backend.engine_options}
     options.update(backend.pool_options(pool_size if pool_size is not None else 2 * workers + 2))
     try:
         engine = sa.create_engine(parsed, **options)
@@ -187,7 +234,8 @@ def read_only(engine: sa.Engine) -> Iterator[sa.Connection]:
     command. The price: two statements may see two states of the database.
     A statement waits only while another connection commits (or holds ``BEGIN
     EXCLUSIVE``), for :data:`SQLITE_BUSY_TIMEOUT_MS` at most, then fails with
-    "database is locked". On PostgreSQL the transaction is ``READ ONLY``.
+    "database is locked". On PostgreSQL and MariaDB/MySQL the transaction is
+    ``READ ONLY``.
     """
     with engine.connect() as conn:
         backend_for(engine.url).make_read_only(conn)

@@ -14,12 +14,15 @@
     ├── DecryptionError                (3)  any failure to decrypt a value; ``cause`` tells the kind
     ├── AuditLogError                  (3)  the audit log cannot be written or its chain is broken
     ├── DatabaseError                  (4)  database unreachable, or failing after retries
-    │   └── PostgresUnavailableError   (4)  no PostgreSQL server for the test fixtures
+    │   └── TestServerUnavailableError (4)  no database server for the test fixtures
+    │       ├── PostgresUnavailableError   (4)  no PostgreSQL server
+    │       └── MariaDBUnavailableError    (4)  no MariaDB (or MySQL) server
     └── RefusedError                   (5)  a precondition is not met (e.g. destroy without confirm)
 
-All of them are defined here; ``PlanError``, ``NotAnEnvelopeError`` and
-``PostgresUnavailableError`` are also importable from the modules that raise
-them (:mod:`encmigrate.plan`, :mod:`encmigrate.inspect`, :mod:`encmigrate.testdb`).
+All of them are defined here; ``PlanError``, ``NotAnEnvelopeError``,
+``PostgresUnavailableError`` and ``MariaDBUnavailableError`` are also importable
+from the modules that raise them (:mod:`encmigrate.plan`, :mod:`encmigrate.inspect`,
+:mod:`encmigrate.testdb`).
 
 :class:`DecryptionError` stays one error for every decrypt failure. Its
 ``cause`` (a :class:`DecryptionCause`) sorts failures for metrics and
@@ -72,10 +75,12 @@ __all__ = [
     "KeyConfigError",
     "KeyProviderError",
     "KeyStateError",
+    "MariaDBUnavailableError",
     "NotAnEnvelopeError",
     "PlanError",
     "PostgresUnavailableError",
     "RefusedError",
+    "TestServerUnavailableError",
     "UnreadableVersionError",
     "ValueTypeError",
 ]
@@ -211,17 +216,28 @@ class DatabaseError(EncmigrateError):
         super().__init__(message)
 
 
-class PostgresUnavailableError(DatabaseError):
-    """No usable PostgreSQL server; ``reason`` is one line naming what was tried.
+class TestServerUnavailableError(DatabaseError):
+    """No usable server for the test fixtures; ``reason`` is one line naming what was tried.
 
-    ``explicit`` is true when the user named the server (``ENCMIGRATE_TEST_DATABASE_URL``):
-    the fixtures then fail instead of skipping, since a skip would hide a broken setup.
+    ``explicit`` is true when the user named the server (``ENCMIGRATE_TEST_DATABASE_URL``,
+    ``ENCMIGRATE_TEST_MARIADB_URL``): the fixtures then fail instead of skipping, since a
+    skip would hide a broken setup.
     """
+
+    __test__ = False  # not a test class, whatever pytest's name pattern says
 
     def __init__(self, reason: str, *, explicit: bool = False) -> None:
         self.reason = " ".join(reason.split())
         self.explicit = explicit
         super().__init__(self.reason)
+
+
+class PostgresUnavailableError(TestServerUnavailableError):
+    """No usable PostgreSQL server."""
+
+
+class MariaDBUnavailableError(TestServerUnavailableError):
+    """No usable MariaDB (or MySQL) server."""
 
 
 class RefusedError(EncmigrateError):

@@ -10,7 +10,11 @@ retrying a permission error or a bad statement only delays a clear answer.
 The database faults retried: lock timeout (55P03), deadlock (40P01),
 serialization failure (40001), admin shutdown and friends (57P01-57P03), too
 many connections (53300), a lost connection (class 08, or a closed socket),
-and SQLite's "database is locked" or busy.
+and SQLite's "database is locked" or busy. MariaDB/MySQL errors are read by
+their number (``encmigrate.boundary.MYSQL_SQLSTATES`` gives each the SQLSTATE
+PostgreSQL gives the same condition): 1205 lock wait timeout, 1213 deadlock,
+2002/2003/2006/2013 lost or refused connection, 1927 connection killed, 1053
+server shutdown and 1040 too many connections are transient.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Throwaway PostgreSQL databases, outside pytest too (``rehearse``, the pytest plugin).
+"""Throwaway PostgreSQL and MariaDB databases, outside pytest too (``rehearse``, the pytest plugin).
 
 The server is looked for in this order:
 
@@ -11,8 +11,12 @@ The server is looked for in this order:
 3. A server at 127.0.0.1:5432, user ``postgres``, trust authentication.
 
 ``find_postgres_server`` raises ``PostgresUnavailableError`` (a ``DatabaseError``)
-carrying the reason. Importing this module connects to nothing, and SQLAlchemy is
-imported only when needed.
+carrying the reason. :func:`find_mariadb_server` looks for MariaDB the same way:
+``ENCMIGRATE_TEST_MARIADB_URL`` (``mysql://`` or ``mariadb://``, driven through
+PyMySQL), a ``mariadb:10.11`` container, then 127.0.0.1:3306 as ``root`` without a
+password; it raises :class:`MariaDBUnavailableError`. :func:`create_database` and
+:func:`drop_database` serve both kinds. Importing this module connects to nothing,
+and SQLAlchemy is imported only when needed.
 """
 
 from __future__ import annotations
@@ -25,21 +29,26 @@ import secrets
 import socket
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Self
 from urllib.parse import urlsplit
 
-from encmigrate.errors import DatabaseError, PostgresUnavailableError
+from encmigrate.errors import DatabaseError, MariaDBUnavailableError, PostgresUnavailableError
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL, Engine
 
 __all__ = [
+    "MariaDBServer",
+    "MariaDBUnavailableError",
     "PostgresServer",
     "PostgresUnavailableError",
+    "TestServer",
     "create_database",
     "drop_database",
+    "find_mariadb_server",
     "find_postgres_server",
 ]
 
@@ -49,6 +58,9 @@ ENV_URL: Final = "ENCMIGRATE_TEST_DATABASE_URL"
 CONTAINER_IMAGE: Final = "postgres:16"
 DEFAULT_LOCAL: Final = ("127.0.0.1", 5432)
 DATABASE_PREFIX: Final = "encmigrate_test_"
+MARIADB_ENV_URL: Final = "ENCMIGRATE_TEST_MARIADB_URL"
+MARIADB_IMAGE: Final = "mariadb:10.11"
+MARIADB_LOCAL: Final = ("127.0.0.1", 3306)
 
 _CONNECT_TIMEOUT_S: Final = 3  # libpq's minimum useful value is 2
 _DOCKER_SOCKET_TIMEOUT_S: Final = 1.0
@@ -57,13 +69,15 @@ _OWN_DATABASE: Final = re.compile(r"encmigrate_test_[0-9a-f]{16}")
 
 
 @dataclass(frozen=True)
-class PostgresServer:
-    """A PostgreSQL server to create test databases on.
+class TestServer:
+    """A server to create test databases on (:class:`PostgresServer`, :class:`MariaDBServer`).
 
-    ``admin_url`` is a ``postgresql+psycopg://`` URL of a maintenance database (it may
-    hold a password: show ``display_url`` instead); ``source`` says where it was found:
-    ``ENCMIGRATE_TEST_DATABASE_URL``, ``testcontainers`` or ``local <host>:<port>``.
+    ``admin_url`` is a URL without the test database (it may hold a password: show
+    ``display_url`` instead); ``source`` says where it was found: the environment
+    variable, ``testcontainers`` or ``local <host>:<port>``.
     """
+
+    __test__ = False  # not a pytest test class, whatever its name
 
     admin_url: str
     source: str
@@ -81,14 +95,22 @@ class PostgresServer:
                 warnings.simplefilter("ignore")
                 self._container.stop()
 
-    def __enter__(self) -> PostgresServer:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def __repr__(self) -> str:
-        return f"PostgresServer(admin_url={self.display_url!r}, source={self.source!r})"
+        return f"{type(self).__name__}(admin_url={self.display_url!r}, source={self.source!r})"
+
+
+class PostgresServer(TestServer):
+    """A PostgreSQL server: ``admin_url`` is a ``postgresql+psycopg://`` URL of ``postgres``."""
+
+
+class MariaDBServer(TestServer):
+    """A MariaDB (or MySQL) server: ``admin_url`` is a ``mysql+pymysql://`` URL, no database."""
 
 
 def find_postgres_server(*, local: tuple[str, int] = DEFAULT_LOCAL) -> PostgresServer:
@@ -101,10 +123,10 @@ def find_postgres_server(*, local: tuple[str, int] = DEFAULT_LOCAL) -> PostgresS
     if configured:
         return _server_from_env(configured)
     tried = [f"{ENV_URL} not set"]
-    from_docker = _server_from_docker()
+    from_docker = _server_from_docker(_start_container, "postgres")
     if isinstance(from_docker, PostgresServer):
         return from_docker
-    tried.append(from_docker)
+    tried.append(str(from_docker))
     host, port = local
     admin = _url("postgresql+psycopg", username="postgres", host=host, port=port)
     failure = _probe(admin)
@@ -114,16 +136,20 @@ def find_postgres_server(*, local: tuple[str, int] = DEFAULT_LOCAL) -> PostgresS
     raise PostgresUnavailableError(f"no PostgreSQL server found ({'; '.join(tried)})")
 
 
-def create_database(server: PostgresServer) -> str:
+def create_database(server: TestServer) -> str:
     """Create an empty database ``encmigrate_test_<hex>`` and return its URL."""
     name = DATABASE_PREFIX + secrets.token_hex(8)
-    _admin_execute(server, f'CREATE DATABASE "{name}"', "create a test database")
+    if isinstance(server, MariaDBServer):
+        statement = f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
+    else:
+        statement = f'CREATE DATABASE "{name}"'
+    _admin_execute(server, statement, "create a test database")
     from sqlalchemy.engine import make_url
 
     return _render(make_url(server.admin_url).set(database=name))
 
 
-def drop_database(server: PostgresServer, url: str) -> None:
+def drop_database(server: TestServer, url: str) -> None:
     """Drop a database made by ``create_database``, closing its sessions (PostgreSQL 13+).
 
     Refuses (``ValueError``) any database whose name ``create_database`` could not have
@@ -134,7 +160,34 @@ def drop_database(server: PostgresServer, url: str) -> None:
     name = make_url(url).database or ""
     if not _OWN_DATABASE.fullmatch(name):
         raise ValueError(f"drop_database only drops {DATABASE_PREFIX}<hex> databases, not {name!r}")
+    if isinstance(server, MariaDBServer):
+        # No WITH (FORCE): a session still in the database does not stop the drop; one
+        # holding a metadata lock on a table makes it wait (the test's engine is disposed).
+        _admin_execute(server, f"DROP DATABASE IF EXISTS `{name}`", "drop a test database")
+        return
     _admin_execute(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', "drop a test database")
+
+
+def find_mariadb_server(*, local: tuple[str, int] = MARIADB_LOCAL) -> MariaDBServer:
+    """Find a MariaDB server: ``ENCMIGRATE_TEST_MARIADB_URL``, else Docker, else ``local``.
+
+    Raises ``MariaDBUnavailableError`` with a one-line reason when none answers.
+    """
+    configured = os.environ.get(MARIADB_ENV_URL, "").strip()
+    if configured:
+        return _mariadb_from_env(configured)
+    tried = [f"{MARIADB_ENV_URL} not set"]
+    from_docker = _server_from_docker(_start_mariadb_container, "mariadb")
+    if isinstance(from_docker, MariaDBServer):
+        return from_docker
+    tried.append(str(from_docker))
+    host, port = local
+    admin = _mariadb_url(username="root", host=host, port=port)
+    failure = _probe_mariadb(admin)
+    if failure is None:
+        return MariaDBServer(_render(admin), f"local {host}:{port}")
+    tried.append(f"local {host}:{port}: {failure}")
+    raise MariaDBUnavailableError(f"no MariaDB server found ({'; '.join(tried)})")
 
 
 # -- where a server comes from ------------------------------------------------------------
@@ -164,8 +217,8 @@ def _server_from_env(raw: str) -> PostgresServer:
     return _found(_render(url), ENV_URL)
 
 
-def _server_from_docker() -> PostgresServer | str:
-    """A fresh postgres:16 container, or why there is none (one short phrase)."""
+def _server_from_docker(start: Callable[[], TestServer], kind: str) -> TestServer | str:
+    """A fresh container that ``start`` starts, or why there is none (one short phrase)."""
     docker_host = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
     if not _docker_socket_answers(docker_host):
         return f"no Docker engine at {_display_docker_host(docker_host)}"
@@ -181,11 +234,11 @@ def _server_from_docker() -> PostgresServer | str:
         except Exception as exc:  # any failure of the engine means "no usable Docker"
             return f"Docker engine did not answer: {_first_line(exc)}"
         try:
-            return _start_container()
+            return start()
         except ImportError:
             return "Docker answers but testcontainers is not installed"
         except Exception as exc:  # pull, start or readiness failures all mean "no container"
-            return f"postgres container did not start: {_first_line(exc)}"
+            return f"{kind} container did not start: {_first_line(exc)}"
 
 
 def _docker_socket_answers(docker_host: str) -> bool:
@@ -245,15 +298,93 @@ def _start_container() -> PostgresServer:
     return _found(_render(admin), "testcontainers", container)
 
 
-def _wait_until_ready(admin: URL, attempts: int = 10) -> str | None:
+def _wait_until_ready(
+    admin: URL, attempts: int = 10, probe: Callable[[URL], str | None] | None = None
+) -> str | None:
     # The container reports ready from inside; the published port can lag a moment.
-    failure = _probe(admin)
+    check = probe or _probe
+    failure = check(admin)
     for _ in range(attempts - 1):
         if failure is None:
             break
         time.sleep(0.5)
-        failure = _probe(admin)
+        failure = check(admin)
     return failure
+
+
+# -- MariaDB ----------------------------------------------------------------------------------
+
+
+def _mariadb_url(**parts: Any) -> URL:
+    from sqlalchemy.engine import URL
+
+    return URL.create("mysql+pymysql", query={"charset": "utf8mb4"}, **parts)
+
+
+def _mariadb_from_env(raw: str) -> MariaDBServer:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        url = make_url(raw)
+    except ArgumentError:
+        raise MariaDBUnavailableError(
+            f"{MARIADB_ENV_URL} is not a database URL", explicit=True
+        ) from None
+    backend = url.get_backend_name()
+    if backend not in ("mysql", "mariadb"):
+        raise MariaDBUnavailableError(
+            f"{MARIADB_ENV_URL} names a {backend} database, not MariaDB/MySQL", explicit=True
+        )
+    url = _mariadb_url(username=url.username, password=url.password, host=url.host, port=url.port)
+    failure = _probe_mariadb(url)
+    if failure is not None:
+        shown = url.render_as_string(hide_password=True)
+        raise MariaDBUnavailableError(
+            f"{MARIADB_ENV_URL} ({shown}) does not answer: {failure}", explicit=True
+        )
+    return MariaDBServer(_render(url), MARIADB_ENV_URL)
+
+
+def _start_mariadb_container() -> MariaDBServer:
+    try:
+        module = importlib.import_module("testcontainers.community.mysql")
+    except ImportError:
+        module = importlib.import_module("testcontainers.mysql")
+    password = secrets.token_hex(16)
+    container = module.MySqlContainer(
+        MARIADB_IMAGE, username="root", password=password, dbname="mysql", dialect="pymysql"
+    )
+    container.start()
+    try:
+        admin = _mariadb_url(
+            username="root",
+            password=password,
+            host=container.get_container_host_ip(),
+            port=int(container.get_exposed_port(3306)),
+        )
+        failure = _wait_until_ready(admin, probe=_probe_mariadb)
+        if failure is not None:
+            raise RuntimeError(failure)
+    except BaseException:
+        container.stop()
+        raise
+    return MariaDBServer(_render(admin), "testcontainers", container)
+
+
+def _probe_mariadb(url: URL) -> str | None:
+    """None if the server answers and can create databases, else why not."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    engine = _engine(url)
+    try:
+        with engine.connect() as connection:
+            connection.exec_driver_sql("SELECT VERSION()").scalar_one()
+    except SQLAlchemyError as exc:
+        return _first_line(exc, url.password)
+    finally:
+        engine.dispose()
+    return None
 
 
 def _found(admin_url: str, source: str, container: Any = None) -> PostgresServer:
@@ -282,7 +413,7 @@ def _probe(url: URL) -> str | None:
     return None
 
 
-def _admin_execute(server: PostgresServer, statement: str, doing: str) -> None:
+def _admin_execute(server: TestServer, statement: str, doing: str) -> None:
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import SQLAlchemyError
 

@@ -1,4 +1,4 @@
-"""A real, throwaway PostgreSQL (or SQLite) database for each test: the pytest plugin.
+"""A real, throwaway PostgreSQL, MariaDB (or SQLite) database for each test: the pytest plugin.
 
 Registered through the ``pytest11`` entry point, so every project that installs
 encmigrate (and its CI) gets these fixtures without a conftest:
@@ -9,6 +9,9 @@ encmigrate (and its CI) gets these fixtures without a conftest:
     pg_engine        function  a SQLAlchemy Engine on ``pg_url``, disposed after
     sqlite_url       function  ``sqlite:///<tmp_path>/test.db``; ``sqlite_engine`` beside it
     db_url           function  parametrized: ids ``sqlite`` and ``postgresql``
+    mariadb_server   session   MariaDBServer(admin_url, source): the MariaDB server found
+    mariadb_url      function  URL (``mysql+pymysql://``) of a fresh database, dropped after
+    any_db_url       function  parametrized: ids ``sqlite``, ``postgresql`` and ``mariadb``
 
 The server is looked for in this order, once per session and only when a test
 asks for it:
@@ -27,6 +30,15 @@ If none answers, the PostgreSQL tests are skipped with a one-line reason naming
 the three places tried; with ``ENCMIGRATE_REQUIRE_PG=1`` they fail instead.
 Every test that uses a PostgreSQL fixture is marked ``postgres``.
 
+MariaDB is looked for the same way: ``ENCMIGRATE_TEST_MARIADB_URL`` (``mysql://``
+or ``mariadb://``, driven through PyMySQL; it fails, not skips, when it does not
+answer), a ``mariadb:10.11`` container, then 127.0.0.1:3306 as ``root`` without a
+password (the ini option ``encmigrate_local_mariadb`` moves it). Its tests skip
+when none answers, and fail with ``ENCMIGRATE_REQUIRE_MARIADB=1``; they are
+marked ``mariadb``. ``any_db_url`` is for the code that works on all three
+(the column types, search, ``plan check``); ``db_url`` stays on the two that
+every step supports.
+
 The server lookup lives in :mod:`encmigrate.testdb` (usable without pytest).
 Importing this module connects to nothing, and SQLAlchemy is imported only when
 needed, because pytest imports the plugin in every run of every project that
@@ -38,16 +50,21 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, NoReturn
 
 import pytest
 
 from encmigrate.testdb import (
     DEFAULT_LOCAL,
+    MARIADB_LOCAL,
+    MariaDBServer,
+    MariaDBUnavailableError,
     PostgresServer,
     PostgresUnavailableError,
+    TestServer,
     create_database,
     drop_database,
+    find_mariadb_server,
     find_postgres_server,
 )
 
@@ -55,18 +72,26 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
 __all__ = [
+    "MARIADB_FIXTURES",
     "POSTGRES_FIXTURES",
+    "MariaDBServer",
+    "MariaDBUnavailableError",
     "PostgresServer",
     "PostgresUnavailableError",
     "create_database",
     "drop_database",
+    "find_mariadb_server",
     "find_postgres_server",
 ]
 
 ENV_REQUIRE: Final = "ENCMIGRATE_REQUIRE_PG"
+ENV_REQUIRE_MARIADB: Final = "ENCMIGRATE_REQUIRE_MARIADB"
 POSTGRES_FIXTURES: Final = frozenset({"postgres_server", "pg_url", "pg_module_url", "pg_engine"})
+MARIADB_FIXTURES: Final = frozenset({"mariadb_server", "mariadb_url"})
 _INI_LOCAL: Final = "encmigrate_local_postgres"
+_INI_LOCAL_MARIADB: Final = "encmigrate_local_mariadb"
 _SERVER_USED: Final = pytest.StashKey[str]()
+_MARIADB_USED: Final = pytest.StashKey[str]()
 
 
 # -- the pytest plugin --------------------------------------------------------------------
@@ -78,20 +103,32 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "host:port of the local PostgreSQL server encmigrate.testing tries last",
         default=f"{DEFAULT_LOCAL[0]}:{DEFAULT_LOCAL[1]}",
     )
+    parser.addini(
+        _INI_LOCAL_MARIADB,
+        "host:port of the local MariaDB server encmigrate.testing tries last",
+        default=f"{MARIADB_LOCAL[0]}:{MARIADB_LOCAL[1]}",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    registered = config.getini("markers")
-    if not any(line.split(":", 1)[0].strip() == "postgres" for line in registered):
+    registered = {line.split(":", 1)[0].strip() for line in config.getini("markers")}
+    if "postgres" not in registered:
         config.addinivalue_line(
             "markers", "postgres: needs a real PostgreSQL server (see encmigrate.testing)"
+        )
+    if "mariadb" not in registered:
+        config.addinivalue_line(
+            "markers", "mariadb: needs a real MariaDB server (see encmigrate.testing)"
         )
 
 
 def pytest_itemcollected(item: pytest.Item) -> None:
     # Marked during collection, before `-m` deselects, so `-m postgres` sees the mark.
-    if POSTGRES_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+    fixtures = getattr(item, "fixturenames", ())
+    if POSTGRES_FIXTURES.intersection(fixtures):
         item.add_marker(pytest.mark.postgres)
+    if MARIADB_FIXTURES.intersection(fixtures):
+        item.add_marker(pytest.mark.mariadb)
 
 
 def pytest_terminal_summary(
@@ -100,6 +137,9 @@ def pytest_terminal_summary(
     used = config.stash.get(_SERVER_USED, None)
     if used is not None:
         terminalreporter.write_line(f"encmigrate.testing: PostgreSQL from {used}")
+    used = config.stash.get(_MARIADB_USED, None)
+    if used is not None:
+        terminalreporter.write_line(f"encmigrate.testing: MariaDB from {used}")
 
 
 @pytest.fixture(scope="session")
@@ -111,24 +151,44 @@ def postgres_server(request: pytest.FixtureRequest) -> Iterator[PostgresServer]:
     except ValueError as exc:
         pytest.fail(f"encmigrate.testing: {exc}", pytrace=False)
     except PostgresUnavailableError as exc:
-        if exc.explicit:
-            pytest.fail(exc.reason, pytrace=False)
-        if os.environ.get(ENV_REQUIRE, "").strip().lower() in ("1", "true", "yes"):
-            pytest.fail(f"{exc.reason} [{ENV_REQUIRE}=1]", pytrace=False)
-        pytest.skip(exc.reason)
+        _absent(exc.reason, exc.explicit, ENV_REQUIRE)
     request.config.stash[_SERVER_USED] = f"{server.source} ({server.display_url})"
     with server:
         yield server
 
 
-def _parse_host_port(value: str) -> tuple[str, int]:
+@pytest.fixture(scope="session")
+def mariadb_server(request: pytest.FixtureRequest) -> Iterator[MariaDBServer]:
+    """The MariaDB server for this session; skips (or fails) the test when there is none."""
+    try:
+        local = _parse_host_port(str(request.config.getini(_INI_LOCAL_MARIADB)), _INI_LOCAL_MARIADB)
+        server = find_mariadb_server(local=local)
+    except ValueError as exc:
+        pytest.fail(f"encmigrate.testing: {exc}", pytrace=False)
+    except MariaDBUnavailableError as exc:
+        _absent(exc.reason, exc.explicit, ENV_REQUIRE_MARIADB)
+    request.config.stash[_MARIADB_USED] = f"{server.source} ({server.display_url})"
+    with server:
+        yield server
+
+
+def _absent(reason: str, explicit: bool, require: str) -> NoReturn:
+    """Fail when the user named the server or ``require`` is set; skip otherwise."""
+    if explicit:
+        pytest.fail(reason, pytrace=False)
+    if os.environ.get(require, "").strip().lower() in ("1", "true", "yes"):
+        pytest.fail(f"{reason} [{require}=1]", pytrace=False)
+    pytest.skip(reason)
+
+
+def _parse_host_port(value: str, option: str = _INI_LOCAL) -> tuple[str, int]:
     host, sep, port = value.strip().rpartition(":")
     if not sep or not host or not port.isdigit():
-        raise ValueError(f"{_INI_LOCAL} must be host:port, not {value!r}")
+        raise ValueError(f"{option} must be host:port, not {value!r}")
     return host.strip("[]"), int(port)
 
 
-def _fresh_database(server: PostgresServer) -> Iterator[str]:
+def _fresh_database(server: TestServer) -> Iterator[str]:
     url = create_database(server)
     try:
         yield url
@@ -140,6 +200,12 @@ def _fresh_database(server: PostgresServer) -> Iterator[str]:
 def pg_url(postgres_server: PostgresServer) -> Iterator[str]:
     """URL of a fresh, empty PostgreSQL database, dropped after the test."""
     yield from _fresh_database(postgres_server)
+
+
+@pytest.fixture
+def mariadb_url(mariadb_server: MariaDBServer) -> Iterator[str]:
+    """URL of a fresh, empty MariaDB database (utf8mb4), dropped after the test."""
+    yield from _fresh_database(mariadb_server)
 
 
 @pytest.fixture(scope="module")
@@ -188,3 +254,16 @@ def db_url(request: pytest.FixtureRequest) -> str:
     """URL of a fresh database of each kind; the PostgreSQL case skips like ``pg_url``."""
     fixture = "pg_url" if request.param == "postgresql" else "sqlite_url"
     return str(request.getfixturevalue(fixture))
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("sqlite", id="sqlite"),
+        pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgres),
+        pytest.param("mariadb", id="mariadb", marks=pytest.mark.mariadb),
+    ]
+)
+def any_db_url(request: pytest.FixtureRequest) -> str:
+    """URL of a fresh database of each kind encmigrate's column types support."""
+    fixture = {"sqlite": "sqlite_url", "postgresql": "pg_url", "mariadb": "mariadb_url"}
+    return str(request.getfixturevalue(fixture[request.param]))

@@ -22,6 +22,10 @@ revision.
 * SQLite: ``sqlite_master`` and the ``pragma_*`` table functions. SQLite keeps
   no dependency catalog, so views and triggers are found by the names in their
   SQL, as SQLite itself checks them when it drops a column.
+* MariaDB/MySQL: ``information_schema`` (``COLUMNS`` for the primary key and
+  generated columns, ``CHECK_CONSTRAINTS``, ``STATISTICS``, ``KEY_COLUMN_USAGE``
+  in both directions); views and triggers by the names in ``VIEW_DEFINITION``
+  and ``ACTION_STATEMENT`` (these servers let the column go and break them).
 
 encmigrate's own objects (the ``encmigrate_shadow`` trigger and its function,
 the ``<table>_secure`` view) are not dependents. Every value is a bound
@@ -31,7 +35,7 @@ quoting. Other databases have nothing to report (an empty list).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
@@ -45,11 +49,15 @@ from encmigrate.dependents.model import (
     unique,
     warning_message,
 )
+from encmigrate.dependents.mysql import mysql_dependents
 from encmigrate.dependents.postgresql import postgresql_dependents
 from encmigrate.dependents.sqlite import sqlite_dependents
 
 if TYPE_CHECKING:
-    from encmigrate.plan import TablePlan
+    from encmigrate.plan import ColumnPlan, TablePlan
+
+# One finder per dialect: (connection, table, column, its texts) -> what uses the column.
+Finder = Callable[[sa.Connection, "TablePlan", "ColumnPlan", Describe], list[Dependent]]
 
 __all__ = [
     "UNENCRYPTABLE_KINDS",
@@ -66,17 +74,20 @@ def find_dependents(connection: sa.Connection, tables: Sequence[TablePlan]) -> l
     A planned column that does not exist (any more) has no dependents. Raises
     DatabaseError when the catalogs cannot be read.
     """
-    dialect = connection.dialect.name
-    if dialect not in ("postgresql", "sqlite"):
+    finder = _FINDERS.get(connection.dialect.name)
+    if finder is None:
         return []
     found: list[Dependent] = []
     with mapped_errors():
         for table in tables:
             for column in table.columns:
-                described = Describe(table, column)
-                if dialect == "postgresql":
-                    raw = postgresql_dependents(connection, table, column, described)
-                else:
-                    raw = sqlite_dependents(connection, table, column, described)
-                found += unique(raw)
+                found += unique(finder(connection, table, column, Describe(table, column)))
     return found
+
+
+_FINDERS: dict[str, Finder] = {
+    "postgresql": postgresql_dependents,
+    "sqlite": sqlite_dependents,
+    "mysql": mysql_dependents,
+    "mariadb": mysql_dependents,
+}

@@ -2,7 +2,13 @@
 
 Every type stores the envelope (docs/FORMAT.md) of its value, encoded by
 the crypto core's codec of the same type name, in ``bytea``/``BLOB`` or, with
-``storage="text"``, as standard base64 in a text column. The bytes are those
+``storage="text"``, as standard base64 in a text column. On MariaDB/MySQL
+the columns are ``LONGBLOB`` and ``LONGTEXT`` (ASCII): a ciphertext is its
+plaintext plus 33 bytes, so a ``TEXT`` plaintext (65,535 bytes) can outgrow
+a ``BLOB``, and ``VARBINARY(n)`` would need a length per column and count
+against the 65,535-byte row limit. ``LONGBLOB`` costs what ``BLOB`` costs
+(InnoDB stores both alike; 2 more length bytes), and these columns are never
+indexed. The bytes are those
 ``encmigrate.get_cipher(context, type=<type name>)`` produces, so the ORM, the
 batch migrator and ``decrypt_field`` read each other's values.
 
@@ -10,7 +16,8 @@ Speed: the bind and result processors are written out by hand rather than
 through ``process_bind_param``: each is one closure over the column's hot
 path (hotpath.py: one key derivation per keyring, version and context, no
 object per row), so a value costs its encoding and its AES-GCM call; and
-``bytes`` go to psycopg and sqlite3 as they are (see NATIVE_BYTES_DRIVERS).
+``bytes`` go to psycopg, sqlite3, PyMySQL and asyncmy as they are (see
+NATIVE_BYTES_DRIVERS).
 bench/bench_orm.py measures both against a bare AES-GCM floor.
 
 Comparison: ciphertexts are randomised, so ``column == value`` could never
@@ -25,6 +32,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
 
 from sqlalchemy import LargeBinary, Text
+from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql import operators
 from sqlalchemy.sql.elements import ClauseElement, ColumnElement
@@ -38,7 +46,7 @@ from encmigrate.fields.context import ColumnBound
 from encmigrate.keys.keyring import Keyring
 from encmigrate.spec import ColumnSpec, Storage, check_storage, planned_name
 
-__all__ = ["NATIVE_BYTES_DRIVERS", "Check", "EncryptedType"]
+__all__ = ["NATIVE_BYTES_DRIVERS", "Check", "EncryptedType", "is_mysql"]
 
 _T = TypeVar("_T")
 Check = Callable[[Any], None]
@@ -64,15 +72,25 @@ _VALUE_COMPARISONS = frozenset(
 )
 
 
-NATIVE_BYTES_DRIVERS = frozenset({"psycopg", "psycopg_async", "pysqlite", "aiosqlite", "asyncpg"})
+NATIVE_BYTES_DRIVERS = frozenset(
+    {"psycopg", "psycopg_async", "pysqlite", "aiosqlite", "asyncpg", "pymysql", "asyncmy"}
+)
 """Drivers that take ``bytes`` for a bytea/BLOB parameter as they are.
 
 ``LargeBinary`` wraps every value in ``dbapi.Binary``; for psycopg 3 that
 object switches the parameter to binary format, which measured slower than
 plain ``bytes`` by 1.5-3 us a value (most of what an encrypted column cost
-over a plaintext one in bench/bench_orm.py's inserts), and for sqlite3 it
-is a ``memoryview`` copy. Other drivers keep SQLAlchemy's wrapping.
+over a plaintext one in bench/bench_orm.py's inserts), for sqlite3 it
+is a ``memoryview`` copy and for PyMySQL and asyncmy a ``bytes`` copy. Other
+drivers keep SQLAlchemy's wrapping.
 """
+_MYSQL_CIPHERTEXT = mysql.LONGBLOB()
+_MYSQL_TEXT = mysql.LONGTEXT(charset="ascii", collation="ascii_bin")
+
+
+def is_mysql(dialect: Dialect) -> bool:
+    """Whether ``dialect`` speaks to MariaDB or MySQL (``mysql://`` and ``mariadb://`` URLs)."""
+    return dialect.name in ("mysql", "mariadb")
 
 
 class EncryptedType(ColumnBound, TypeDecorator[_T]):
@@ -128,7 +146,10 @@ class EncryptedType(ColumnBound, TypeDecorator[_T]):
     # -- SQLAlchemy ------------------------------------------------------
 
     def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
-        return dialect.type_descriptor(Text() if self.storage == "text" else LargeBinary())
+        text = self.storage == "text"
+        if is_mysql(dialect):
+            return dialect.type_descriptor(_MYSQL_TEXT if text else _MYSQL_CIPHERTEXT)
+        return dialect.type_descriptor(Text() if text else LargeBinary())
 
     # The processors below are each one closure that does, per value, only the
     # envelope's work: the current version's header, associated data, AES-GCM

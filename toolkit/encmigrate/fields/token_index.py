@@ -3,6 +3,9 @@
 A searchable column's blind-index tokens live in a column of their own,
 ``<column>_search`` as ``add-columns`` names it. :class:`SearchTokenIndex` is
 that column's type: it stores 32-byte tokens (or their base64), indexes itself
+(on MariaDB/MySQL as ``BINARY(32)``, or ``VARCHAR(44)`` ASCII with a binary
+collation: a ``BLOB``/``TEXT`` column cannot be indexed without a prefix
+length, and a case-insensitive collation would match base64 of other tokens)
 and finds the searchable column it belongs to; :func:`pairs_of` lists a
 table's (searchable, token) pairs, which the token writers (tokens.py) and
 ``.search`` (search.py) use.
@@ -16,7 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import Column, FetchedValue, Index, LargeBinary, Table, Text, event
+from sqlalchemy import BINARY, Column, FetchedValue, Index, LargeBinary, Table, Text, event
+from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql.base import SchemaEventTarget
 from sqlalchemy.sql.naming import conv
@@ -24,7 +28,7 @@ from sqlalchemy.types import TypeDecorator, TypeEngine
 
 from encmigrate.errors import ConfigError, ValueTypeError
 from encmigrate.fields.context import ColumnBound
-from encmigrate.fields.encrypted import NATIVE_BYTES_DRIVERS
+from encmigrate.fields.encrypted import NATIVE_BYTES_DRIVERS, is_mysql
 from encmigrate.identifiers import index_name
 from encmigrate.spec import SHADOW_SUFFIX, Storage, check_storage
 
@@ -32,6 +36,10 @@ if TYPE_CHECKING:
     from encmigrate.fields.search import Searchable
 
 __all__ = ["SearchTokenIndex", "TokenPair", "TokenSource", "pair_of", "pairs_of", "where"]
+
+TOKEN_BYTES = 32
+_MYSQL_TOKEN = BINARY(TOKEN_BYTES)
+_MYSQL_TEXT_TOKEN = mysql.VARCHAR(44, charset="ascii", collation="ascii_bin")  # base64 of 32 bytes
 
 
 class TokenSource:
@@ -123,7 +131,9 @@ class SearchTokenIndex(ColumnBound, TypeDecorator[bytes]):
 
     def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
         text = self.resolved_storage() == "text"
-        return dialect.type_descriptor(Text() if text else LargeBinary(32))
+        if is_mysql(dialect):
+            return dialect.type_descriptor(_MYSQL_TEXT_TOKEN if text else _MYSQL_TOKEN)
+        return dialect.type_descriptor(Text() if text else LargeBinary(TOKEN_BYTES))
 
     def bind_processor(self, dialect: Dialect) -> Callable[[Any], Any] | None:
         as_text = self.resolved_storage() == "text"

@@ -51,13 +51,22 @@ def type_fits(plan_type: str, column_type: sa.types.TypeEngine[Any]) -> bool:
 
     Its natural SQL type fits, and so does any text column (values parsed one
     by one; a value that does not parse goes to the failures table). A column
-    without a declared type (SQLite) fits anything.
+    without a declared type (SQLite) fits anything. On MariaDB/MySQL a boolean
+    is ``TINYINT(1)`` (what ``BOOLEAN`` declares there) and a JSON column is
+    ``LONGTEXT`` (MariaDB), which the text rule covers.
     """
     if isinstance(column_type, sa.types.NullType | sa.String):
+        return True
+    if plan_type == "boolean" and _is_tinyint_1(column_type):
         return True
     if plan_type == "numeric" and isinstance(column_type, sa.Float):
         return False  # a float column holds inexact values; numeric promises exact ones
     return isinstance(column_type, _FITS[plan_type])
+
+
+def _is_tinyint_1(column_type: sa.types.TypeEngine[Any]) -> bool:
+    """MariaDB/MySQL's boolean: an integer column of display width 1, as reflected."""
+    return isinstance(column_type, sa.Integer) and getattr(column_type, "display_width", None) == 1
 
 
 def check_live_schema(
