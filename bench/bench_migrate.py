@@ -22,7 +22,8 @@ the contender is timed, and the copy is dropped after. Contenders:
   ``UPDATE … FROM unnest(…)`` per batch with binary parameters (psycopg's own dumpers),
   commit per batch with ``synchronous_commit = off`` for the session (as our batches
   set it), no checkpoint table, no retries;
-* b1 / b2: ``migrate_data`` with one worker / two workers, the options the CLI passes;
+* b1 / b2: ``migrate_data`` with one worker / two workers, the options the CLI passes
+  (b4, four workers, only when named in ``--only``: how far more workers help);
 * naive: an ORM loop with sqlalchemy-utils ``StringEncryptedType`` / ``AesGcmEngine``,
   committing every 1,000 rows, on the first ``--naive-rows`` rows (it is slow).
 
@@ -83,9 +84,11 @@ CONTENDERS = (
     Contender("h2", "H2: hand-written psycopg + AESGCM, 2 processes", "step1"),
     Contender("b1", "b1: migrate_data, 1 worker", "step1"),
     Contender("b2", "b2: migrate_data, 2 workers", "step1"),
+    Contender("b4", "b4: migrate_data, 4 workers (information; not run by default)", "step1"),
     Contender("naive", "naive ORM loop, sqlalchemy-utils", "step1"),
 )
 KEYS = tuple(c.key for c in CONTENDERS)
+DEFAULT_KEYS = tuple(key for key in KEYS if key != "b4")
 
 PLAN = """
 [database]
@@ -129,6 +132,7 @@ RATIOS: tuple[tuple[str, str, str, Target | None], ...] = (
     ("b2 / naive", "b2", "naive", Target(10.0, at_least=True)),
     ("b2 / floor B (information)", "b2", "floor-b", None),
     ("b2 / b1", "b2", "b1", None),
+    ("b4 / b2", "b4", "b2", None),
     ("H1 / floor A", "h1", "floor-a", None),
     ("H2 / floor A", "h2", "floor-a", None),
     ("floor B / floor A", "floor-b", "floor-a", None),
@@ -177,7 +181,9 @@ def parse_args() -> argparse.Namespace:
         "--naive-rows", type=int, default=100_000, help="rows the naive ORM loop does"
     )
     parser.add_argument("--batch-size", type=int, default=1000)
-    parser.add_argument("--only", default=",".join(KEYS), help=f"subset of {','.join(KEYS)}")
+    parser.add_argument(
+        "--only", default=",".join(DEFAULT_KEYS), help=f"subset of {','.join(KEYS)}"
+    )
     parser.add_argument("--repeat", type=int, default=3, help="rounds of all contenders")
     parser.add_argument("--profile", help="also run b1 under cProfile; stats to this file")
     parser.add_argument("--no-verify", action="store_true", help="skip the verify after b")
@@ -410,7 +416,7 @@ def summarize(
             f"  {key:<30} {statistics.median(rates):>14,.0f} {min(rates):>10,.0f} "
             f"{max(rates):>10,.0f} {shown:>9}"
         )
-    for key in ("b1", "b2"):
+    for key in ("b1", "b2", "b4"):
         starts = [r[key]["startup_seconds"] for r in rounds if key in r]
         if starts:
             print(
@@ -428,7 +434,7 @@ def summarize(
         print("\nratios of rows/s, paired within each round (verdict on the median)")
         for ratio, target in ratios:
             print(ratio_line(ratio, target, width=width))
-    for key in ("b1", "b2"):
+    for key in ("b1", "b2", "b4"):
         if any(key in r for r in rounds):
             peak = max(_peak(r[key]) for r in rounds if key in r)
             verdict = "PASS" if peak <= RSS_LIMIT_MB else "MISS"
@@ -512,6 +518,7 @@ def child(args: argparse.Namespace) -> int:
         "h2": lambda a, _w: run_hand(a, processes=2),
         "b1": lambda a, w: run_migrate(a, w, workers=1),
         "b2": lambda a, w: run_migrate(a, w, workers=2),
+        "b4": lambda a, w: run_migrate(a, w, workers=4),
         "profile": run_profile,
         "naive": run_naive,
         "verify": run_verify,

@@ -6,6 +6,11 @@ temporary data directory, listens on 127.0.0.1 at a free port with trust
 authentication, and is stopped and deleted on exit. ``available()`` says why
 there is none (no server binaries, no ``postgres`` user) so tests can skip
 with that reason.
+
+A test that reaches the server from elsewhere (workers in network namespaces,
+support/netns.py) adds listen addresses, ``pg_hba.conf`` lines and server
+settings (``Cluster(listen=[...], hba=[...], settings={...})``); without them
+the cluster is the loopback-only one above.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -70,7 +76,16 @@ def _free_port() -> int:
 class Cluster:
     """``with Cluster() as cluster:`` a running server; ``cluster.url(db)`` to reach it."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        *,
+        listen: Sequence[str] = (),
+        hba: Sequence[str] = (),
+        settings: Mapping[str, str] | None = None,
+    ) -> None:
+        """``listen``: addresses to listen on besides 127.0.0.1 (they must exist when the
+        server starts); ``hba``: lines appended to pg_hba.conf (e.g. ``host all all
+        10.201.0.0/16 trust``); ``settings``: extra ``-c name=value`` server settings."""
         reason = available()
         if reason is not None:
             raise RuntimeError(reason)
@@ -79,6 +94,9 @@ class Cluster:
         self.root = Path(tempfile.mkdtemp(prefix="encmigrate-cluster-"))
         self.data = self.root / "data"
         self.log = self.root / "server.log"
+        self.listen = ["127.0.0.1", *listen]
+        self.hba = list(hba)
+        self.settings = dict(settings or {})
         if os.geteuid() == 0:
             user = pwd.getpwnam("postgres")
             os.chown(self.root, user.pw_uid, user.pw_gid)
@@ -96,15 +114,17 @@ class Cluster:
         if done.returncode != 0:
             raise RuntimeError(f"{tool} failed: {done.stderr.strip() or done.stdout.strip()}")
 
-    def url(self, database: str = "postgres") -> str:
-        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
+    def url(self, database: str = "postgres", *, host: str = "127.0.0.1") -> str:
+        return f"postgresql+psycopg://postgres@{host}:{self.port}/{database}"
 
     def start(self) -> None:
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60",
                   "-o", self._options(), "start")  # fmt: skip
 
     def _options(self) -> str:
-        return f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
+        extra = "".join(f" -c {name}={value}" for name, value in self.settings.items())
+        listen = ",".join(self.listen)
+        return f"-p {self.port} -k {self.root} -c listen_addresses={listen} -c fsync=off{extra}"
 
     def restart(self) -> None:
         """Stop with ``-m fast`` (every session is terminated), then start again.
@@ -140,6 +160,9 @@ class Cluster:
         try:
             self._run("initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust",
                       "--no-sync", "-E", "UTF8")  # fmt: skip
+            if self.hba:
+                with (self.data / "pg_hba.conf").open("a") as hba:
+                    hba.write("".join(f"{line}\n" for line in self.hba))
             self.start()
         except BaseException:
             shutil.rmtree(self.root, ignore_errors=True)

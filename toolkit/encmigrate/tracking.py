@@ -14,15 +14,19 @@ import enum
 import sqlalchemy as sa
 
 __all__ = [
+    "ALL_TABLES",
     "MIGRATOR_SETTING",
     "SQLITE_WRITER_TABLE",
     "TRACKING_TABLES",
     "ChunkStatus",
+    "ControlState",
     "MigrationStatus",
     "chunks",
+    "control",
     "failures",
     "metadata",
     "migrations",
+    "workers",
 ]
 
 
@@ -153,7 +157,61 @@ key-column order, NULL meaning unbounded; ``cursor`` is the last key done
 inside the chunk, written in the same transaction as its batch.
 """
 
-TRACKING_TABLES: tuple[sa.Table, ...] = (migrations, failures, chunks)
+
+class ControlState(enum.StrEnum):
+    """What ``encmigrate pause``, ``resume`` and ``stop`` ask of the runs of a table."""
+
+    RUNNING = "running"
+    PAUSED = "paused"
+    STOPPED = "stopped"
+
+
+#: The ``table_name`` of a control request for every table.
+ALL_TABLES = "*"
+
+control = sa.Table(
+    "encryption_migration_control",
+    metadata,
+    sa.Column("table_name", sa.String(255), primary_key=True),
+    sa.Column("state", sa.String(16), nullable=False, server_default="running"),
+    sa.Column("requested_by", sa.String(255), nullable=True),
+    _timestamp("requested_at", nullable=False, server_default=sa.func.current_timestamp()),
+    sa.CheckConstraint(
+        "state IN ({})".format(", ".join(f"'{s.value}'" for s in ControlState)),
+        name="ck_encryption_migration_control_state",
+    ),
+    comment="encmigrate: pause, resume and stop requests for running migrations",
+)
+control.__doc__ = """One row per table a request names (``*``: every table); the newest of a
+table's row and the ``*`` row applies. ``stopped`` ends the runs that started before
+``requested_at`` (database time); ``paused`` holds every run until a ``resume``.
+"""
+
+workers = sa.Table(
+    "encryption_migration_workers",
+    metadata,
+    sa.Column("worker", sa.String(255), primary_key=True),
+    sa.Column("table_name", sa.String(255), nullable=False),
+    sa.Column("operation", sa.String(32), nullable=False),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer(), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("chunk_id", sa.Integer(), nullable=True),
+    sa.Column("batch_size", sa.Integer(), nullable=True),
+    _timestamp("started_at", nullable=True),
+    _timestamp("last_batch_at", nullable=True),
+    _timestamp("heartbeat_at", nullable=True),
+    sa.Column("throttled_reason", sa.Text(), nullable=True),
+    _timestamp("throttled_since", nullable=True),
+    sa.Column("throttled_seconds", sa.Float(), nullable=False, server_default=sa.text("0")),
+    comment="encmigrate: the live workers of migrate-data runs (heartbeats, throttling)",
+)
+workers.__doc__ = """One row per live worker of a run (``host:pid:tag/n``), written at most once a
+second between batches and deleted when the worker ends; a row whose ``heartbeat_at``
+is old belongs to a worker that died.
+"""
+
+TRACKING_TABLES: tuple[sa.Table, ...] = (migrations, failures, chunks, control, workers)
 
 # How the migrator marks its own write transactions, so that the shadow trigger of
 # step 4 does not take its ciphertext-only writes for writes through the view:

@@ -12,6 +12,7 @@ from typer.core import TyperCommand, TyperGroup, TyperOption
 
 from encmigrate import __version__
 from encmigrate.cli import (
+    control,
     demo,
     keys,
     lookup,
@@ -154,6 +155,9 @@ app.command("verify")(verify.verify_command)
 app.command("create-views")(schema.create_views)
 app.command("drop-unencrypted")(schema.drop_unencrypted)
 app.command("status")(verify.status_command)
+app.command("pause")(control.pause_command)
+app.command("resume")(control.resume_command)
+app.command("stop")(control.stop_command)
 app.command("find")(lookup.find_command)
 app.command("inspect")(lookup.inspect_command)
 app.command("rewrap")(rekey.rewrap_command)

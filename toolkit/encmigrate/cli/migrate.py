@@ -15,6 +15,7 @@ from typing import Annotated
 import sqlalchemy as sa
 import typer
 
+from encmigrate.cli import control
 from encmigrate.cli.console import err, out, print_json
 from encmigrate.cli.context import batch_command, engine_for
 from encmigrate.cli.options import Sleep, TableOption, Workers
@@ -98,6 +99,14 @@ def migrate_data_command(
             help="Write Prometheus metrics (rows, rate, lag) to this textfile while running.",
         ),
     ] = None,
+    max_replica_lag: control.MaxReplicaLag = None,
+    replica: control.Replica = None,
+    max_load: control.MaxLoad = None,
+    throttle_query: control.ThrottleQuery = None,
+    throttle_interval: control.ThrottleInterval = 1.0,
+    target_batch_seconds: control.TargetBatchSeconds = None,
+    min_batch_size: control.MinBatchSize = None,
+    max_batch_size: control.MaxBatchSize = None,
 ) -> None:
     """Step 2: encrypt the existing plaintext into the shadow columns, in resumable batches.
 
@@ -115,6 +124,16 @@ def migrate_data_command(
             max_batches=max_batches,
             restart=restart,
             join=join,
+            **control.live_options(
+                max_replica_lag=max_replica_lag,
+                replica=replica,
+                max_load=max_load,
+                throttle_query=throttle_query,
+                throttle_interval=throttle_interval,
+                target_batch_seconds=target_batch_seconds,
+                min_batch_size=min_batch_size,
+                max_batch_size=max_batch_size,
+            ),
         )
         reports = migrate_data(
             run.plan,
@@ -132,7 +151,9 @@ def migrate_data_command(
     if reports and not json_output and not any(r.dry_run or r.interrupted for r in reports):
         show_next_step(ctx, plan, table)
     if any(r.interrupted for r in reports):
-        err.print("Interrupted: progress is saved. Run the same command again to resume.")
+        stopped = next((r.stopped_by for r in reports if r.stopped_by), None)
+        why = f"Stopped by `encmigrate stop` ({stopped})" if stopped else "Interrupted"
+        err.print(f"{why}: progress is saved. Run the same command again to resume.", markup=False)
         raise typer.Exit(130)
     if any(r.rows_failed for r in reports):
         raise typer.Exit(1)
@@ -164,6 +185,11 @@ def _report_migration(
                     "interrupted": r.interrupted,
                     "catch_up_rows": r.catch_up_rows,
                     "workers": r.workers,
+                    "stopped_by": r.stopped_by,
+                    "throttled_seconds": round(r.throttled_seconds, 1),
+                    "batch_sizes": r.batch_sizes,
+                    "rows_left": r.rows_left,
+                    "left_reason": r.left_reason,
                 }
                 for r in reports
             ]
@@ -190,9 +216,23 @@ def _report_migration(
             + (f"; {r.catch_up_rows:,} caught up after changes" if r.catch_up_rows else ""),
             markup=False,
         )
+        _report_live(r)
         if r.rows_failed:
             out.print(
                 f"{r.table}: {rows_text(r.rows_failed)} could not be encrypted; they are listed "
                 "in encryption_migration_failures. Fix the values and run migrate-data again.",
                 markup=False,
             )
+
+
+def _report_live(r: TableReport) -> None:
+    """Throttling, adaptive batch sizes and rows the catch-up left, when there are any."""
+    if r.throttled_seconds >= 0.05:
+        out.print(f"{r.table}: throttled for {r.throttled_seconds:,.1f}s", markup=False)
+    if len(r.batch_sizes) > 1:
+        sizes = " -> ".join(f"{size:,}" for size in r.batch_sizes[-8:])
+        out.print(f"{r.table}: batch sizes {sizes}", markup=False)
+    if r.rows_left:
+        out.print(
+            f"{r.table}: {rows_text(r.rows_left)} left pending: {r.left_reason}.", markup=False
+        )

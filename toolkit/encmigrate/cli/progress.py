@@ -37,6 +37,7 @@ class MetricsSink:
         self.metrics = get_metrics()
         self.columns = columns
         self.seen: dict[str, tuple[int, float]] = {}
+        self.throttled: dict[str, float] = {}  # throttled seconds already counted, per table
         self.written = 0.0
 
     def __call__(self, event: RunProgress) -> None:
@@ -44,9 +45,16 @@ class MetricsSink:
         delta, seconds = event.rows_done - rows, event.elapsed - elapsed
         self.seen[event.table] = (event.rows_done, event.elapsed)
         lag = max(event.rows_total - event.rows_done, 0)
+        throttled = event.throttled_seconds - self.throttled.get(event.table, 0.0)
+        self.throttled[event.table] = event.throttled_seconds
         for column in self.columns.get(event.table, []):
             self.metrics.observe_migration(
-                event.table, column, rows=max(delta, 0), seconds=seconds, lag_rows=lag
+                event.table,
+                column,
+                rows=max(delta, 0),
+                seconds=seconds,
+                lag_rows=lag,
+                throttled_seconds=max(throttled, 0.0),
             )
         now = time.monotonic()
         if now - self.written >= 5 or event.phase in ("done", "interrupted", "paused"):
@@ -95,7 +103,7 @@ class Reporter:
                 completed=event.rows_done,
                 total=max(event.rows_total, event.rows_done),
                 rate=f"{event.rate:,.0f}",
-                description=f"{event.table} ({event.phase})",
+                description=f"{event.table} ({event.reason or event.phase})",
             )
             return
         now = time.monotonic()
@@ -109,13 +117,16 @@ class Reporter:
                     "rows_total": event.rows_total,
                     "rows_failed": event.rows_failed,
                     "rate": round(event.rate, 1),
+                    "throttled_seconds": round(event.throttled_seconds, 1),
+                    "reason": event.reason,
                 }
             )
         elif now - self._last_line >= 1.0 or event.phase in ("done", "interrupted"):
             self._last_line = now
+            waiting = f" ({event.reason})" if event.reason else ""
             err.print(
-                f"{event.table}: {event.phase} {event.rows_done:,}/{event.rows_total:,} rows, "
-                f"{event.rate:,.0f} rows/s, ETA {eta_text(event.eta_seconds)}",
+                f"{event.table}: {event.phase}{waiting} {event.rows_done:,}/{event.rows_total:,} "
+                f"rows, {event.rate:,.0f} rows/s, ETA {eta_text(event.eta_seconds)}",
                 markup=False,
                 highlight=False,
             )

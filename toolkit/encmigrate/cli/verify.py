@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Annotated, Any
 
 import typer
@@ -14,6 +15,7 @@ from encmigrate.cli.options import TableOption
 from encmigrate.cli.state import reports_errors, state_of
 from encmigrate.migrate import status, verify
 from encmigrate.migrate.next_step import next_step
+from encmigrate.migrate.status import RunState, run_states
 from encmigrate.migrate.verify import ColumnVerdict
 
 __all__ = ["status_command", "verify_command"]
@@ -122,11 +124,12 @@ def status_command(ctx: typer.Context, table: TableOption = None) -> None:
     engine = engine_for(ctx, plan)
     try:
         found = status(plan, engine, tables=table)
+        runs = run_states(plan, engine, tables=table)
         step = None if json_output else next_step(plan, engine, tables=table)
     finally:
         engine.dispose()
     if json_output:
-        print_json([s.as_dict() for s in found])
+        print_json([_with_run(s.as_dict(), runs.get(s.table)) for s in found])
         return
     grid = report_table(
         "table",
@@ -153,8 +156,54 @@ def status_command(ctx: typer.Context, table: TableOption = None) -> None:
             escape(s.last_error or ""),
         )
     out.print(grid)
+    _runs_table(list(runs.values()))
     if step is not None:
         out.print(next_step_line(step), markup=False)
+
+
+def _with_run(document: dict[str, Any], run: RunState | None) -> dict[str, Any]:
+    """A column's status document with its table's control state and live workers."""
+    document["run"] = run.as_dict() if run is not None else None
+    return document
+
+
+def _ago(when: dt.datetime | None) -> str:
+    """``3s ago``; ``-`` when never."""
+    if when is None:
+        return "-"
+    seconds = max((dt.datetime.now(dt.UTC) - when).total_seconds(), 0.0)
+    return f"{seconds:,.0f}s ago"
+
+
+def _runs_table(runs: list[RunState]) -> None:
+    """Paused or stopped tables, and every live worker: host, pid, chunk, last batch, throttle."""
+    shown = [r for r in runs if r.workers or r.control != "running"]
+    if not shown:
+        return
+    grid = report_table(
+        "table", "state", "worker", "host", "pid", "chunk", "last batch", "waiting", title="runs"
+    )
+    for run in shown:
+        state = run.control + (f" by {run.requested_by}" if run.control != "running" else "")
+        if not run.workers:
+            grid.add_row(escape(run.table), escape(state), "-", "-", "-", "-", "-", "-")
+        for w in run.workers:
+            waiting = "-"
+            if w.state == "throttled" and w.throttled_reason:
+                waiting = f"throttled: {w.throttled_reason} (for {_ago(w.throttled_since)[:-4]})"
+            elif w.state == "paused":
+                waiting = "paused"
+            grid.add_row(
+                escape(run.table),
+                escape(state),
+                escape(w.worker),
+                escape(w.host),
+                str(w.pid),
+                "-" if w.chunk_id is None else str(w.chunk_id),
+                _ago(w.last_batch_at),
+                escape(waiting),
+            )
+    out.print(grid)
 
 
 def _last_run(rows: int | None, rate: float | None) -> str:

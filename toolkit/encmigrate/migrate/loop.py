@@ -45,7 +45,7 @@ class BatchLoop(Protocol):
 
     @property
     def opts(self) -> MigrateOptions:
-        """Batch size, timeouts, retry policy, throttle."""
+        """Batch size, timeouts, retry policy, throttle options."""
 
     @property
     def stop(self) -> threading.Event:
@@ -67,7 +67,13 @@ class BatchLoop(Protocol):
         """The slot's connection, replaced when a fault invalidated it."""
 
     def pause(self) -> None:
-        """The ``--sleep`` between batches (cut short by a stop)."""
+        """Between batches: the ``--sleep``, pause/stop requests, the throttle (control.py).
+
+        Cut short by a stop; a ``stop`` request sets the stop signal.
+        """
+
+    def batch_limit(self, worker: str | None = None) -> int:
+        """The next batch's size: ``--batch-size``, or the adaptive size (migrate/throttle.py)."""
 
     def commit_batch(
         self, conn: sa.Connection, prepared: PreparedBatch, chunk: Chunk, worker: str

@@ -123,7 +123,6 @@ class Pipeline:
     def _stretch(self) -> None:
         """Batches from the last committed cursor until the chunk ends, a stop or a fault."""
         loop = self.loop
-        size = loop.opts.batch_size
         cursor = self.committed
         in_flight: Future[BatchResult] | None = None
         opened: tuple[sa.Connection, sa.RootTransaction] | None = None
@@ -136,7 +135,9 @@ class Pipeline:
                 turn ^= 1
                 opened = (conn, conn.begin())
                 set_timeouts(conn, loop.opts.lock_timeout_ms, loop.opts.statement_timeout_ms)
-                prepared = loop.op.prepare(conn, loop.work, cursor, self.chunk.upper, size)
+                prepared = loop.op.prepare(
+                    conn, loop.work, cursor, self.chunk.upper, size := loop.batch_limit(self.worker)
+                )
                 if in_flight is not None:
                     self._settle(in_flight.result())
                     in_flight, progressed = None, True

@@ -40,6 +40,21 @@ class MigrateOptions:
     # Seconds: the process-wide GIL switch interval while the run lasts (the CLI sets
     # QUICK_SWITCH_INTERVAL, see migrate/pipeline.py); None leaves the interpreter alone.
     gil_interval: float | None = None
+    # Throttling on a live primary (migrate/throttle.py): wait between batches while the
+    # slowest standby's replay lags more than this many seconds (from the primary's
+    # pg_stat_replication, or from each ``replica_urls`` standby), while a ``max_load``
+    # probe (name, limit) is above its limit, or while ``throttle_query`` returns > 0.
+    # The probes run at most every ``throttle_interval`` seconds.
+    max_replica_lag: float | None = None
+    replica_urls: tuple[str, ...] = ()
+    max_load: tuple[tuple[str, float], ...] = ()
+    throttle_query: str | None = None
+    throttle_interval: float = 1.0
+    # Adaptive batches: move the size from ``batch_size`` toward batches of this many
+    # seconds, within min_batch_size and max_batch_size (None: a fixed batch size).
+    target_batch_seconds: float | None = None
+    min_batch_size: int | None = None
+    max_batch_size: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,11 +62,13 @@ class Progress:
     """Reported after every batch (and at phase changes); never holds values."""
 
     table: str
-    phase: str  # "chunks", "catch-up", "done"
+    phase: str  # "chunks", "catch-up", "paused", "throttled", "done"
     rows_done: int
     rows_total: int
     rows_failed: int
     elapsed: float
+    throttled_seconds: float = 0.0  # waited for the throttle so far in this run
+    reason: str | None = None  # why it waits ("replica lag 12 s > 5 s"), while it waits
 
     @property
     def rate(self) -> float:
@@ -76,6 +93,11 @@ class TableReport:
     interrupted: bool = False
     catch_up_rows: int = 0
     workers: int = 1  # at most this many ran (SQLite: always 1)
+    stopped_by: str | None = None  # who ran `encmigrate stop` (the run ended on request)
+    throttled_seconds: float = 0.0
+    batch_sizes: list[int] = field(default_factory=list)  # sizes chosen, with adaptive batches
+    rows_left: int = 0  # still pending after the catch-up passes gave up
+    left_reason: str | None = None  # why they were left
 
     @property
     def rate(self) -> float:

@@ -24,11 +24,22 @@ import sqlalchemy as sa
 from encmigrate.crypto.envelope import HEADER_SIZE, HEADER_TEXT_SIZE, envelope_version
 from encmigrate.errors import DatabaseError
 from encmigrate.migrate import database
+from encmigrate.migrate.control import current_request
 from encmigrate.migrate.database import is_transient, read_only
 from encmigrate.plan import ColumnPlan, Plan, TablePlan
-from encmigrate.tracking import ChunkStatus, MigrationStatus, chunks, migrations
+from encmigrate.tracking import ChunkStatus, MigrationStatus, chunks, control, migrations, workers
 
-__all__ = ["ColumnStatus", "key_versions", "live_columns", "reading", "status", "tracking_columns"]
+__all__ = [
+    "ColumnStatus",
+    "RunState",
+    "WorkerStatus",
+    "key_versions",
+    "live_columns",
+    "reading",
+    "run_states",
+    "status",
+    "tracking_columns",
+]
 
 # What status reads of a tracking row; the last two are absent from older tracking tables.
 _TRACKED = (
@@ -202,3 +213,108 @@ def key_versions(conn: sa.Connection, column: ColumnPlan) -> Counter[int]:
         if version is not None:
             found[version] += count
     return found
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerStatus:
+    """One live worker of a run, from its last heartbeat (at most a second old while it runs)."""
+
+    worker: str
+    host: str
+    pid: int
+    operation: str
+    state: str  # running, paused, throttled
+    chunk_id: int | None
+    batch_size: int | None
+    last_batch_at: dt.datetime | None
+    heartbeat_at: dt.datetime | None
+    throttled_reason: str | None
+    throttled_since: dt.datetime | None
+    throttled_seconds: float
+
+    def as_dict(self) -> dict[str, Any]:
+        def when(value: dt.datetime | None) -> str | None:
+            return value.isoformat() if value is not None else None
+
+        return {
+            "worker": self.worker,
+            "host": self.host,
+            "pid": self.pid,
+            "operation": self.operation,
+            "state": self.state,
+            "chunk": self.chunk_id,
+            "batch_size": self.batch_size,
+            "last_batch_at": when(self.last_batch_at),
+            "heartbeat_at": when(self.heartbeat_at),
+            "throttled_reason": self.throttled_reason,
+            "throttled_since": when(self.throttled_since),
+            "throttled_seconds": round(self.throttled_seconds, 1),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class RunState:
+    """What a table's runs were asked (pause, stop) and who works on it now."""
+
+    table: str
+    control: str  # running, paused, stopped
+    requested_by: str | None
+    requested_at: dt.datetime | None
+    workers: tuple[WorkerStatus, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "state": self.control,
+            "requested_by": self.requested_by,
+            "requested_at": self.requested_at.isoformat() if self.requested_at else None,
+            "workers": [w.as_dict() for w in self.workers],
+        }
+
+
+def run_states(
+    plan: Plan, engine: sa.Engine, *, tables: Sequence[str] | None = None
+) -> dict[str, RunState]:
+    """Per planned table: the control request in force and the workers' heartbeats.
+
+    Empty when the control tables do not exist yet (no run of this release so far).
+    """
+    found: dict[str, RunState] = {}
+    with reading(engine) as conn:
+        inspector = sa.inspect(conn)
+        if not (inspector.has_table(control.name) and inspector.has_table(workers.name)):
+            return found
+        for table_plan in plan.select(tables):
+            request = current_request(conn, table_plan.table)
+            rows = conn.execute(
+                sa.select(workers)
+                .where(workers.c.table_name == table_plan.table)
+                .order_by(workers.c.worker)
+            ).mappings()
+            found[table_plan.table] = RunState(
+                table_plan.table,
+                request.state.value,
+                request.requested_by,
+                request.requested_at,
+                tuple(_worker(row) for row in rows),
+            )
+    return found
+
+
+def _worker(row: Any) -> WorkerStatus:
+    def utc(value: dt.datetime | None) -> dt.datetime | None:
+        return value.replace(tzinfo=dt.UTC) if value and value.tzinfo is None else value
+
+    return WorkerStatus(
+        worker=row["worker"],
+        host=row["host"],
+        pid=row["pid"],
+        operation=row["operation"],
+        state=row["state"],
+        chunk_id=row["chunk_id"],
+        batch_size=row["batch_size"],
+        last_batch_at=utc(row["last_batch_at"]),
+        heartbeat_at=utc(row["heartbeat_at"]),
+        throttled_reason=row["throttled_reason"],
+        throttled_since=utc(row["throttled_since"]),
+        throttled_seconds=float(row["throttled_seconds"] or 0.0),
+    )

@@ -26,7 +26,7 @@ import sqlalchemy as sa
 
 from encmigrate.errors import DatabaseError, EncmigrateError
 from encmigrate.keys.keyring import Keyring
-from encmigrate.migrate import bookkeeping, passes, processes
+from encmigrate.migrate import bookkeeping, control, passes, processes
 from encmigrate.migrate import chunks as chunking
 from encmigrate.migrate.batch import BatchResult, PreparedBatch, set_timeouts
 from encmigrate.migrate.keyset import Cursor
@@ -34,6 +34,7 @@ from encmigrate.migrate.pipeline import Pipeline
 from encmigrate.migrate.rekey import ENCRYPT, Operation
 from encmigrate.migrate.report import MigrateOptions, Progress, ProgressCallback, TableReport
 from encmigrate.migrate.table import TableWork
+from encmigrate.migrate.throttle import BatchSizer, build_throttle
 
 __all__ = ["TableRun", "helper_main"]
 
@@ -88,6 +89,15 @@ class TableRun:
         self._budget_lock = threading.Lock()
         self.failed_rows: int | None = None  # from the failures table, once the run is done
         self.on_batch: Callable[[BatchResult], None] | None = None  # a worker process reports
+        self.sizer = BatchSizer(
+            options.batch_size,
+            target=options.target_batch_seconds,
+            minimum=options.min_batch_size,
+            maximum=options.max_batch_size,
+        )
+        self.throttle = None if options.dry_run else build_throttle(engine, options)
+        self.control: control.RunControl | None = None  # pause/stop requests, heartbeats
+        self._local = threading.local()  # the calling thread's worker id and batch clock
 
     # -- the whole run -----------------------------------------------------------
 
@@ -98,14 +108,21 @@ class TableRun:
                     self.report.rows_total = conn.execute(self.count_pending()).scalar_one()
                 passes.dry_run(self)
             else:
-                self._setup()
-                self._run_chunks()
+                # Helper processes start first: their imports overlap this process's setup.
+                helpers = self._start_helpers()
+                try:
+                    self._setup()
+                    self._start_control()
+                    self._run_chunks(helpers)
+                finally:
+                    if helpers is not None:
+                        helpers.dismiss()
                 if self.opts.join and self._others_live():
                     pass  # the run's owner waits for every chunk, then catches up and finishes
                 else:
                     self._wait_for_other_workers()
                     if not self.halted():
-                        self.report.catch_up_rows += passes.catch_up(self)
+                        self._catch_up()
                     self._finish()
         except EncmigrateError as exc:
             self._record_failure(exc)
@@ -128,6 +145,9 @@ class TableRun:
         self.report.batches = self.tally.batches
         self.report.seconds = time.monotonic() - self.started
         self.report.interrupted = self.stop.is_set()
+        self.report.stopped_by = self.control.stopped_by if self.control else None
+        self.report.throttled_seconds = self.throttle.throttled_seconds if self.throttle else 0.0
+        self.report.batch_sizes = list(self.sizer.sizes) if self.sizer.target else []
         return self.report
 
     def halted(self) -> bool:
@@ -149,7 +169,7 @@ class TableRun:
             if self.batches_left is not None:
                 self.batches_left += count
 
-    def emit(self, phase: str) -> None:
+    def emit(self, phase: str, reason: str | None = None) -> None:
         if self.progress is not None:
             self.progress(
                 Progress(
@@ -159,6 +179,8 @@ class TableRun:
                     rows_total=self.report.rows_total,
                     rows_failed=self.tally.rows_failed,
                     elapsed=time.monotonic() - self.started,
+                    throttled_seconds=self.throttle.throttled_seconds if self.throttle else 0.0,
+                    reason=reason,
                 )
             )
 
@@ -205,22 +227,32 @@ class TableRun:
             rows = min(rows, max(floor, -(-self.report.rows_total // (4 * self.opts.workers))))
         return rows
 
-    def _run_chunks(self) -> None:
-        count = max(1, self.opts.workers if self.engine.dialect.name == "postgresql" else 1)
-        errors: list[BaseException] = []
-        helpers: processes.Helpers | None = None
+    def _worker_count(self) -> int:
+        return max(1, self.opts.workers if self.engine.dialect.name == "postgresql" else 1)
+
+    def _start_helpers(self) -> processes.Helpers | None:
+        """Helper processes for ``--workers N`` (N - 1), started before the run is set up.
+
+        Worker processes instead of threads (processes.py says why); ``--max-batches``
+        keeps threads, whose budget is shared in this process. They get the run, or are
+        dismissed, once the chunks exist (:meth:`_run_chunks`).
+        """
+        count = self._worker_count()
         if count > 1 and self.opts.worker_processes and self.batches_left is None:
-            # Worker processes instead of threads (processes.py says why); --max-batches
-            # keeps threads, whose budget is shared in this process.
+            return processes.Helpers(self, count - 1, entry=_HELPER_ENTRY)
+        return None
+
+    def _run_chunks(self, helpers: processes.Helpers | None = None) -> None:
+        count = self._worker_count()
+        errors: list[BaseException] = []
+        if helpers is not None:
             with self.engine.connect() as conn:
                 open_chunks = chunking.chunk_counts(conn, self.work, self.op.name).get("pending", 0)
-            if open_chunks > 1:  # a helper without a chunk would only wait
-                document = processes.helper_document(
-                    self.engine, self.work, self.keyring, self.opts, self.op
-                )
-                helpers = processes.Helpers(
-                    self, min(count, open_chunks) - 1, entry=_HELPER_ENTRY, document=document
-                )
+            # A helper without a chunk would only wait: it is dismissed.
+            document = processes.helper_document(
+                self.engine, self.work, self.keyring, self.opts, self.op
+            )
+            helpers.send(document, max(0, min(count, open_chunks) - 1))
             count = 1
 
         def worker(index: int) -> None:
@@ -262,7 +294,45 @@ class TableRun:
             self.work_chunks(chunking.new_worker_id(99))
             time.sleep(0.5)
 
+    def _catch_up(self) -> None:
+        self._local.worker = worker = chunking.new_worker_id(0)
+        try:
+            caught = passes.catch_up(self)
+        finally:
+            self._end_worker(worker)
+        self.report.catch_up_rows += caught.written
+        self.report.rows_left, self.report.left_reason = caught.left, caught.reason
+        if caught.reason is not None:
+            logger.warning("%s: %d rows left: %s", self.work.name, caught.left, caught.reason)
+
+    def _start_control(self) -> None:
+        """Pause/stop requests and heartbeats (the tables are created when absent)."""
+        with self._budget_lock:
+            if self.control is not None:
+                return
+            control.ensure_tables(self.engine)
+            self.control = control.RunControl(
+                self.engine,
+                self.work.name,
+                self.op.name,
+                throttle=self.throttle,
+                lease_seconds=self.opts.lease_seconds,
+            )
+
+    def _end_worker(self, worker: str) -> None:
+        if self.control is not None:
+            self.control.worker_ended(worker)
+
     def work_chunks(self, worker: str) -> None:
+        if not self.opts.dry_run:
+            self._start_control()  # a helper process's run starts here, not in run()
+        self._local.worker = worker
+        try:
+            self._work_chunks(worker)
+        finally:
+            self._end_worker(worker)
+
+    def _work_chunks(self, worker: str) -> None:
         pipelined = self.engine.dialect.name == "postgresql"
         with (
             self.connection() as first,
@@ -273,6 +343,8 @@ class TableRun:
                 chunk = self.opts.retry.run(lambda: self._claim(first, worker))
                 if chunk is None:
                     return
+                if self.control is not None:
+                    self.control.worker_on(worker, chunk.chunk_id)
                 try:
                     if pipelined:
                         Pipeline(self, (first, second), writer, worker, chunk).run()
@@ -327,19 +399,18 @@ class TableRun:
             if not self.take_batch():
                 return
             start = cursor
+            limit = self.batch_limit(worker)
 
-            def one_batch(start: Cursor | None = start) -> BatchResult:
+            def one_batch(start: Cursor | None = start, limit: int = limit) -> BatchResult:
                 conn = self.usable(connection)
                 with conn.begin():
                     set_timeouts(conn, self.opts.lock_timeout_ms, self.opts.statement_timeout_ms)
-                    prepared = self.op.prepare(
-                        conn, self.work, start, chunk.upper, self.opts.batch_size
-                    )
+                    prepared = self.op.prepare(conn, self.work, start, chunk.upper, limit)
                     return self.commit_batch(conn, prepared, chunk, worker)
 
             result = self.opts.retry.run(one_batch)
             self.batch_done(result)
-            if result.rows_read < self.opts.batch_size:
+            if result.rows_read < limit:
                 return
             cursor = result.last_key
             self.pause()
@@ -362,7 +433,7 @@ class TableRun:
             cursor=result.last_key,
             rows_done=result.rows_written,
             rows_failed=result.rows_failed,
-            finished=result.rows_read < self.opts.batch_size,  # the chunk's last batch
+            finished=result.rows_read < self.sizer.limit_of(worker),  # the chunk's last batch
             lease_seconds=self.opts.lease_seconds,
         )
         return result
@@ -372,10 +443,32 @@ class TableRun:
         self.emit(phase)
         if self.on_batch is not None:
             self.on_batch(result)
+        worker: str | None = getattr(self._local, "worker", None)
+        if worker is None:  # a helper process's batch, reported to this one
+            return
+        began: float | None = getattr(self._local, "batch_began", None)
+        now = time.monotonic()
+        if began is not None:
+            self.sizer.observe(result.rows_read, now - began)
+        self._local.batch_began = now
+        if self.control is not None:
+            self.control.batch_committed(worker)
+
+    def batch_limit(self, worker: str | None = None) -> int:
+        """The next batch's size: ``--batch-size``, or the adaptive size (throttle.py)."""
+        return self.sizer.hand_out(worker or getattr(self._local, "worker", None))
 
     def pause(self) -> None:
+        """Between batches: ``--sleep``, then pause/stop requests and the throttle.
+
+        The time spent here is not part of a batch's duration for the adaptive size.
+        """
         if self.opts.sleep_ms:
             self.stop.wait(self.opts.sleep_ms / 1000)
+        worker: str | None = getattr(self._local, "worker", None)
+        if self.control is not None and worker is not None:
+            self.control.between_batches(self.stop, worker, self.sizer.size, self.emit)
+        self._local.batch_began = time.monotonic()
 
     # -- bookkeeping ----------------------------------------------------------------
 

@@ -197,6 +197,12 @@ class Metrics:
             ["table", "column"],
             registry=r,
         )
+        self.migration_throttled = counter(
+            "encmigrate_migration_throttled_seconds",
+            "Seconds the migrator waited for its throttle (replica lag, load, throttle query).",
+            ["table", "column"],
+            registry=r,
+        )
         self.migration_progress = gauge(
             "encmigrate_migration_last_progress_timestamp_seconds",
             "When the migrator last committed a batch.",
@@ -222,9 +228,18 @@ class Metrics:
         self.health_checked.set(time.time())
 
     def observe_migration(
-        self, table: str, column: str, *, rows: int, seconds: float, lag_rows: int | None = None
+        self,
+        table: str,
+        column: str,
+        *,
+        rows: int,
+        seconds: float,
+        lag_rows: int | None = None,
+        throttled_seconds: float = 0.0,
     ) -> None:
-        """One committed batch of ``rows`` that took ``seconds`` (called by the migrator)."""
+        """One committed batch of ``rows`` that took ``seconds`` (called by the migrator);
+        ``throttled_seconds``: the time waited for the throttle since the last call."""
+        self.migration_throttled.labels(table, column).inc(throttled_seconds)
         self.migration_rows.labels(table, column).inc(rows)
         if seconds > 0:
             self.migration_rate.labels(table, column).set(rows / seconds)
