@@ -26,15 +26,15 @@ import sqlalchemy as sa
 
 from encmigrate.errors import DatabaseError, EncmigrateError
 from encmigrate.keys.keyring import Keyring
-from encmigrate.migrate import bookkeeping, control, passes, processes
+from encmigrate.migrate import bookkeeping, passes, processes
 from encmigrate.migrate import chunks as chunking
 from encmigrate.migrate.batch import BatchResult, PreparedBatch, set_timeouts
 from encmigrate.migrate.keyset import Cursor
+from encmigrate.migrate.pacing import Pacing
 from encmigrate.migrate.pipeline import Pipeline
 from encmigrate.migrate.rekey import ENCRYPT, Operation
 from encmigrate.migrate.report import MigrateOptions, Progress, ProgressCallback, TableReport
 from encmigrate.migrate.table import TableWork
-from encmigrate.migrate.throttle import BatchSizer, build_throttle
 
 __all__ = ["TableRun", "helper_main"]
 
@@ -89,15 +89,7 @@ class TableRun:
         self._budget_lock = threading.Lock()
         self.failed_rows: int | None = None  # from the failures table, once the run is done
         self.on_batch: Callable[[BatchResult], None] | None = None  # a worker process reports
-        self.sizer = BatchSizer(
-            options.batch_size,
-            target=options.target_batch_seconds,
-            minimum=options.min_batch_size,
-            maximum=options.max_batch_size,
-        )
-        self.throttle = None if options.dry_run else build_throttle(engine, options)
-        self.control: control.RunControl | None = None  # pause/stop requests, heartbeats
-        self._local = threading.local()  # the calling thread's worker id and batch clock
+        self.pacing = Pacing(engine, work.name, operation.name, options)
 
     # -- the whole run -----------------------------------------------------------
 
@@ -112,7 +104,7 @@ class TableRun:
                 helpers = self._start_helpers()
                 try:
                     self._setup()
-                    self._start_control()
+                    self.pacing.start()
                     self._run_chunks(helpers)
                 finally:
                     if helpers is not None:
@@ -145,9 +137,9 @@ class TableRun:
         self.report.batches = self.tally.batches
         self.report.seconds = time.monotonic() - self.started
         self.report.interrupted = self.stop.is_set()
-        self.report.stopped_by = self.control.stopped_by if self.control else None
-        self.report.throttled_seconds = self.throttle.throttled_seconds if self.throttle else 0.0
-        self.report.batch_sizes = list(self.sizer.sizes) if self.sizer.target else []
+        self.report.stopped_by = self.pacing.stopped_by
+        self.report.throttled_seconds = self.pacing.throttled_seconds
+        self.report.batch_sizes = self.pacing.batch_sizes
         return self.report
 
     def halted(self) -> bool:
@@ -179,7 +171,7 @@ class TableRun:
                     rows_total=self.report.rows_total,
                     rows_failed=self.tally.rows_failed,
                     elapsed=time.monotonic() - self.started,
-                    throttled_seconds=self.throttle.throttled_seconds if self.throttle else 0.0,
+                    throttled_seconds=self.pacing.throttled_seconds,
                     reason=reason,
                 )
             )
@@ -295,42 +287,18 @@ class TableRun:
             time.sleep(0.5)
 
     def _catch_up(self) -> None:
-        self._local.worker = worker = chunking.new_worker_id(0)
-        try:
+        with self.pacing.worker(chunking.new_worker_id(0)):
             caught = passes.catch_up(self)
-        finally:
-            self._end_worker(worker)
         self.report.catch_up_rows += caught.written
         self.report.rows_left, self.report.left_reason = caught.left, caught.reason
         if caught.reason is not None:
             logger.warning("%s: %d rows left: %s", self.work.name, caught.left, caught.reason)
 
-    def _start_control(self) -> None:
-        """Pause/stop requests and heartbeats (the tables are created when absent)."""
-        with self._budget_lock:
-            if self.control is not None:
-                return
-            control.ensure_tables(self.engine)
-            self.control = control.RunControl(
-                self.engine,
-                self.work.name,
-                self.op.name,
-                throttle=self.throttle,
-                lease_seconds=self.opts.lease_seconds,
-            )
-
-    def _end_worker(self, worker: str) -> None:
-        if self.control is not None:
-            self.control.worker_ended(worker)
-
     def work_chunks(self, worker: str) -> None:
         if not self.opts.dry_run:
-            self._start_control()  # a helper process's run starts here, not in run()
-        self._local.worker = worker
-        try:
+            self.pacing.start()  # a helper process's run starts here, not in run()
+        with self.pacing.worker(worker):
             self._work_chunks(worker)
-        finally:
-            self._end_worker(worker)
 
     def _work_chunks(self, worker: str) -> None:
         pipelined = self.engine.dialect.name == "postgresql"
@@ -343,8 +311,7 @@ class TableRun:
                 chunk = self.opts.retry.run(lambda: self._claim(first, worker))
                 if chunk is None:
                     return
-                if self.control is not None:
-                    self.control.worker_on(worker, chunk.chunk_id)
+                self.pacing.on_chunk(worker, chunk.chunk_id)
                 try:
                     if pipelined:
                         Pipeline(self, (first, second), writer, worker, chunk).run()
@@ -433,7 +400,7 @@ class TableRun:
             cursor=result.last_key,
             rows_done=result.rows_written,
             rows_failed=result.rows_failed,
-            finished=result.rows_read < self.sizer.limit_of(worker),  # the chunk's last batch
+            finished=self.pacing.is_last(worker, result.rows_read),
             lease_seconds=self.opts.lease_seconds,
         )
         return result
@@ -443,20 +410,11 @@ class TableRun:
         self.emit(phase)
         if self.on_batch is not None:
             self.on_batch(result)
-        worker: str | None = getattr(self._local, "worker", None)
-        if worker is None:  # a helper process's batch, reported to this one
-            return
-        began: float | None = getattr(self._local, "batch_began", None)
-        now = time.monotonic()
-        if began is not None:
-            self.sizer.observe(result.rows_read, now - began)
-        self._local.batch_began = now
-        if self.control is not None:
-            self.control.batch_committed(worker)
+        self.pacing.committed(result.rows_read)
 
     def batch_limit(self, worker: str | None = None) -> int:
-        """The next batch's size: ``--batch-size``, or the adaptive size (throttle.py)."""
-        return self.sizer.hand_out(worker or getattr(self._local, "worker", None))
+        """The next batch's size: ``--batch-size``, or the adaptive size (pacing.py)."""
+        return self.pacing.limit(worker)
 
     def pause(self) -> None:
         """Between batches: ``--sleep``, then pause/stop requests and the throttle.
@@ -465,10 +423,7 @@ class TableRun:
         """
         if self.opts.sleep_ms:
             self.stop.wait(self.opts.sleep_ms / 1000)
-        worker: str | None = getattr(self._local, "worker", None)
-        if self.control is not None and worker is not None:
-            self.control.between_batches(self.stop, worker, self.sizer.size, self.emit)
-        self._local.batch_began = time.monotonic()
+        self.pacing.between_batches(self.stop, self.emit)
 
     # -- bookkeeping ----------------------------------------------------------------
 
