@@ -35,7 +35,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Self
 from urllib.parse import urlsplit
 
-from encmigrate.errors import DatabaseError, MariaDBUnavailableError, PostgresUnavailableError
+from encmigrate.errors import (
+    DatabaseError,
+    MariaDBUnavailableError,
+    PostgresUnavailableError,
+    TestServerUnavailableError,
+)
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL, Engine
@@ -113,27 +118,59 @@ class MariaDBServer(TestServer):
     """A MariaDB (or MySQL) server: ``admin_url`` is a ``mysql+pymysql://`` URL, no database."""
 
 
+@dataclass(frozen=True)
+class _Kind:
+    """What differs between looking for a PostgreSQL and a MariaDB server."""
+
+    title: str  # in messages: "PostgreSQL"
+    env: str  # the environment variable naming the server
+    backends: tuple[str, ...]  # the URL backends that variable may name
+    server: type[TestServer]
+    error: type[TestServerUnavailableError]
+    admin_url: Callable[..., URL]  # username=, password=, host=, port=
+    adopt: Callable[[URL], URL]  # the admin URL of a URL the user gave
+    user: str  # the local server's user (trust authentication, or no password)
+    check: Callable[[Any], str | None]  # on a connection: None if usable, else why not
+    start_container: Callable[[], tuple[URL, Any]]  # (admin URL, the container)
+
+
 def find_postgres_server(*, local: tuple[str, int] = DEFAULT_LOCAL) -> PostgresServer:
     """Find a PostgreSQL server: the environment URL, else Docker, else ``local``.
 
     Raises ``PostgresUnavailableError`` with a one-line reason when none answers. Call
     ``close()`` on the result (or use it as a context manager) to stop a container.
     """
-    configured = os.environ.get(ENV_URL, "").strip()
+    server = _find(_POSTGRES, local)
+    assert isinstance(server, PostgresServer)
+    return server
+
+
+def find_mariadb_server(*, local: tuple[str, int] = MARIADB_LOCAL) -> MariaDBServer:
+    """Find a MariaDB server: ``ENCMIGRATE_TEST_MARIADB_URL``, else Docker, else ``local``.
+
+    Raises ``MariaDBUnavailableError`` with a one-line reason when none answers.
+    """
+    server = _find(_MARIADB, local)
+    assert isinstance(server, MariaDBServer)
+    return server
+
+
+def _find(kind: _Kind, local: tuple[str, int]) -> TestServer:
+    configured = os.environ.get(kind.env, "").strip()
     if configured:
-        return _server_from_env(configured)
-    tried = [f"{ENV_URL} not set"]
-    from_docker = _server_from_docker(_start_container, "postgres")
-    if isinstance(from_docker, PostgresServer):
+        return _server_from_env(kind, configured)
+    tried = [f"{kind.env} not set"]
+    from_docker = _server_from_docker(kind)
+    if isinstance(from_docker, TestServer):
         return from_docker
-    tried.append(str(from_docker))
+    tried.append(from_docker)
     host, port = local
-    admin = _url("postgresql+psycopg", username="postgres", host=host, port=port)
-    failure = _probe(admin)
+    admin = kind.admin_url(username=kind.user, host=host, port=port)
+    failure = _probe(kind, admin)
     if failure is None:
-        return _found(_render(admin), f"local {host}:{port}")
+        return _found(kind, admin, f"local {host}:{port}")
     tried.append(f"local {host}:{port}: {failure}")
-    raise PostgresUnavailableError(f"no PostgreSQL server found ({'; '.join(tried)})")
+    raise kind.error(f"no {kind.title} server found ({'; '.join(tried)})")
 
 
 def create_database(server: TestServer) -> str:
@@ -168,32 +205,10 @@ def drop_database(server: TestServer, url: str) -> None:
     _admin_execute(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', "drop a test database")
 
 
-def find_mariadb_server(*, local: tuple[str, int] = MARIADB_LOCAL) -> MariaDBServer:
-    """Find a MariaDB server: ``ENCMIGRATE_TEST_MARIADB_URL``, else Docker, else ``local``.
-
-    Raises ``MariaDBUnavailableError`` with a one-line reason when none answers.
-    """
-    configured = os.environ.get(MARIADB_ENV_URL, "").strip()
-    if configured:
-        return _mariadb_from_env(configured)
-    tried = [f"{MARIADB_ENV_URL} not set"]
-    from_docker = _server_from_docker(_start_mariadb_container, "mariadb")
-    if isinstance(from_docker, MariaDBServer):
-        return from_docker
-    tried.append(str(from_docker))
-    host, port = local
-    admin = _mariadb_url(username="root", host=host, port=port)
-    failure = _probe_mariadb(admin)
-    if failure is None:
-        return MariaDBServer(_render(admin), f"local {host}:{port}")
-    tried.append(f"local {host}:{port}: {failure}")
-    raise MariaDBUnavailableError(f"no MariaDB server found ({'; '.join(tried)})")
-
-
 # -- where a server comes from ------------------------------------------------------------
 
 
-def _server_from_env(raw: str) -> PostgresServer:
+def _server_from_env(kind: _Kind, raw: str) -> TestServer:
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
@@ -201,24 +216,20 @@ def _server_from_env(raw: str) -> PostgresServer:
         url = make_url(raw)
     except ArgumentError:
         # The message of ArgumentError repeats the URL, password included: drop it.
-        raise PostgresUnavailableError(f"{ENV_URL} is not a database URL", explicit=True) from None
+        raise kind.error(f"{kind.env} is not a database URL", explicit=True) from None
     backend = url.get_backend_name()
-    if backend not in ("postgresql", "postgres"):
-        raise PostgresUnavailableError(
-            f"{ENV_URL} names a {backend} database, not PostgreSQL", explicit=True
-        )
-    url = url.set(drivername="postgresql+psycopg", database=url.database or "postgres")
-    failure = _probe(url)
+    if backend not in kind.backends:
+        raise kind.error(f"{kind.env} names a {backend} database, not {kind.title}", explicit=True)
+    admin = kind.adopt(url)
+    failure = _probe(kind, admin)
     if failure is not None:
-        shown = url.render_as_string(hide_password=True)
-        raise PostgresUnavailableError(
-            f"{ENV_URL} ({shown}) does not answer: {failure}", explicit=True
-        )
-    return _found(_render(url), ENV_URL)
+        shown = admin.render_as_string(hide_password=True)
+        raise kind.error(f"{kind.env} ({shown}) does not answer: {failure}", explicit=True)
+    return _found(kind, admin, kind.env)
 
 
-def _server_from_docker(start: Callable[[], TestServer], kind: str) -> TestServer | str:
-    """A fresh container that ``start`` starts, or why there is none (one short phrase)."""
+def _server_from_docker(kind: _Kind) -> TestServer | str:
+    """A fresh container of ``kind``, or why there is none (one short phrase)."""
     docker_host = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
     if not _docker_socket_answers(docker_host):
         return f"no Docker engine at {_display_docker_host(docker_host)}"
@@ -234,11 +245,12 @@ def _server_from_docker(start: Callable[[], TestServer], kind: str) -> TestServe
         except Exception as exc:  # any failure of the engine means "no usable Docker"
             return f"Docker engine did not answer: {_first_line(exc)}"
         try:
-            return start()
+            admin, container = kind.start_container()
         except ImportError:
             return "Docker answers but testcontainers is not installed"
         except Exception as exc:  # pull, start or readiness failures all mean "no container"
-            return f"{kind} container did not start: {_first_line(exc)}"
+            return f"{kind.title} container did not start: {_first_line(exc)}"
+    return _found(kind, admin, "testcontainers", container)
 
 
 def _docker_socket_answers(docker_host: str) -> bool:
@@ -271,7 +283,7 @@ def _display_docker_host(docker_host: str) -> str:
     return docker_host
 
 
-def _start_container() -> PostgresServer:
+def _start_postgres_container() -> tuple[URL, Any]:
     try:
         module = importlib.import_module("testcontainers.community.postgres")
     except ImportError:  # testcontainers before 4.15 kept it at the top level
@@ -280,73 +292,10 @@ def _start_container() -> PostgresServer:
     container = module.PostgresContainer(
         CONTAINER_IMAGE, username="postgres", password=password, dbname="postgres", driver=None
     )
-    container.start()  # if this fails, testcontainers' reaper (Ryuk) removes the rest
-    try:
-        admin = _url(
-            "postgresql+psycopg",
-            username="postgres",
-            password=password,
-            host=container.get_container_host_ip(),
-            port=int(container.get_exposed_port(5432)),
-        )
-        failure = _wait_until_ready(admin)
-        if failure is not None:
-            raise RuntimeError(failure)
-    except BaseException:
-        container.stop()
-        raise
-    return _found(_render(admin), "testcontainers", container)
+    return _ready(_POSTGRES, container, password, 5432)
 
 
-def _wait_until_ready(
-    admin: URL, attempts: int = 10, probe: Callable[[URL], str | None] | None = None
-) -> str | None:
-    # The container reports ready from inside; the published port can lag a moment.
-    check = probe or _probe
-    failure = check(admin)
-    for _ in range(attempts - 1):
-        if failure is None:
-            break
-        time.sleep(0.5)
-        failure = check(admin)
-    return failure
-
-
-# -- MariaDB ----------------------------------------------------------------------------------
-
-
-def _mariadb_url(**parts: Any) -> URL:
-    from sqlalchemy.engine import URL
-
-    return URL.create("mysql+pymysql", query={"charset": "utf8mb4"}, **parts)
-
-
-def _mariadb_from_env(raw: str) -> MariaDBServer:
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        url = make_url(raw)
-    except ArgumentError:
-        raise MariaDBUnavailableError(
-            f"{MARIADB_ENV_URL} is not a database URL", explicit=True
-        ) from None
-    backend = url.get_backend_name()
-    if backend not in ("mysql", "mariadb"):
-        raise MariaDBUnavailableError(
-            f"{MARIADB_ENV_URL} names a {backend} database, not MariaDB/MySQL", explicit=True
-        )
-    url = _mariadb_url(username=url.username, password=url.password, host=url.host, port=url.port)
-    failure = _probe_mariadb(url)
-    if failure is not None:
-        shown = url.render_as_string(hide_password=True)
-        raise MariaDBUnavailableError(
-            f"{MARIADB_ENV_URL} ({shown}) does not answer: {failure}", explicit=True
-        )
-    return MariaDBServer(_render(url), MARIADB_ENV_URL)
-
-
-def _start_mariadb_container() -> MariaDBServer:
+def _start_mariadb_container() -> tuple[URL, Any]:
     try:
         module = importlib.import_module("testcontainers.community.mysql")
     except ImportError:
@@ -355,62 +304,116 @@ def _start_mariadb_container() -> MariaDBServer:
     container = module.MySqlContainer(
         MARIADB_IMAGE, username="root", password=password, dbname="mysql", dialect="pymysql"
     )
-    container.start()
+    return _ready(_MARIADB, container, password, 3306)
+
+
+def _ready(kind: _Kind, container: Any, password: str, port: int) -> tuple[URL, Any]:
+    """Start ``container`` and wait until its published port answers (stopped on failure)."""
+    container.start()  # if this fails, testcontainers' reaper (Ryuk) removes the rest
     try:
-        admin = _mariadb_url(
-            username="root",
+        admin = kind.admin_url(
+            username=kind.user,
             password=password,
             host=container.get_container_host_ip(),
-            port=int(container.get_exposed_port(3306)),
+            port=int(container.get_exposed_port(port)),
         )
-        failure = _wait_until_ready(admin, probe=_probe_mariadb)
+        # The container reports ready from inside; the published port can lag a moment.
+        failure = _probe(kind, admin)
+        for _ in range(9):
+            if failure is None:
+                break
+            time.sleep(0.5)
+            failure = _probe(kind, admin)
         if failure is not None:
             raise RuntimeError(failure)
     except BaseException:
         container.stop()
         raise
-    return MariaDBServer(_render(admin), "testcontainers", container)
+    return admin, container
 
 
-def _probe_mariadb(url: URL) -> str | None:
-    """None if the server answers and can create databases, else why not."""
-    from sqlalchemy.exc import SQLAlchemyError
-
-    engine = _engine(url)
-    try:
-        with engine.connect() as connection:
-            connection.exec_driver_sql("SELECT VERSION()").scalar_one()
-    except SQLAlchemyError as exc:
-        return _first_line(exc, url.password)
-    finally:
-        engine.dispose()
-    return None
-
-
-def _found(admin_url: str, source: str, container: Any = None) -> PostgresServer:
-    server = PostgresServer(admin_url, source, container)
-    logger.info("using PostgreSQL from %s: %s", source, server.display_url)
+def _found(kind: _Kind, admin: URL, source: str, container: Any = None) -> TestServer:
+    server = kind.server(_render(admin), source, container)
+    logger.info("using %s from %s: %s", kind.title, source, server.display_url)
     return server
 
 
 # -- talking to the server ----------------------------------------------------------------
 
 
-def _probe(url: URL) -> str | None:
-    """None if the server answers and is PostgreSQL 13 or newer, else why not."""
+def _probe(kind: _Kind, url: URL) -> str | None:
+    """None if the server answers and ``kind`` can use it, else why not."""
     from sqlalchemy.exc import SQLAlchemyError
 
     engine = _engine(url)
     try:
         with engine.connect() as connection:
-            version = int(connection.exec_driver_sql("SHOW server_version_num").scalar_one())
+            return kind.check(connection)
     except SQLAlchemyError as exc:
         return _first_line(exc, url.password)
     finally:
         engine.dispose()
+
+
+def _postgres_check(connection: Any) -> str | None:
+    """PostgreSQL 13 or newer (``DROP DATABASE ... WITH (FORCE)``)."""
+    version = int(connection.exec_driver_sql("SHOW server_version_num").scalar_one())
     if version < 130000:
         return f"PostgreSQL {version // 10000} is too old (13 or newer needed)"
     return None
+
+
+def _mariadb_check(connection: Any) -> str | None:
+    connection.exec_driver_sql("SELECT VERSION()").scalar_one()
+    return None
+
+
+def _postgres_url(**parts: Any) -> URL:
+    from sqlalchemy.engine import URL
+
+    return URL.create("postgresql+psycopg", database="postgres", **parts)
+
+
+def _mariadb_url(**parts: Any) -> URL:
+    from sqlalchemy.engine import URL
+
+    return URL.create("mysql+pymysql", query={"charset": "utf8mb4"}, **parts)
+
+
+def _adopt_postgres(url: URL) -> URL:
+    """Always psycopg 3; the user's options (``sslmode``, ...) kept."""
+    return url.set(drivername="postgresql+psycopg", database=url.database or "postgres")
+
+
+def _adopt_mariadb(url: URL) -> URL:
+    """PyMySQL in utf8mb4, without a database (the tests create theirs)."""
+    return _mariadb_url(username=url.username, password=url.password, host=url.host, port=url.port)
+
+
+_POSTGRES: Final = _Kind(
+    title="PostgreSQL",
+    env=ENV_URL,
+    backends=("postgresql", "postgres"),
+    server=PostgresServer,
+    error=PostgresUnavailableError,
+    admin_url=_postgres_url,
+    adopt=_adopt_postgres,
+    user="postgres",
+    check=_postgres_check,
+    start_container=_start_postgres_container,
+)
+_MARIADB: Final = _Kind(
+    title="MariaDB",
+    env=MARIADB_ENV_URL,
+    backends=("mysql", "mariadb"),
+    server=MariaDBServer,
+    error=MariaDBUnavailableError,
+    admin_url=_mariadb_url,
+    adopt=_adopt_mariadb,
+    user="root",
+    check=_mariadb_check,
+    start_container=_start_mariadb_container,
+)
 
 
 def _admin_execute(server: TestServer, statement: str, doing: str) -> None:
@@ -437,12 +440,6 @@ def _engine(url: URL, **options: Any) -> Engine:
     return sa.create_engine(
         url, poolclass=NullPool, connect_args={"connect_timeout": _CONNECT_TIMEOUT_S}, **options
     )
-
-
-def _url(drivername: str, **parts: Any) -> URL:
-    from sqlalchemy.engine import URL
-
-    return URL.create(drivername, database="postgres", **parts)
 
 
 def _render(url: URL) -> str:

@@ -48,12 +48,13 @@ installs encmigrate.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, NoReturn
+from typing import TYPE_CHECKING, Final, NoReturn, TypeVar
 
 import pytest
 
+from encmigrate.errors import TestServerUnavailableError
 from encmigrate.testdb import (
     DEFAULT_LOCAL,
     MARIADB_LOCAL,
@@ -90,6 +91,7 @@ POSTGRES_FIXTURES: Final = frozenset({"postgres_server", "pg_url", "pg_module_ur
 MARIADB_FIXTURES: Final = frozenset({"mariadb_server", "mariadb_url"})
 _INI_LOCAL: Final = "encmigrate_local_postgres"
 _INI_LOCAL_MARIADB: Final = "encmigrate_local_mariadb"
+_Server = TypeVar("_Server", bound=TestServer)
 _SERVER_USED: Final = pytest.StashKey[str]()
 _MARIADB_USED: Final = pytest.StashKey[str]()
 
@@ -145,29 +147,32 @@ def pytest_terminal_summary(
 @pytest.fixture(scope="session")
 def postgres_server(request: pytest.FixtureRequest) -> Iterator[PostgresServer]:
     """The PostgreSQL server for this session; skips (or fails) the test when there is none."""
-    try:
-        local = _parse_host_port(str(request.config.getini(_INI_LOCAL)))
-        server = find_postgres_server(local=local)
-    except ValueError as exc:
-        pytest.fail(f"encmigrate.testing: {exc}", pytrace=False)
-    except PostgresUnavailableError as exc:
-        _absent(exc.reason, exc.explicit, ENV_REQUIRE)
-    request.config.stash[_SERVER_USED] = f"{server.source} ({server.display_url})"
-    with server:
-        yield server
+    yield from _session_server(request, find_postgres_server, _INI_LOCAL, _SERVER_USED, ENV_REQUIRE)
 
 
 @pytest.fixture(scope="session")
 def mariadb_server(request: pytest.FixtureRequest) -> Iterator[MariaDBServer]:
     """The MariaDB server for this session; skips (or fails) the test when there is none."""
+    yield from _session_server(
+        request, find_mariadb_server, _INI_LOCAL_MARIADB, _MARIADB_USED, ENV_REQUIRE_MARIADB
+    )
+
+
+def _session_server(
+    request: pytest.FixtureRequest,
+    find: Callable[..., _Server],
+    ini: str,
+    used: pytest.StashKey[str],
+    require: str,
+) -> Iterator[_Server]:
+    """The server ``find`` finds near the ini option's host:port, kept for the session."""
     try:
-        local = _parse_host_port(str(request.config.getini(_INI_LOCAL_MARIADB)), _INI_LOCAL_MARIADB)
-        server = find_mariadb_server(local=local)
+        server = find(local=_parse_host_port(str(request.config.getini(ini)), ini))
     except ValueError as exc:
         pytest.fail(f"encmigrate.testing: {exc}", pytrace=False)
-    except MariaDBUnavailableError as exc:
-        _absent(exc.reason, exc.explicit, ENV_REQUIRE_MARIADB)
-    request.config.stash[_MARIADB_USED] = f"{server.source} ({server.display_url})"
+    except TestServerUnavailableError as exc:
+        _absent(exc.reason, exc.explicit, require)
+    request.config.stash[used] = f"{server.source} ({server.display_url})"
     with server:
         yield server
 
