@@ -29,8 +29,8 @@ def _run(tmp_path: Path, env: dict[str, str], *args: str) -> subprocess.Complete
     return run_cli(*args, cwd=tmp_path, env=env)
 
 
-def test_five_steps_end_to_end(db_url: str, tmp_path: Path) -> None:
-    engine = sa.create_engine(db_url)
+def test_five_steps_end_to_end(any_db_url: str, tmp_path: Path) -> None:
+    engine = sa.create_engine(any_db_url)
     with engine.begin() as conn:
         conn.execute(
             sa.text(
@@ -50,7 +50,7 @@ def test_five_steps_end_to_end(db_url: str, tmp_path: Path) -> None:
         *(e for i in range(1, 1501) for e in (f"User{i}@Example.com", f"user{i}@example.com"))
     )
     env = operator_env(
-        ENCMIGRATE_KEYRING_FILE=tmp_path / "keyring.json", ENCMIGRATE_DATABASE_URL=db_url
+        ENCMIGRATE_KEYRING_FILE=tmp_path / "keyring.json", ENCMIGRATE_DATABASE_URL=any_db_url
     )
 
     def ok(*args: str) -> subprocess.CompletedProcess[str]:

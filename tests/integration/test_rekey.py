@@ -25,12 +25,12 @@ from support.cli import operator_env, run_cli
 
 
 @pytest.fixture
-def migrated(db_url: str, tmp_path: Path):  # type: ignore[no-untyped-def]
-    engine, plan_path = shadow_schema.build(db_url, 1500, tmp_path)
+def migrated(any_db_url: str, tmp_path: Path):  # type: ignore[no-untyped-def]
+    engine, plan_path = shadow_schema.build(any_db_url, 1500, tmp_path)
     engine.dispose()
     keyring = Keyring.generate()
     plan = shadow_schema.load_plan(plan_path)
-    engine = connect(db_url)
+    engine = connect(any_db_url)
     migrate_data(plan, engine, keyring, options=MigrateOptions(batch_size=200))
     yield engine, plan, keyring
     engine.dispose()
@@ -286,7 +286,7 @@ def test_rewrap_and_decrypt_back_keep_every_kind_of_json_value(db_url: str, tmp_
 
 
 def test_rewrap_moves_format_1_values_to_format_2_bound_to_the_column_type(
-    db_url: str, tmp_path: Path
+    any_db_url: str, tmp_path: Path
 ) -> None:
     """Values written before format 2 carry no type; rewrap re-seals them with the column's."""
     from collections import Counter
@@ -295,11 +295,11 @@ def test_rewrap_moves_format_1_values_to_format_2_bound_to_the_column_type(
     from encmigrate.crypto.cipher import FieldCipher
     from encmigrate.crypto.codecs import codec_for
 
-    engine, plan_path = shadow_schema.build(db_url, 120, tmp_path)
+    engine, plan_path = shadow_schema.build(any_db_url, 120, tmp_path)
     engine.dispose()
     keyring = Keyring.generate()
     plan = shadow_schema.load_plan(plan_path)
-    engine = connect(db_url)
+    engine = connect(any_db_url)
     numeric = get_cipher("customers.balance", type="numeric", keyring=keyring)
     legacy = FieldCipher(
         keyring.derived_keys, "customers.balance", codec_for("numeric"), write_format=1

@@ -29,6 +29,8 @@ CUSTOMER = (
     "email VARCHAR(255), phone VARCHAR(30))"
 )
 OPTIONS = MigrateOptions(batch_size=2)
+# Dialects whose <table>_secure view takes writes (SQLAlchemy names MariaDB "mysql").
+UPDATABLE_VIEWS = ("postgresql", "mysql", "mariadb")
 
 
 class App:
@@ -43,10 +45,10 @@ class App:
         return {"c": blob, "t": token}
 
     def through_view(self, dialect: str, statement: str, value: str, **params: Any) -> None:
-        """Write a ciphertext alone: to the view on PostgreSQL, to the table on SQLite
-        (SQLite views are read-only; an application there writes the shadow columns)."""
-        target = "customer_secure" if dialect == "postgresql" else "customer"
-        names = {"email": "email" if dialect == "postgresql" else "email_encrypted"}
+        """Write a ciphertext alone: to the view on PostgreSQL and MariaDB, to the table on
+        SQLite (SQLite views are read-only; an application there writes the shadow columns)."""
+        target = "customer_secure" if dialect in UPDATABLE_VIEWS else "customer"
+        names = {"email": "email" if dialect in UPDATABLE_VIEWS else "email_encrypted"}
         execute(
             self.url,
             statement.format(target=target, **names),
@@ -64,14 +66,16 @@ def _stored(url: str, keyring: Keyring) -> dict[int, tuple[str | None, str | Non
 
 
 @pytest.fixture
-def project(tmp_path: Path, db_url: str) -> Project:
+def project(tmp_path: Path, any_db_url: str) -> Project:
     execute(
-        db_url,
+        any_db_url,
         CUSTOMER,
         "INSERT INTO customer VALUES (1, 'Ann', 'ann@example.com', '555-1'), "
         "(2, 'Bob', 'bob@example.com', NULL), (3, 'Cy', 'cy@example.com', NULL)",
     )
-    made = make_project(tmp_path / "project", db_url, column("customer", "email", searchable=True))
+    made = make_project(
+        tmp_path / "project", any_db_url, column("customer", "email", searchable=True)
+    )
     add_columns(made.plan(), apply=True)
     return made
 
@@ -82,33 +86,35 @@ def _all_verified(project: Project, engine: sa.Engine, keyring: Keyring) -> None
 
 
 def test_catch_up_after_step_4_keeps_what_the_application_wrote(
-    project: Project, db_url: str
+    project: Project, any_db_url: str
 ) -> None:
     keyring = Keyring.generate()
-    engine = connect_engine(db_url)
+    engine = connect_engine(any_db_url)
     try:
         migrate_data(project.plan(), engine, keyring, options=OPTIONS)
         create_views(project.plan(), apply=True)
         dialect = engine.dialect.name
-        app = App(db_url, keyring)
+        app = App(any_db_url, keyring)
         # To the base table: a new plaintext (the trigger clears its stale ciphertext)
         # and a new row with a plaintext only. Both wait for the catch-up run.
-        execute(db_url, "UPDATE customer SET email = 'ann@new.example' WHERE id = 1")
-        execute(db_url, "INSERT INTO customer (id, name, email) VALUES (4, 'Di', 'di@example.com')")
+        execute(any_db_url, "UPDATE customer SET email = 'ann@new.example' WHERE id = 1")
+        execute(
+            any_db_url, "INSERT INTO customer (id, name, email) VALUES (4, 'Di', 'di@example.com')"
+        )
         # Through the view: a new ciphertext alone (plaintext becomes NULL), and an insert.
         app.through_view(
             dialect,
             "UPDATE {target} SET {email} = :c, email_search = :t WHERE id = 2",
             "bob@view.example",
         )
-        if dialect == "postgresql":
+        if dialect in UPDATABLE_VIEWS:
             app.through_view(
                 dialect,
                 "INSERT INTO customer_secure (id, name, email, email_search) "
                 "VALUES (5, 'Ed', :c, :t)",
                 "ed@view.example",
             )
-        assert _stored(db_url, keyring)[1] == ("ann@new.example", None)
+        assert _stored(any_db_url, keyring)[1] == ("ann@new.example", None)
 
         migrate_data(project.plan(), engine, keyring, options=OPTIONS)  # the catch-up run
 
@@ -118,39 +124,39 @@ def test_catch_up_after_step_4_keeps_what_the_application_wrote(
             3: ("cy@example.com", "cy@example.com"),
             4: ("di@example.com", "di@example.com"),
         }
-        if dialect == "postgresql":
+        if dialect in UPDATABLE_VIEWS:
             expected[5] = (None, "ed@view.example")
-        assert _stored(db_url, keyring) == expected
+        assert _stored(any_db_url, keyring) == expected
         _all_verified(project, engine, keyring)
 
         # Rewrap after a rotation writes ciphertexts alone too: plaintexts stay.
         keyring = keyring.rotated()
         rewrap(project.plan(), engine, keyring, options=OPTIONS)
-        assert _stored(db_url, keyring) == expected
+        assert _stored(any_db_url, keyring) == expected
         _all_verified(project, engine, keyring)
     finally:
         engine.dispose()
 
 
-def test_writes_before_step_4_then_catch_up_then_step_4(project: Project, db_url: str) -> None:
+def test_writes_before_step_4_then_catch_up_then_step_4(project: Project, any_db_url: str) -> None:
     keyring = Keyring.generate()
-    engine = connect_engine(db_url)
+    engine = connect_engine(any_db_url)
     try:
-        execute(db_url, "UPDATE customer SET email = 'early@example.com' WHERE id = 3")
+        execute(any_db_url, "UPDATE customer SET email = 'early@example.com' WHERE id = 3")
         migrate_data(project.plan(), engine, keyring, options=OPTIONS)
         # Dual write (plaintext and ciphertext in one statement) keeps both.
-        app = App(db_url, keyring)
+        app = App(any_db_url, keyring)
         execute(
-            db_url,
+            any_db_url,
             "UPDATE customer SET email = 'dual@example.com', email_encrypted = :c, "
             "email_search = :t WHERE id = 2",
             params=app.sealed("dual@example.com"),
         )
-        execute(db_url, "UPDATE customer SET email = 'late@example.com' WHERE id = 1")
+        execute(any_db_url, "UPDATE customer SET email = 'late@example.com' WHERE id = 1")
         migrate_data(project.plan(), engine, keyring, options=OPTIONS)
         create_views(project.plan(), apply=True)
         migrate_data(project.plan(), engine, keyring, options=OPTIONS)
-        assert _stored(db_url, keyring) == {
+        assert _stored(any_db_url, keyring) == {
             1: ("late@example.com", "late@example.com"),
             2: ("dual@example.com", "dual@example.com"),
             3: ("early@example.com", "early@example.com"),

@@ -16,7 +16,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from encmigrate.migrate import pgarrays
+from encmigrate.migrate import mysql, pgarrays
 from encmigrate.migrate.keyset import Cursor
 from encmigrate.migrate.table import ShadowColumns, TableWork
 from encmigrate.roundtrip import sqlite_temporal
@@ -186,6 +186,9 @@ def write_rows(
     """
     if conn.dialect.name == "postgresql" and not any(_needs_adapter(c) for c in targets):
         _write_postgresql(conn, work, keys, updates, targets, tids)
+    elif mysql.is_mysql(conn) and mysql.one_statement_write(conn, targets, updates):
+        with _marked_as_migrator(conn):
+            mysql.write_rows(conn, work.table, work.primary_key, keys, updates, targets)
     else:
         _write_generic(conn, work, keys, updates, targets)
 
@@ -310,6 +313,10 @@ def _marked_as_migrator(conn: sa.Connection) -> Iterator[None]:
     time and nobody else sees the uncommitted row. (PostgreSQL marks the whole
     transaction in :func:`set_timeouts`.)
     """
+    if mysql.is_mysql(conn):
+        with mysql.marked_as_migrator(conn):
+            yield
+        return
     if conn.dialect.name != "sqlite" or not _has_writer_table(conn):
         yield
         return

@@ -7,6 +7,13 @@ start time), and every batch transaction re-proves ownership (``lease_owner
 = me``) while it writes the chunk's cursor. A chunk whose owner's session is
 gone (killed process, terminated backend) is reclaimed at once; one whose
 lease expired (a host that hangs with its session open) after the lease.
+
+MariaDB: the same, with the connection id (``CONNECTION_ID()``) for the
+session and ``information_schema.PROCESSLIST`` for whether it is still open
+(there is no session start time: ids grow until the server restarts), and
+``SKIP LOCKED`` from 10.6 on. This release runs one worker per process there
+(``--workers N`` is not spread over helper processes), but a second
+``migrate-data`` on a table with a live run is refused as on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -118,6 +125,16 @@ def create_chunks(
 
 
 def _owner_alive(conn: sa.Connection) -> sa.ColumnElement[bool]:
+    if conn.dialect.name in _MYSQL:
+        # The holder's connection id (CONNECTION_ID(), recorded at claim) is still open.
+        # Without the PROCESS privilege a user sees only its own connections: run every
+        # worker as the same user, or another user's live chunk looks abandoned.
+        processes = sa.table("PROCESSLIST", sa.column("ID"), schema="information_schema")
+        return sa.exists(
+            sa.select(sa.literal(1))
+            .select_from(processes)
+            .where(chunks.c.owner_pid == processes.c.ID)
+        )
     if conn.dialect.name != "postgresql":
         return sa.false()
     activity = sa.table("pg_stat_activity", sa.column("pid"), sa.column("backend_start"))
@@ -140,6 +157,14 @@ def _claimable(conn: sa.Connection, now: dt.datetime) -> sa.ColumnElement[bool]:
 
 
 _SESSION = "encmigrate.session"
+_MYSQL = ("mysql", "mariadb")
+
+
+def _skip_locked(conn: sa.Connection) -> bool:
+    """MariaDB 10.6+ has ``SKIP LOCKED`` (MySQL 8.0 too); older servers wait instead."""
+    version = conn.dialect.server_version_info or ()
+    minimum = (10, 6) if getattr(conn.dialect, "is_mariadb", False) else (8, 0)
+    return conn.dialect.name in _MYSQL and tuple(version[:2]) >= minimum
 
 
 def _session(conn: sa.Connection) -> tuple[int | None, dt.datetime | None]:
@@ -148,6 +173,15 @@ def _session(conn: sa.Connection) -> tuple[int | None, dt.datetime | None]:
     Kept in the pool's per-DBAPI-connection ``info``: a reconnected connection
     is a new session and asks again.
     """
+    if conn.dialect.name in _MYSQL:
+        # MariaDB has no session start time: connection ids only grow until a restart.
+        cached = conn.info.get(_SESSION)
+        if cached is None:
+            cached = conn.info[_SESSION] = (
+                int(conn.exec_driver_sql("SELECT CONNECTION_ID()").scalar_one()),
+                None,
+            )
+        return cached
     if conn.dialect.name != "postgresql":
         return None, None
     cached = conn.info.get(_SESSION)
@@ -174,8 +208,10 @@ def claim_chunk(
         .order_by(chunks.c.chunk_id)
         .limit(1)
     )
-    if conn.dialect.name == "postgresql":
+    if conn.dialect.name == "postgresql" or _skip_locked(conn):
         query = query.with_for_update(skip_locked=True)
+    elif conn.dialect.name in _MYSQL:
+        query = query.with_for_update()
     row = conn.execute(query).mappings().first()
     if row is None:
         return None
@@ -314,7 +350,7 @@ def live_holders(conn: sa.Connection, work: TableWork, operation: str) -> list[d
         chunks.c.status == ChunkStatus.RUNNING.value,
         chunks.c.lease_expires_at >= now,
     )
-    if conn.dialect.name == "postgresql":
+    if conn.dialect.name == "postgresql" or conn.dialect.name in _MYSQL:
         query = query.where(_owner_alive(conn))
     else:
         return []  # SQLite: one process at a time holds the write lock; leases only

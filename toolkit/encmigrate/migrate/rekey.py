@@ -220,6 +220,8 @@ def locked_rows(
     )
     if conn.dialect.name == "postgresql":
         query = query.with_for_update(key_share=True)
+    elif conn.dialect.name in ("mysql", "mariadb"):
+        query = query.with_for_update()  # InnoDB has no FOR NO KEY UPDATE (migrate/mysql.py)
     return list(conn.execute(query).all())
 
 

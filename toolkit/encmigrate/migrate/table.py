@@ -162,6 +162,9 @@ class TableWork:
             # FOR NO KEY UPDATE: blocks writers of these rows (an UPDATE between our read and
             # our write would leave a stale ciphertext) but not inserts of referencing rows.
             query = query.with_for_update(key_share=True)
+        elif lock and self.dialect in _MYSQL:
+            # InnoDB has no FOR NO KEY UPDATE; READ COMMITTED keeps it to record locks.
+            query = query.with_for_update()
         return query
 
     def count_pending(self) -> sa.Select[Any]:
@@ -223,6 +226,17 @@ def _text_read(element: _TextRead, compiler: Any, **kw: Any) -> str:
 @compiles(_JsonRead)
 def _json_read(element: _JsonRead, compiler: Any, **kw: Any) -> str:
     return f"CAST({compiler.process(element.clauses, **kw)} AS TEXT)"
+
+
+@compiles(_JsonRead, "mysql")
+@compiles(_JsonRead, "mariadb")
+def _mysql_json_read(element: _JsonRead, compiler: Any, **kw: Any) -> str:
+    # MariaDB's JSON is LONGTEXT: the column is its text already (MySQL's own JSON
+    # type would return its normalised text; there is no CAST ... AS TEXT).
+    return str(compiler.process(element.clauses, **kw))
+
+
+_MYSQL = ("mysql", "mariadb")
 
 
 @compiles(_TextRead, "sqlite")

@@ -18,6 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 from alembic.operations import MigrateOperation
 from alembic.operations import ops as alembic_ops
+from sqlalchemy.dialects import mysql
 
 from encmigrate.plan import ColumnPhase, ColumnPlan, Plan
 from encmigrate.revisions.generate import (
@@ -31,6 +32,7 @@ from encmigrate.revisions.generate import (
 from encmigrate.revisions.ops import (
     CreateSearchIndexOp,
     DropShadowTriggerOp,
+    ExecuteVerbatimOp,
     InstallShadowTriggerOp,
 )
 from encmigrate.revisions.schema import (
@@ -40,12 +42,23 @@ from encmigrate.revisions.schema import (
     require_checked,
     shadow_columns,
 )
+from encmigrate.revisions.sqltext import qualified, quote
 from encmigrate.tracking import TRACKING_TABLES
 
 __all__ = ["add_columns"]
 
 # base64 of a 32-byte HMAC token with padding is 44 characters.
 _TEXT_TOKEN_LENGTH = 44
+MYSQL_DIALECTS = ("mysql", "mariadb")
+# (ciphertext, token) by text storage: the column types' own MariaDB storage (fields/):
+# LONGBLOB (no 64 KiB BLOB limit) and BINARY(32), or ASCII text with a binary collation.
+_MYSQL_TYPES = {
+    False: ("LONGBLOB", "BINARY(32)"),
+    True: (
+        "LONGTEXT CHARACTER SET ascii COLLATE ascii_bin",
+        f"VARCHAR({_TEXT_TOKEN_LENGTH}) CHARACTER SET ascii COLLATE ascii_bin",
+    ),
+}
 
 
 def add_columns(
@@ -118,9 +131,46 @@ def _shadow_types(column: ColumnPlan) -> tuple[sa.types.TypeEngine[Any], sa.type
     return sa.LargeBinary(), sa.LargeBinary()
 
 
-def _table_ops(
+def _mysql_columns(
+    table: LiveTable, new: list[ColumnPlan]
+) -> tuple[list[MigrateOperation], list[MigrateOperation], list[CreateSearchIndexOp]]:
+    """One ``ALTER TABLE ... ADD COLUMN IF NOT EXISTS ..., ALGORITHM=INSTANT`` per table.
+
+    One statement: one metadata lock for all of the table's new columns. INSTANT
+    makes the server refuse rather than rebuild the table when it cannot add them
+    in place (ROW_FORMAT=COMPRESSED, say). The downgrade drops them ``IF EXISTS``.
+    """
+    schema, name = table.schema, table.name
+    dialect = mysql.dialect()
+    target = qualified(dialect, name, schema)
+    added: list[tuple[str, str]] = []  # (quoted name, type)
+    indexes: list[CreateSearchIndexOp] = []
+    for column in new:
+        cipher_type, token_type = _MYSQL_TYPES[column.storage == "text"]
+        added.append((quote(dialect, column.encrypted_column), cipher_type))
+        if column.search_column is not None:
+            added.append((quote(dialect, column.search_column), token_type))
+            indexes.append(
+                CreateSearchIndexOp(
+                    index_name(name, column.search_column),
+                    name,
+                    column.search_column,
+                    schema=schema,
+                )
+            )
+    adds = ", ".join(f"ADD COLUMN IF NOT EXISTS {column} {kind} NULL" for column, kind in added)
+    drops = ", ".join(f"DROP COLUMN IF EXISTS {column}" for column, _ in added)
+    upgrade: list[MigrateOperation] = [
+        ExecuteVerbatimOp(f"ALTER TABLE {target} {adds}, ALGORITHM=INSTANT")
+    ]
+    downgrade: list[MigrateOperation] = [ExecuteVerbatimOp(f"ALTER TABLE {target} {drops}")]
+    return upgrade, downgrade, indexes
+
+
+def _generic_columns(
     table: LiveTable, new: list[ColumnPlan], dialect: str
 ) -> tuple[list[MigrateOperation], list[MigrateOperation], list[CreateSearchIndexOp]]:
+    """One Alembic ADD COLUMN per shadow column (PostgreSQL: IF NOT EXISTS)."""
     schema, name = table.schema, table.name
     upgrade: list[MigrateOperation] = []
     downgrade: list[MigrateOperation] = []
@@ -147,6 +197,17 @@ def _table_ops(
             downgrade.insert(
                 0, alembic_ops.DropColumnOp.from_column_and_tablename(schema, name, shadow)
             )
+    return upgrade, downgrade, indexes
+
+
+def _table_ops(
+    table: LiveTable, new: list[ColumnPlan], dialect: str
+) -> tuple[list[MigrateOperation], list[MigrateOperation], list[CreateSearchIndexOp]]:
+    schema, name = table.schema, table.name
+    if dialect in MYSQL_DIALECTS:
+        upgrade, downgrade, indexes = _mysql_columns(table, new)
+    else:
+        upgrade, downgrade, indexes = _generic_columns(table, new, dialect)
     before = [c for c in table.plan.columns if c.phase is ColumnPhase.SHADOWED]
     after = before + new
     upgrade.append(

@@ -16,6 +16,14 @@ searchable column planned with ``unique_token = true`` keeps its uniqueness on
 ``<col>_search`` instead: the revision builds a unique index there first
 (``CREATE UNIQUE INDEX CONCURRENTLY`` on PostgreSQL), dropped on downgrade.
 
+MariaDB: the check runs in Python just before the drop (as on SQLite), but
+MariaDB DDL is not transactional: a row whose plaintext is changed between the
+check and the ``DROP COLUMN`` loses that change. From step 4 on the application
+writes through the view, so this is the same window as any write to the
+plaintext after verify; docs/mariadb.md. The drop is ``DROP COLUMN IF EXISTS``
+with ``LOCK=NONE`` (so a failed revision can run again, and the server refuses
+rather than block writes).
+
 SQLite (>= 3.35) drops with native ``ALTER TABLE ... DROP COLUMN``; the table's
 other views and triggers are dropped and recreated around it, and plain-column
 indexes on the plaintext are dropped first (both databases, so the downgrade
@@ -34,6 +42,7 @@ from typing import Any
 import sqlalchemy as sa
 from alembic.operations import MigrateOperation
 from alembic.operations import ops as alembic_ops
+from sqlalchemy.dialects import mysql
 
 from encmigrate.dependents import find_dependents
 from encmigrate.errors import ConfigError, RefusedError
@@ -70,13 +79,15 @@ from encmigrate.revisions.schema import (
     require_checked,
     shadow_columns,
 )
+from encmigrate.revisions.sqltext import qualified, quote
 from encmigrate.tracking import MigrationStatus
 
 __all__ = ["drop_unencrypted"]
 
 PAGES_WARNING = (
     "dropped plaintext can remain in the table's old pages until the table is rewritten: "
-    "VACUUM FULL or pg_repack on PostgreSQL, VACUUM on SQLite (--vacuum does it)"
+    "VACUUM FULL or pg_repack on PostgreSQL, VACUUM on SQLite, ALTER TABLE ... FORCE on "
+    "MariaDB (--vacuum does it)"
 )
 
 
@@ -261,11 +272,16 @@ def _table_ops(
         ExecuteVerbatimOp(f"DROP {kind.upper()} {_quote(dep)}") for kind, dep, _ in dependents
     ]
     readd: list[MigrateOperation] = []
-    for column in dropping:
-        live = table.columns[column.column]
-        original = sa.Column(column.column, live["type"], nullable=True)
-        upgrade.append(alembic_ops.DropColumnOp(name, column.column, schema=schema))
-        readd.append(alembic_ops.AddColumnOp(name, original, schema=schema))
+    if dialect in ("mysql", "mariadb"):
+        drop_columns, add_columns = _mysql_columns(table, dropping)
+        upgrade.append(drop_columns)
+        readd.append(add_columns)
+    else:
+        for column in dropping:
+            live = table.columns[column.column]
+            original = sa.Column(column.column, live["type"], nullable=True)
+            upgrade.append(alembic_ops.DropColumnOp(name, column.column, schema=schema))
+            readd.append(alembic_ops.AddColumnOp(name, original, schema=schema))
     upgrade += [ExecuteVerbatimOp(sql) for _, _, sql in dependents]
     restore: list[MigrateOperation] = [
         *readd,
@@ -275,6 +291,32 @@ def _table_ops(
         ),
     ]
     return upgrade, restore
+
+
+def _mysql_columns(
+    table: LiveTable, dropping: Sequence[ColumnPlan]
+) -> tuple[MigrateOperation, MigrateOperation]:
+    """One ``DROP COLUMN IF EXISTS`` per column in one ALTER, and its re-add.
+
+    ``IF EXISTS``: MariaDB DDL is not transactional, so a revision that failed
+    after the drop must be able to run again. ``LOCK=NONE`` lets the server pick
+    INSTANT (10.4+) or an online rebuild, and refuse rather than block writes.
+    The downgrade re-adds each column with its type and character set, nullable,
+    without its default (existing rows must come back NULL: decrypt-back refills
+    the rows whose plaintext is NULL), as the PostgreSQL downgrade does.
+    """
+    dialect = mysql.dialect()
+    target = qualified(dialect, table.name, table.schema)
+    names = [quote(dialect, c.column) for c in dropping]
+    drops = ", ".join(f"DROP COLUMN IF EXISTS {n}" for n in names)
+    adds = ", ".join(
+        f"ADD COLUMN IF NOT EXISTS {n} {table.definitions[c.column].kind} NULL"
+        for n, c in zip(names, dropping, strict=True)
+    )
+    return (
+        ExecuteVerbatimOp(f"ALTER TABLE {target} {drops}, LOCK=NONE"),
+        ExecuteVerbatimOp(f"ALTER TABLE {target} {adds}, ALGORITHM=INSTANT"),
+    )
 
 
 def _quote(name: str) -> str:

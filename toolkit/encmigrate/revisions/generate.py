@@ -51,7 +51,7 @@ from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 
 from encmigrate import database
-from encmigrate.boundary import sqlstate, translate
+from encmigrate.boundary import mysql_error_number, sqlstate, translate
 from encmigrate.errors import ConfigError, DatabaseError, EncmigrateError, RefusedError
 from encmigrate.identifiers import shown
 from encmigrate.plan import MigrationSettings, Plan
@@ -181,7 +181,7 @@ def emit(
     On PostgreSQL the upgrade and the downgrade are wrapped in ``set_ddl_timeouts``
     / ``reset_ddl_timeouts`` (the ``--sql`` output too, for a DBA applying it by hand).
     """
-    if dialect == "postgresql":
+    if dialect in ("postgresql", *_MYSQL):
         lock_timeout_ms, _ = _ddl_settings(config)
         upgrade = _with_timeouts(upgrade, lock_timeout_ms)
         downgrade = _with_timeouts(downgrade, lock_timeout_ms)
@@ -237,7 +237,7 @@ def _apply(config: Config, dialect: str, path: Path, revision: str) -> None:
                 + (
                     "Every statement of it can run again: once the cause is fixed, "
                     "`alembic upgrade head` finishes it"
-                    if dialect == "postgresql"
+                    if dialect in ("postgresql", *_MYSQL)
                     else "Once the cause is fixed, run what remains of it by hand and "
                     "`alembic stamp head`, or undo what was committed and delete the file"
                 )
@@ -261,6 +261,11 @@ def _remove_revision(path: Path) -> None:
     logger.info("removed revision file %s: its upgrade failed and nothing was applied", path)
 
 
+_MYSQL = ("mysql", "mariadb")
+# Statements that change nothing: what MariaDB runs before its first DDL statement.
+_READS = ("SELECT", "SET", "SHOW", "DESCRIBE", "EXPLAIN")
+
+
 class _Changes:
     """Whether a failed upgrade left anything behind in the database.
 
@@ -278,6 +283,11 @@ class _Changes:
             "sqlalchemy.url"
         )
         self._sqlite_url = str(url) if dialect == "sqlite" and url else None
+        # MariaDB commits every DDL statement by itself, without a COMMIT event: statements
+        # that completed are counted instead (a failed one changed nothing: atomic DDL).
+        self._mysql = dialect in _MYSQL
+        self._statement_listener = self._on_statement
+        self.statements = 0
         self._thread = threading.get_ident()
         self._listener = self._on_commit  # one bound method, so that remove() finds it
         self._before: list[tuple[Any, ...]] | None = None
@@ -287,10 +297,26 @@ class _Changes:
         if self._sqlite_url is not None:
             self._before = self._sqlite_schema()
         sa.event.listen(sa.Engine, "commit", self._listener)
+        if self._mysql:
+            sa.event.listen(sa.Engine, "after_cursor_execute", self._statement_listener)
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         sa.event.remove(sa.Engine, "commit", self._listener)
+        if self._mysql:
+            sa.event.remove(sa.Engine, "after_cursor_execute", self._statement_listener)
+
+    def _on_statement(
+        self, connection: sa.Connection, cursor: Any, statement: str, *_: Any
+    ) -> None:
+        words = statement.lstrip().split(None, 1)
+        if threading.get_ident() == self._thread and words and words[0].upper() not in _READS:
+            self.statements += 1
+
+    def rerunnable(self) -> bool:
+        """Whether the whole upgrade may run again after a failure: MariaDB revisions
+        are written to (every statement IF [NOT] EXISTS or OR REPLACE)."""
+        return self._mysql
 
     def _on_commit(self, connection: sa.Connection) -> None:
         if threading.get_ident() == self._thread:
@@ -298,7 +324,7 @@ class _Changes:
 
     def applied(self) -> bool:
         """Whether something may have been committed (when unsure: yes)."""
-        if self.commits:
+        if self.commits or self.statements:
             return True
         if self._before is None:
             return False
@@ -359,7 +385,9 @@ def upgrade_head(config: Config, changes: _Changes | None = None) -> None:
                 retries,
                 log=logger,
                 what="alembic upgrade head",
-                retryable=lambda exc: lock_failure(exc) is not None and not watch.applied(),
+                retryable=lambda exc: (
+                    lock_failure(exc) is not None and (watch.rerunnable() or not watch.applied())
+                ),
             ):
                 with attempt:
                     command.upgrade(config, "head")
@@ -379,7 +407,7 @@ def upgrade_head(config: Config, changes: _Changes | None = None) -> None:
 
 
 # The table a DDL statement waits for: ALTER TABLE t, VACUUM FULL t, CREATE INDEX ... ON t.
-_IDENTIFIER = r'(?:"(?:[^"]|"")+"|[\w$]+)'
+_IDENTIFIER = r'(?:"(?:[^"]|"")+"|`(?:[^`]|``)+`|[\w$]+)'
 _LOCKED_TABLE = re.compile(
     rf"\b(?:ALTER TABLE|VACUUM FULL|ON|FROM)\s+({_IDENTIFIER}(?:\.{_IDENTIFIER})?)"
 )
@@ -390,6 +418,18 @@ def _busy(exc: sa.exc.DBAPIError, code: str, lock_timeout_ms: int, retries: int)
     found = _LOCKED_TABLE.search(str(exc.statement or ""))
     table = found.group(1) if found else None
     literal = (table or "<table>").replace("'", "''")
+    if mysql_error_number(exc) is not None:
+        return (
+            f"{table or 'a table'} is busy: {LOCK_FAILURES[code]} (MySQL error "
+            f"{mysql_error_number(exc)}) on the last of {retries + 1} attempts, each waiting up "
+            f"to {max(1, -(-lock_timeout_ms // 1000))} s (lock_wait_timeout) for the table's "
+            "metadata lock. Another session has the table open in a transaction, usually a "
+            "long or idle one: find it with SELECT * FROM information_schema.METADATA_LOCK_INFO "
+            "(plugin metadata_lock_info) or SELECT id, time, state, info FROM "
+            "information_schema.PROCESSLIST ORDER BY time DESC; end it or let it finish, then "
+            "run the command again, or raise [migration] ddl_lock_timeout (the table's queries "
+            "wait behind the DDL for up to that long on each attempt)"
+        )
     return (
         f"{table or 'a table'} is busy: {LOCK_FAILURES[code]} (SQLSTATE {code}) on the last of "
         f"{retries + 1} attempts, each waiting up to {lock_timeout_ms} ms for its lock. "

@@ -10,15 +10,16 @@ from __future__ import annotations
 import re
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
 from encmigrate.errors import ConfigError
 from encmigrate.identifiers import index_name
 from encmigrate.plan import ColumnPhase, ColumnPlan, Plan, TablePlan
-from encmigrate.revisions.sqltext import qualified, quote
+from encmigrate.revisions import mysql_trigger
+from encmigrate.revisions.sqltext import qualified, quote, string_literal
 from encmigrate.revisions.triggers import PG_TRIGGER, ShadowColumn, sqlite_trigger_name
 
 __all__ = [
@@ -28,6 +29,21 @@ __all__ = [
     "require_checked",
     "shadow_columns",
 ]
+
+
+class MySQLColumn(NamedTuple):
+    """A MariaDB column's definition as SQL, without NULL / NOT NULL.
+
+    ``kind``: its type and character set; ``extras``: its default, ON UPDATE and
+    comment (a column re-added empty must not take its default).
+    """
+
+    kind: str
+    extras: str
+
+    @property
+    def full(self) -> str:
+        return f"{self.kind} {self.extras}".rstrip()
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +57,8 @@ class LiveTable:
     view_writes: bool  # the installed trigger also nulls the plaintext on ciphertext writes
     # SQLite: views and triggers on the table, other than ours: (type, name, sql)
     dependents: Sequence[tuple[str, str, str]]
+    # MariaDB: each column's definition without its NULL / NOT NULL (MODIFY restates it all)
+    definitions: Mapping[str, MySQLColumn] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -89,7 +107,42 @@ def read_table(connection: sa.Connection, table: TablePlan) -> LiveTable:
         view_exists,
         _trigger_has_view_writes(connection, table),
         dependents,
+        _mysql_definitions(connection, table) if connection.dialect.name in _MYSQL else {},
     )
+
+
+_MYSQL = ("mysql", "mariadb")
+
+
+def _mysql_definitions(connection: sa.Connection, table: TablePlan) -> dict[str, MySQLColumn]:
+    """Each column's type, character set, default, ON UPDATE and comment, as SQL.
+
+    ``ALTER TABLE ... MODIFY`` replaces the whole definition: whatever it does not
+    restate (a default, a comment, a character set) is lost. MariaDB's
+    ``COLUMN_DEFAULT`` is already an SQL expression (``'x''y'``, ``current_timestamp()``).
+    """
+    rows = connection.execute(
+        sa.text(
+            "SELECT COLUMN_NAME, COLUMN_TYPE, CHARACTER_SET_NAME, COLLATION_NAME, "
+            "COLUMN_DEFAULT, EXTRA, COLUMN_COMMENT FROM information_schema.COLUMNS "
+            "WHERE TABLE_SCHEMA = COALESCE(:schema, DATABASE()) AND TABLE_NAME = :name"
+        ),
+        {"schema": table.schema_name, "name": table.table_name},
+    ).all()
+    found: dict[str, MySQLColumn] = {}
+    for name, kind, charset, collation, default, extra, comment in rows:
+        parts = [str(kind)]
+        if charset:
+            parts.append(f"CHARACTER SET {charset} COLLATE {collation}")
+        extras: list[str] = []
+        if default is not None and str(default) != "NULL":
+            extras.append(f"DEFAULT {default}")
+        if extra and str(extra).lower().startswith("on update"):
+            extras.append(str(extra))
+        if comment:
+            extras.append("COMMENT " + string_literal(connection.dialect, str(comment)))
+        found[str(name)] = MySQLColumn(" ".join(parts), " ".join(extras))
+    return found
 
 
 def _trigger_has_view_writes(connection: sa.Connection, table: TablePlan) -> bool:
@@ -110,6 +163,17 @@ def _trigger_has_view_writes(connection: sa.Connection, table: TablePlan) -> boo
         ).scalars()
         names = set(watched)
         return any(c.encrypted_column in names for c in table.columns)
+    if dialect.name in ("mysql", "mariadb"):
+        # The catalog has no column list (no UPDATE OF): the view_writes body starts with a
+        # fixed comment, before any name (mysql_trigger.VIEW_WRITES_MARK).
+        body = connection.execute(
+            sa.text(
+                "SELECT ACTION_STATEMENT FROM information_schema.TRIGGERS "
+                "WHERE TRIGGER_SCHEMA = COALESCE(:schema, DATABASE()) AND TRIGGER_NAME = :name"
+            ),
+            {"schema": table.schema_name, "name": mysql_trigger.trigger_name(table.table_name)},
+        ).scalar()
+        return body is not None and str(body).startswith(mysql_trigger.VIEW_WRITES_MARK)
     found = connection.execute(
         sa.text("SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = :name"),
         {"name": table.table_name},

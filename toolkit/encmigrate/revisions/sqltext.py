@@ -84,9 +84,14 @@ def string_literal(dialect: Dialect, value: str) -> str:
 
     PostgreSQL gets an escape string (``E'...'``, backslashes doubled), which
     reads the same whatever ``standard_conforming_strings`` says; SQLite has no
-    backslash escapes.
+    backslash escapes. MariaDB reads backslashes as escapes, so they are
+    doubled (a server whose ``sql_mode`` has ``NO_BACKSLASH_ESCAPES`` would keep
+    both: a column comment holding a backslash comes back with two there). A
+    string literal is the only spelling ``COMMENT`` takes.
     """
     doubled = value.replace("'", "''")
     if dialect.name == "postgresql":
         return "E'" + doubled.replace("\\", "\\\\") + "'"
+    if dialect.name in ("mysql", "mariadb"):
+        return "'" + doubled.replace("\\", "\\\\") + "'"
     return "'" + doubled + "'"

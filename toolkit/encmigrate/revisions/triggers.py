@@ -17,6 +17,9 @@ would lose the new one. It needs no key: it only ever sets values to NULL.
   the migrator's shadow-only writes from firing it.
 * SQLite: one ``AFTER UPDATE OF <plaintext>`` trigger per column that updates
   the row by ``rowid`` (SQLite triggers cannot edit ``NEW``).
+* MariaDB/MySQL: one ``BEFORE UPDATE`` trigger per table (no ``UPDATE OF``:
+  the body compares each column itself) that edits ``NEW`` in one ``SET``;
+  :mod:`encmigrate.revisions.mysql_trigger` says why it looks as it does.
 
 With ``view_writes`` (installed by ``create-views``) the trigger also fires on
 the ciphertext column, and a write that changes the ciphertext but not the
@@ -29,6 +32,9 @@ application had just written. They keep plaintext and ciphertext in agreement
 themselves, so the trigger leaves them alone. They mark their transaction:
 * PostgreSQL: ``SET LOCAL encmigrate.writer = 'migrator'`` (a transaction-local
   setting the trigger function reads with ``current_setting``);
+* MariaDB/MySQL: the user variable ``@`encmigrate.writer` = 'migrator'``,
+  set around the batch's UPDATE and reset after it (user variables belong to
+  one session);
 * SQLite (no session settings): a row in ``encryption_migration_writer``,
   inserted before the batch's UPDATE and deleted after it in the same
   transaction. SQLite has one writer at a time and nobody else sees an
@@ -44,6 +50,7 @@ from typing import NamedTuple
 from sqlalchemy.engine import Dialect
 
 from encmigrate.identifiers import POSTGRESQL_MAX_BYTES, truncate_utf8, utf8_length
+from encmigrate.revisions import mysql_trigger
 from encmigrate.revisions.sqltext import dollar_quoted, qualified, quote, string_literal
 from encmigrate.tracking import MIGRATOR_SETTING, SQLITE_WRITER_TABLE
 
@@ -89,6 +96,10 @@ def install_trigger_statements(
     view_writes: bool = False,
 ) -> list[str]:
     """Statements that (re)install the trigger of ``table`` for ``columns``."""
+    if dialect.name in ("mysql", "mariadb"):
+        return mysql_trigger.install_statements(
+            dialect, table, columns, schema=schema, view_writes=view_writes
+        )
     drops = drop_trigger_statements(dialect, table, columns, schema=schema, function=False)
     if dialect.name == "postgresql":
         return [*drops, *_pg_install(dialect, table, columns, schema, view_writes)]
@@ -101,7 +112,7 @@ def install_trigger_statements(
             triggers.insert(0, f"CREATE TABLE IF NOT EXISTS {writer} (pid INTEGER)")
         return [*drops, *triggers]
     raise NotImplementedError(
-        f"encmigrate triggers support postgresql and sqlite, not {dialect.name}"
+        f"encmigrate triggers support postgresql, sqlite and mariadb, not {dialect.name}"
     )
 
 
@@ -126,8 +137,10 @@ def drop_trigger_statements(
             f"DROP TRIGGER IF EXISTS {_sqlite_name(dialect, table, c.plaintext, schema)}"
             for c in columns
         ]
+    if dialect.name in ("mysql", "mariadb"):
+        return mysql_trigger.drop_statements(dialect, table, schema=schema)
     raise NotImplementedError(
-        f"encmigrate triggers support postgresql and sqlite, not {dialect.name}"
+        f"encmigrate triggers support postgresql, sqlite and mariadb, not {dialect.name}"
     )
 
 

@@ -9,6 +9,16 @@ revision drops NOT NULL on the planned plaintext columns, and it reinstalls the
 shadow trigger with ``view_writes``: a write that changes the ciphertext but
 not the plaintext sets the plaintext to NULL. Its downgrade restores both.
 
+MariaDB: the view is a simple (MERGE) view, so it is updatable: an INSERT or
+UPDATE through it is an INSERT or UPDATE of the table, and fires the table's
+triggers, the shadow trigger included. As on PostgreSQL the revision drops NOT
+NULL on the planned plaintext columns (an INSERT through the view cannot name
+them; a strict ``sql_mode`` refuses a NOT NULL column without a default) and
+reinstalls the trigger with ``view_writes``. Dropping NOT NULL rebuilds the
+table online (``ALGORITHM=INPLACE, LOCK=NONE``); the view is created with
+``CREATE OR REPLACE VIEW``, so the revision can run again after failing
+halfway (MariaDB DDL is not transactional).
+
 SQLite: views are read-only (no INSTEAD OF triggers are generated), so SQLite
 applications keep writing the table. Dropping NOT NULL there would mean
 rebuilding the table, so the trigger gains ``view_writes`` only when every
@@ -23,6 +33,7 @@ from typing import Any
 
 from alembic.operations import MigrateOperation
 from alembic.operations import ops as alembic_ops
+from sqlalchemy.dialects import mysql
 
 from encmigrate.errors import RefusedError
 from encmigrate.plan import ColumnPhase, Plan
@@ -34,8 +45,14 @@ from encmigrate.revisions.generate import (
     require_head,
     revision_message,
 )
-from encmigrate.revisions.ops import CreateSecureViewOp, InstallShadowTriggerOp, NoteOp
+from encmigrate.revisions.ops import (
+    CreateSecureViewOp,
+    ExecuteVerbatimOp,
+    InstallShadowTriggerOp,
+    NoteOp,
+)
 from encmigrate.revisions.schema import LiveTable, read_table, require_checked, shadow_columns
+from encmigrate.revisions.sqltext import qualified, quote
 
 __all__ = ["create_views", "view_columns"]
 
@@ -161,6 +178,11 @@ def _table_ops(
                     existing_nullable=True,
                 ),
             )
+    elif dialect in _MYSQL:
+        if not_null:
+            up, down = _mysql_nullable(table, [c.column for c in not_null])
+            upgrade.append(up)
+            downgrade.insert(0, down)
     elif not_null:
         view_writes = False
         notes.append(
@@ -170,7 +192,7 @@ def _table_ops(
         )
     else:
         notes.append(f"SQLite: {table.plan.view} is read-only: keep writing {table.plan.table}")
-    if dialect == "postgresql" and not_null:
+    if dialect in ("postgresql", *_MYSQL) and not_null:
         downgrade.insert(
             0,
             NoteOp(
@@ -189,6 +211,34 @@ def _table_ops(
     upgrade.append(view)
     downgrade.insert(0, view.reverse())
     return upgrade, downgrade, notes
+
+
+_MYSQL = ("mysql", "mariadb")
+
+
+def _mysql_nullable(
+    table: LiveTable, columns: list[str]
+) -> tuple[MigrateOperation, MigrateOperation]:
+    """``ALTER TABLE ... MODIFY <col> <its definition> NULL``, online; and back to NOT NULL.
+
+    MODIFY restates the whole column (its type, character set, default, comment:
+    ``LiveTable.definitions``). Dropping NOT NULL is not an instant change on
+    MariaDB 10.11: ``ALGORITHM=INPLACE, LOCK=NONE`` rebuilds the table while
+    reads and writes go on, with the exclusive metadata lock held only at the
+    start and the end. Running it again does nothing new.
+    """
+    dialect = mysql.dialect()
+    target = qualified(dialect, table.name, table.schema)
+
+    def modify(null: str) -> str:
+        changes = ", ".join(
+            f"MODIFY COLUMN {quote(dialect, c)} {table.definitions[c].kind} {null} "
+            f"{table.definitions[c].extras}".rstrip()
+            for c in columns
+        )
+        return f"ALTER TABLE {target} {changes}, ALGORITHM=INPLACE, LOCK=NONE"
+
+    return ExecuteVerbatimOp(modify("NULL")), ExecuteVerbatimOp(modify("NOT NULL"))
 
 
 def _stay_not_null(columns: list[str]) -> str:

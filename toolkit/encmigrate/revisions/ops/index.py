@@ -4,6 +4,9 @@ On PostgreSQL both run ``CONCURRENTLY`` (outside the revision's transaction), so
 that building an index never blocks the application's writes; the build is
 retried after a lock failure and leaves no INVALID index behind. A partitioned
 table, which refuses a concurrent build, gets one built partition by partition.
+On MariaDB both are online (``ALGORITHM=INPLACE LOCK=NONE``) and can run again
+(``IF NOT EXISTS`` / ``IF EXISTS``): MySQL DDL is not transactional, and a
+revision that failed halfway is finished by running it again.
 """
 
 from __future__ import annotations
@@ -101,6 +104,9 @@ class DropSearchIndexOp(_SearchIndexOp):
 @Operations.implementation_for(CreateSearchIndexOp)
 def _create_search_index(operations: Operations, op: CreateSearchIndexOp) -> None:
     context = operations.get_context()
+    if context.dialect.name in _MYSQL:
+        operations.execute(verbatim(_mysql_create_index(context.dialect, op)))
+        return
     if context.dialect.name != "postgresql":
         operations.create_index(op.index, op.table, [op.column], schema=op.schema, unique=op.unique)
         return
@@ -281,8 +287,37 @@ def _drop_search_index(operations: Operations, op: DropSearchIndexOp) -> None:
             operations.drop_index(
                 op.index, op.table, schema=op.schema, postgresql_concurrently=True
             )
+    elif context.dialect.name in _MYSQL:
+        target = qualified(context.dialect, op.table, op.schema)
+        operations.execute(
+            verbatim(
+                # DROP INDEX IF EXISTS takes no ALGORITHM/LOCK clause; ALTER TABLE does.
+                f"ALTER TABLE {target} DROP INDEX IF EXISTS {quote(context.dialect, op.index)}, "
+                "ALGORITHM=INPLACE, LOCK=NONE"
+            )
+        )
     else:
         operations.drop_index(op.index, op.table, schema=op.schema)
+
+
+_MYSQL = ("mysql", "mariadb")
+
+
+def _mysql_create_index(dialect: Any, op: CreateSearchIndexOp) -> str:
+    """MariaDB: an online build that can run again (``IF NOT EXISTS``).
+
+    ``ALGORITHM=INPLACE, LOCK=NONE`` makes the server refuse rather than fall
+    back to a build that blocks writes; concurrent writes go on during the
+    build (InnoDB logs them and applies them at the end). The exclusive
+    metadata lock is taken only briefly at the start and the end, but it
+    waits behind any open transaction on the table (``lock_wait_timeout``).
+    """
+    unique = "UNIQUE " if op.unique else ""
+    return (
+        f"CREATE {unique}INDEX IF NOT EXISTS {quote(dialect, op.index)} "
+        f"ON {qualified(dialect, op.table, op.schema)} ({quote(dialect, op.column)}) "
+        "ALGORITHM=INPLACE LOCK=NONE"
+    )
 
 
 @renderers.dispatch_for(CreateSearchIndexOp)

@@ -25,6 +25,8 @@ from tenacity import (
     wait_random,
 )
 
+from encmigrate.boundary import sqlstate
+
 __all__ = [
     "DDL_RETRIES_ATTRIBUTE",
     "LOCK_FAILURES",
@@ -47,8 +49,12 @@ _BACKOFF_MAX = 10.0
 
 
 def lock_failure(exc: BaseException) -> str | None:
-    """The SQLSTATE when ``exc`` is a lock timeout or a deadlock, else None."""
-    state = getattr(getattr(exc, "orig", None), "sqlstate", None)
+    """The SQLSTATE when ``exc`` is a lock timeout or a deadlock, else None.
+
+    MariaDB's error numbers count as the SQLSTATE of the same condition (1205 lock
+    wait timeout, metadata locks included, is 55P03; 1213 deadlock is 40P01).
+    """
+    state = sqlstate(exc) if getattr(exc, "orig", None) is not None else None
     return state if state in LOCK_FAILURES else None
 
 
@@ -89,7 +95,8 @@ def ddl_retrying(
 
 @Operations.register_operation("set_ddl_timeouts")
 class SetDDLTimeoutsOp(MigrateOperation):
-    """``SET lock_timeout`` for the rest of the session (PostgreSQL; nothing on SQLite).
+    """``SET lock_timeout`` for the rest of the session (PostgreSQL), ``lock_wait_timeout``
+    (MariaDB, rounded up to whole seconds); nothing on SQLite.
 
     A session-level ``SET``, not ``SET LOCAL``: the statements Alembic runs in an
     ``autocommit_block()`` (``CREATE INDEX CONCURRENTLY``, ``VACUUM FULL``) run
@@ -123,14 +130,30 @@ class ResetDDLTimeoutsOp(MigrateOperation):
 
 @Operations.implementation_for(SetDDLTimeoutsOp)
 def _set_ddl_timeouts(operations: Operations, op: SetDDLTimeoutsOp) -> None:
-    if operations.get_context().dialect.name == "postgresql":
+    dialect = operations.get_context().dialect.name
+    if dialect == "postgresql":
         operations.execute(f"SET lock_timeout = '{op.lock_timeout_ms}ms'")
+    elif dialect in _MYSQL:
+        # MariaDB's DDL waits for the table's metadata lock up to lock_wait_timeout (whole
+        # seconds, default a year), and every query on the table queues behind it meanwhile.
+        operations.execute(f"SET SESSION lock_wait_timeout = {_seconds(op.lock_timeout_ms)}")
 
 
 @Operations.implementation_for(ResetDDLTimeoutsOp)
 def _reset_ddl_timeouts(operations: Operations, op: ResetDDLTimeoutsOp) -> None:
-    if operations.get_context().dialect.name == "postgresql":
+    dialect = operations.get_context().dialect.name
+    if dialect == "postgresql":
         operations.execute("RESET lock_timeout")
+    elif dialect in _MYSQL:
+        operations.execute("SET SESSION lock_wait_timeout = DEFAULT")
+
+
+_MYSQL = ("mysql", "mariadb")
+
+
+def _seconds(milliseconds: int) -> int:
+    """lock_wait_timeout in whole seconds, at least 1 (0 is not accepted)."""
+    return max(1, -(-int(milliseconds) // 1000))
 
 
 @renderers.dispatch_for(SetDDLTimeoutsOp)

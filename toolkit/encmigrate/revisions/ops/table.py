@@ -25,25 +25,27 @@ __all__ = ["RewriteTableOp", "SetMigrationStatusOp"]
 
 @Operations.register_operation("rewrite_table")
 class RewriteTableOp(MigrateOperation):
-    """Rewrite a table so dropped values leave its pages (VACUUM FULL / VACUUM)."""
+    """Rewrite a table so dropped values leave its pages (VACUUM FULL / VACUUM / FORCE)."""
 
     def __init__(self, table: str, *, schema: str | None = None) -> None:
         self.table, self.schema = table, schema
 
     @classmethod
     def rewrite_table(cls, operations: Operations, table: str, *, schema: str | None = None) -> Any:
-        """VACUUM FULL the table (PostgreSQL, ACCESS EXCLUSIVE lock) or the file (SQLite)."""
+        """VACUUM FULL the table (PostgreSQL, ACCESS EXCLUSIVE lock), the file (SQLite), or
+        rebuild it online (MariaDB: ``ALTER TABLE ... FORCE``)."""
         return operations.invoke(cls(table, schema=schema))
 
 
 @Operations.implementation_for(RewriteTableOp)
 def _rewrite_table(operations: Operations, op: RewriteTableOp) -> None:
     context = operations.get_context()
-    statement = (
-        f"VACUUM FULL {qualified(context.dialect, op.table, op.schema)}"
-        if context.dialect.name == "postgresql"
-        else "VACUUM"
-    )
+    target = qualified(context.dialect, op.table, op.schema)
+    if context.dialect.name in ("mysql", "mariadb"):
+        # An online rebuild (reads and writes go on), which OPTIMIZE TABLE is not always.
+        operations.execute(verbatim(f"ALTER TABLE {target} FORCE, ALGORITHM=INPLACE, LOCK=NONE"))
+        return
+    statement = f"VACUUM FULL {target}" if context.dialect.name == "postgresql" else "VACUUM"
     # VACUUM refuses to run inside a transaction on both databases.
     with context.autocommit_block():
         operations.execute(verbatim(statement))

@@ -186,17 +186,22 @@ def _check_encrypted(operations: Operations, op: CheckEncryptedOp) -> None:
         return
     query = missing_rows_query(dialect, op.table, op.columns, op.schema)
     if context.as_sql:
-        # SQLite has no RAISE outside triggers: offline, the reviewer runs the check.
-        # sql_comment: a name holding a line break must not turn the rest into SQL.
+        # SQLite has no RAISE outside triggers (and MariaDB's needs a compound statement,
+        # which the mysql client splits without DELIMITER): offline, the reviewer runs the
+        # check. sql_comment: a name holding a line break must not turn the rest into SQL.
+        engine = "SQLite" if dialect.name == "sqlite" else "This script"
         context.impl.static_output(
             sql_comment(
-                "encmigrate: SQLite cannot abort a script by itself. Before running the\n"
+                f"encmigrate: {engine} cannot abort a script by itself. Before running the\n"
                 "statements below, this query must return no row:\n"
                 f"{query};"
             )
         )
         return
-    # exec_driver_sql: SQLite's driver takes no % formatting, and text() would parse ":name".
+    # exec_driver_sql: text() would parse ":name". SQLite's driver takes no % formatting;
+    # PyMySQL formats every statement, so a "%" in a name is doubled for it.
+    if dialect.paramstyle in ("format", "pyformat"):
+        query = query.replace("%", "%%")
     found = operations.get_bind().exec_driver_sql(query + " LIMIT 1").first()
     if found is not None:
         shown = f"{op.schema}.{op.table}" if op.schema else op.table

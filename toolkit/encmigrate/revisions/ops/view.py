@@ -91,9 +91,11 @@ def _create_secure_view(operations: Operations, op: CreateSecureViewOp) -> None:
     selected = ",\n    ".join(
         q(source) if source == name else f"{q(source)} AS {q(name)}" for name, source in op.columns
     )
+    # MariaDB: OR REPLACE, so a revision that failed after this statement can run again.
+    create = "CREATE OR REPLACE VIEW" if dialect.name in ("mysql", "mariadb") else "CREATE VIEW"
     operations.execute(
         verbatim(
-            f"CREATE VIEW {qualified(dialect, op.view, op.schema)} AS\nSELECT\n    {selected}\n"
+            f"{create} {qualified(dialect, op.view, op.schema)} AS\nSELECT\n    {selected}\n"
             f"FROM {qualified(dialect, op.table, op.schema)}"
         )
     )
