@@ -13,7 +13,7 @@ import pytest
 from encmigrate.errors import ConfigError
 from encmigrate.rehearse import RehearseOptions, rehearse
 from encmigrate.scaffold import init
-from encmigrate.testdb import PostgresServer
+from encmigrate.testdb import MariaDBServer, PostgresServer
 from support.cli import operator_env, run_cli
 
 HISTORY = '''"""customers"""
@@ -251,3 +251,46 @@ def test_cli_rehearse_uses_throwaway_keys_and_exits_zero(
     assert document["server"] == "ENCMIGRATE_TEST_DATABASE_URL"
     failed = run_cli("rehearse", "--load", "missing.sql", cwd=tmp_path, env=env)
     assert failed.returncode == 2 and "Traceback" not in failed.stderr
+
+
+def test_rehearsal_on_mariadb_runs_every_step_and_downgrade_and_round_trips_exactly(
+    mariadb_server: MariaDBServer, tmp_path: Path
+) -> None:
+    plan = _project(tmp_path)
+    seen: list[str] = []
+    report = rehearse(
+        plan,
+        options=RehearseOptions(rows=500, production_rows=1_000_000, batch_size=100),
+        server=mariadb_server,
+        environ={},
+        on_step=lambda step: seen.append(step.name),
+    )
+    assert report.problems == [] and report.ok, report.problems
+    assert [s.name for s in report.steps] == [STEPS[0], "generate 500 rows per table", *STEPS[1:]]
+    assert seen == [s.name for s in report.steps]
+    assert report.rows == 500 and report.rows_migrated == 500
+    assert report.database == "MariaDB"
+
+
+def test_cli_rehearse_follows_the_plans_database_to_mariadb(
+    mariadb_server: MariaDBServer, tmp_path: Path
+) -> None:
+    _project(tmp_path)
+    env = operator_env(
+        ENCMIGRATE_TEST_MARIADB_URL=mariadb_server.admin_url,
+        ENCMIGRATE_KEYRING="not a keyring: rehearse must never read the user's keys",
+        ENCMIGRATE_DATABASE_URL="mysql+pymysql://nobody@127.0.0.1:1/production",
+    )
+    done = run_cli("--json", "rehearse", "--rows", "200", cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr
+    document = json.loads(done.stdout)
+    assert document["ok"] and document["rows_migrated"] == 200
+    assert document["database"] == "MariaDB"
+    assert document["server"] == "ENCMIGRATE_TEST_MARIADB_URL"
+
+
+def test_mariadb_rehearsals_refuse_the_postgresql_only_sources(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="PostgreSQL only"):
+        RehearseOptions(backend="mariadb", schema_file=tmp_path / "schema.sql")
+    with pytest.raises(ConfigError, match="--backend must be one of"):
+        RehearseOptions(backend="oracle")

@@ -84,11 +84,21 @@ def rehearse_command(
         int, typer.Option("--workers", min=1, help="Workers (PostgreSQL: N-1 helper processes).")
     ] = 1,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the generated rows.")] = 0,
+    backend: Annotated[
+        str | None,
+        typer.Option(
+            "--backend",
+            help="postgresql or mariadb: the throwaway database's kind (default: that of "
+            "the plan's database URL, else postgresql). MariaDB rehearses from your Alembic "
+            "history with generated rows.",
+        ),
+    ] = None,
 ) -> None:
-    """Rehearse every step and downgrade on a throwaway PostgreSQL; exit non-zero on any problem.
+    """Rehearse every step and downgrade on a throwaway database; exit non-zero on any problem.
 
-    The database comes from ENCMIGRATE_TEST_DATABASE_URL, else a testcontainers
-    container (Docker), else a local server; it is dropped afterwards. The schema
+    The database comes from ENCMIGRATE_TEST_DATABASE_URL (MariaDB:
+    ENCMIGRATE_TEST_MARIADB_URL), else a testcontainers container (Docker), else
+    a local server; it is dropped afterwards. The schema
     is your Alembic history, or with --schema-from/--schema-file the schema of a
     database Alembic never managed. The revisions go to a temporary Alembic
     project (a copy of yours, or an empty one with a schema source), never into
@@ -112,6 +122,7 @@ def rehearse_command(
         schema_file=schema_file,
         sample_from=sample_from,
         sample_rows=sample_rows,
+        backend=backend,
     )
     report = rehearse(state.config, options=options, on_step=None if state.json else _show_step)
     if state.json:
@@ -134,7 +145,7 @@ def _summary(report: RehearsalReport) -> None:
         "seconds",
         "result",
         "detail",
-        title=f"encmigrate rehearse (PostgreSQL from {report.server})",
+        title=f"encmigrate rehearse ({report.database} from {report.server})",
     )
     out.print(f"schema: {escape(report.schema)}; revisions written to {escape(report.alembic)}")
     for step in report.steps:
@@ -165,6 +176,7 @@ def _document(report: RehearsalReport) -> dict[str, Any]:
     return {
         "ok": report.ok,
         "exit_code": report.exit_code,
+        "database": report.database,
         "server": report.server,
         "schema": report.schema,
         "alembic": report.alembic,

@@ -42,7 +42,14 @@ from encmigrate.rehearse.report import (
     StepCallback,
     StepResult,
 )
-from encmigrate.testdb import PostgresServer, create_database, drop_database, find_postgres_server
+from encmigrate.testdb import (
+    MariaDBServer,
+    TestServer,
+    create_database,
+    drop_database,
+    find_mariadb_server,
+    find_postgres_server,
+)
 
 __all__ = ["DEFAULT_ROWS", "RehearsalReport", "RehearseOptions", "StepResult", "rehearse"]
 
@@ -51,15 +58,16 @@ def rehearse(
     config: str | os.PathLike[str] | None = None,
     *,
     options: RehearseOptions | None = None,
-    server: PostgresServer | None = None,
+    server: TestServer | None = None,
     environ: Mapping[str, str] | None = None,
     on_step: StepCallback | None = None,
 ) -> RehearsalReport:
     """Rehearse the whole migration of the plan ``config`` on a throwaway database.
 
-    ``server`` is found with :func:`find_postgres_server` when not given (and
-    closed afterwards if it was started here). The database created on it is
-    dropped at the end, whatever happened.
+    ``server`` is found with :func:`find_postgres_server` (or
+    :func:`find_mariadb_server`: ``options.backend``, else the family of the plan's
+    database URL) when not given, and closed afterwards if it was started here.
+    The database created on it is dropped at the end, whatever happened.
     """
     # Alembic and psycopg are imported here, not with the package: the CLI imports
     # encmigrate.rehearse.report at start-up and must stay quick.
@@ -78,8 +86,9 @@ def rehearse(
     report = RehearsalReport(production_rows=opts.production_rows)
     report.schema, report.alembic = _sources(opts)
     owned = server is None
-    target = server if server is not None else find_postgres_server()
+    target = server if server is not None else _find_server(opts.backend, offline)
     report.server = target.source
+    report.database = "MariaDB" if isinstance(target, MariaDBServer) else "PostgreSQL"
     try:
         url = create_database(target)
         try:
@@ -95,6 +104,16 @@ def rehearse(
         if owned:
             target.close()
     return report
+
+
+def _find_server(backend: str | None, plan: plan_module.Plan) -> TestServer:
+    """The throwaway server of ``backend``; without one, of the plan's database family."""
+    if backend is None and plan.database_url is not None:
+        family = plan.database_url.split(":", 1)[0].split("+", 1)[0]
+        backend = "mariadb" if family in ("mysql", "mariadb") else "postgresql"
+    if backend == "mariadb":
+        return find_mariadb_server()
+    return find_postgres_server()
 
 
 def _sources(opts: RehearseOptions) -> tuple[str, str]:

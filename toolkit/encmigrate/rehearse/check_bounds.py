@@ -46,9 +46,19 @@ _FLIPPED: Final = {">=": "<=", "<=": ">=", ">": "<", "<": ">", "=": "=", "<>": "
 def check_definitions(connection: sa.Connection, table: sa.Table) -> list[tuple[str | None, str]]:
     """``(column or None, definition)`` of the table's CHECKs and its columns' domains' CHECKs.
 
-    ``column`` is set for a domain's CHECK (whose ``VALUE`` is that column).
+    ``column`` is set for a domain's CHECK (whose ``VALUE`` is that column). MariaDB
+    (no domains) keeps its CHECK clauses in ``information_schema.CHECK_CONSTRAINTS``.
     """
     schema = table.schema
+    if connection.dialect.name in ("mysql", "mariadb"):
+        found = connection.execute(
+            sa.text(
+                "SELECT CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS "
+                "WHERE CONSTRAINT_SCHEMA = coalesce(:schema, DATABASE()) AND TABLE_NAME = :table"
+            ),
+            {"table": table.name, "schema": schema},
+        )
+        return [(None, f"CHECK ({row[0]})") for row in found]
     rows = connection.execute(
         sa.text(
             "SELECT NULL, pg_get_constraintdef(con.oid) FROM pg_constraint con "

@@ -32,7 +32,13 @@ _ITEM: Final = re.compile(
 
 
 def partition_choices(connection: sa.Connection, table: sa.Table) -> list[Leaf] | None:
-    """One :data:`Leaf` per leaf partition of ``table``; None if it is not partitioned."""
+    """One :data:`Leaf` per leaf partition of ``table``; None if it is not partitioned.
+
+    PostgreSQL's declarative partitions only: elsewhere (MariaDB) None, and a row
+    outside every partition is refused by the server and left out like any other.
+    """
+    if connection.dialect.name != "postgresql":
+        return None
     oid = connection.execute(
         sa.text(
             "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "

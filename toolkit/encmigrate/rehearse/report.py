@@ -10,6 +10,7 @@ from typing import Final
 from encmigrate.errors import ConfigError
 
 __all__ = [
+    "BACKENDS",
     "DEFAULT_ROWS",
     "RehearsalReport",
     "RehearseOptions",
@@ -19,6 +20,10 @@ __all__ = [
 
 # Rows per table when the schema comes from a real database and no rows were asked for.
 DEFAULT_ROWS: Final = 300
+
+
+#: The kinds of throwaway database a rehearsal can run on.
+BACKENDS: Final = ("postgresql", "mariadb")
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +37,10 @@ class RehearseOptions:
     table copied from ``sample_from``. ``rows`` left at None means 0 with the
     history and :data:`DEFAULT_ROWS` with a schema source (unless ``load`` or
     ``sample_from`` brings the rows). ``production_rows`` only feeds the ETA.
-    URLs may hold a password: they are kept out of ``repr``.
+    URLs may hold a password: they are kept out of ``repr``. ``backend`` is the
+    throwaway database's kind (``postgresql`` or ``mariadb``); None: the family of
+    the plan's database URL, PostgreSQL when it has none. The schema sources,
+    ``load`` and ``sample_from`` need PostgreSQL.
     """
 
     load: Path | None = None
@@ -45,6 +53,7 @@ class RehearseOptions:
     schema_file: Path | None = None
     sample_from: str | None = field(default=None, repr=False)
     sample_rows: int = DEFAULT_ROWS
+    backend: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("load", "schema_file"):
@@ -61,6 +70,14 @@ class RehearseOptions:
             raise ConfigError("--rows must be 0 or more")
         if self.sample_rows < 1:
             raise ConfigError("--sample-rows must be 1 or more")
+        if self.backend not in (None, *BACKENDS):
+            raise ConfigError(f"--backend must be one of {', '.join(BACKENDS)}")
+        needs_postgres = self.schema_source or self.load or self.sample_from
+        if self.backend == "mariadb" and needs_postgres:
+            raise ConfigError(
+                "--schema-from, --schema-file, --load and --sample-from rehearse on PostgreSQL "
+                "only: leave out --backend mariadb"
+            )
 
     @property
     def schema_source(self) -> bool:
@@ -91,10 +108,12 @@ class StepResult:
 class RehearsalReport:
     """Everything a rehearsal found. ``exit_code`` is 0 only when nothing went wrong.
 
-    ``schema`` says where the schema came from; ``alembic`` where the
-    revisions were written (always a temporary directory).
+    ``database`` is the kind of throwaway database (``PostgreSQL``, ``MariaDB``) and
+    ``server`` where it was found; ``schema`` says where the schema came from;
+    ``alembic`` where the revisions were written (always a temporary directory).
     """
 
+    database: str = ""
     server: str = ""
     schema: str = ""
     alembic: str = ""

@@ -56,15 +56,21 @@ def snapshot(engine: sa.Engine, plan: plan_module.Plan) -> Snapshot:
                     ),
                 )
             schema[f"{name} views"] = sorted(inspector.get_view_names(schema=name))
-        schema["triggers"] = sorted(
-            str(r[0])
-            for r in conn.exec_driver_sql(
-                "SELECT tgrelid::regclass::text || ' ' || tgname FROM pg_trigger "
-                "WHERE NOT tgisinternal"
-            )
-        )
+        schema["triggers"] = sorted(str(r[0]) for r in conn.exec_driver_sql(_triggers(conn)))
         values = {t.table: _digest(conn, t) for t in plan.tables}
     return Snapshot(schema, values)
+
+
+def _triggers(conn: sa.Connection) -> str:
+    """The query of every trigger as ``table name``, per dialect."""
+    if conn.dialect.name == "postgresql":
+        return (
+            "SELECT tgrelid::regclass::text || ' ' || tgname FROM pg_trigger WHERE NOT tgisinternal"
+        )
+    return (  # MariaDB and MySQL: this database's triggers
+        "SELECT CONCAT(EVENT_OBJECT_TABLE, ' ', TRIGGER_NAME) FROM information_schema.TRIGGERS "
+        "WHERE TRIGGER_SCHEMA = DATABASE()"
+    )
 
 
 def _digest(conn: sa.Connection, table_plan: plan_module.TablePlan) -> str:

@@ -16,6 +16,7 @@ rehearsal's own.
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import time
@@ -75,7 +76,6 @@ class Rehearsal:
     ) -> None:
         self.plan_path = plan_path
         self.url = url
-        self.target = PostgresUrl.parse(url, "the rehearsal database")
         self.ini = ini
         self.environ = environ
         self.source = PlanSource(plan_path, environ, url, ini)
@@ -85,6 +85,16 @@ class Rehearsal:
         self.keyring = Keyring.generate()  # throwaway: the user's keys never come near CI
         self.engine = connect(url, workers=options.workers)
         self.failure: EncmigrateError | None = None
+
+    @functools.cached_property
+    def target(self) -> PostgresUrl:
+        """The rehearsal database for ``psql`` (schema files, ``--load``, samples): PostgreSQL."""
+        if self.engine.dialect.name != "postgresql":
+            raise ConfigError(
+                "--schema-from, --schema-file, --load and --sample-from rehearse on PostgreSQL "
+                f"only; this rehearsal runs on {self.engine.dialect.name}"
+            )
+        return PostgresUrl.parse(self.url, "the rehearsal database")
 
     def plan(self) -> plan_module.Plan:
         """The plan checked against the rehearsal database, its Alembic config the copy."""
