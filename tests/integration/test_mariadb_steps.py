@@ -14,6 +14,7 @@ import json
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from encmigrate.migrate import status as column_status
 from encmigrate.migrate import verify as verify_columns
 from encmigrate.plan import ColumnPhase
 from encmigrate.revisions import add_columns, create_views, drop_unencrypted
-from encmigrate.revisions.mysql_trigger import trigger_name
+from encmigrate.revisions.mysql_trigger import VIEW_WRITES_MARK, trigger_name
 from support.cli import operator_env, run_cli
 from support.revisions import Project, column, execute, make_project, rows
 
@@ -80,6 +81,8 @@ def _statements(script: str) -> list[str]:
     found = []
     for part in script.split(";\n\n"):
         lines = [line for line in part.strip().splitlines() if not line.startswith("--")]
+        if lines[:1] == ["DELIMITER //"]:  # a compound statement (step 5's fence)
+            lines = lines[1 : lines.index("//")]
         if lines:
             found.append("\n".join(lines).rstrip(";"))
     return found
@@ -484,3 +487,196 @@ def test_cli_rewrap_status_and_decrypt_back(tmp_path: Path, mariadb_url: str) ->
         (2, "bob@example.com", None),
         (3, "cy@example.com", "555-3"),
     ]
+
+
+# -- step 5: a write between the check and the DROP is refused, never lost -------------------
+
+
+def _is_the_drop_check(statement: str) -> bool:
+    return statement.startswith("SELECT 1 FROM customer WHERE") and statement.endswith(" LIMIT 1")
+
+
+def test_a_plaintext_write_after_the_drop_check_is_refused_not_lost(
+    migrated: tuple[Project, Keyring],
+) -> None:
+    """An application UPDATE of a plaintext, on another connection, after the drop's check
+    passed and before its first DROP: refused (or the drop refused), never accepted and lost."""
+    project, keyring = migrated
+    url = project.url
+    engine = connect_engine(url)
+    try:
+        assert all(v.ok for v in verify_columns(project.plan(), engine, keyring))
+    finally:
+        engine.dispose()
+    create_views(project.plan(), apply=True)
+    before = rows(url, "SELECT phone_encrypted FROM customer WHERE id = 1")[0][0]
+    application = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    checked: list[str] = []
+    refused: list[str] = []
+    accepted: list[bool] = []
+
+    def between(connection: sa.Connection, cursor: Any, statement: str, *_: Any) -> None:
+        if _is_the_drop_check(statement):
+            checked.append(statement)
+        if not checked or accepted or refused:
+            return
+        if not statement.startswith(("DROP TRIGGER", "ALTER TABLE")):
+            return
+        try:
+            with application.connect() as other:
+                other.exec_driver_sql("UPDATE customer SET phone = '555-7' WHERE id = 1")
+            accepted.append(True)
+        except sa.exc.DBAPIError as exc:
+            refused.append(str(exc.orig))
+
+    sa.event.listen(sa.Engine, "before_cursor_execute", between)
+    try:
+        dropped = True
+        try:
+            drop_unencrypted(project.plan(), confirm=True, apply=True)
+        except RefusedError:
+            dropped = False
+    finally:
+        sa.event.remove(sa.Engine, "before_cursor_execute", between)
+        application.dispose()
+    assert accepted or refused, "the hook never ran: no DROP after the check"
+    if accepted:
+        assert not dropped, "write accepted, then the drop lost it"
+        assert rows(url, "SELECT phone FROM customer WHERE id = 1") == [("555-7",)]
+        return
+    assert dropped
+    assert "customer.phone is being dropped (step 5)" in refused[0], refused
+    assert "customer_secure view" in refused[0]
+    assert rows(url, "SELECT phone_encrypted FROM customer WHERE id = 1") == [(before,)]
+
+
+def _verified_with_views(project: Project, keyring: Keyring) -> None:
+    engine = connect_engine(project.url)
+    try:
+        assert all(v.ok for v in verify_columns(project.plan(), engine, keyring))
+    finally:
+        engine.dispose()
+    create_views(project.plan(), apply=True)
+
+
+def _triggers(url: str) -> list[tuple[Any, ...]]:
+    return rows(url, "SELECT TRIGGER_NAME, EVENT_MANIPULATION, LEFT(ACTION_STATEMENT, 34) "
+                "FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = DATABASE() "
+                "ORDER BY TRIGGER_NAME")  # fmt: skip
+
+
+def test_a_check_refused_behind_the_fence_lifts_it(migrated: tuple[Project, Keyring]) -> None:
+    """A plaintext written after the first check and before the fence: the check behind the
+    fence refuses, the fence comes down (the application writes again), nothing is dropped."""
+    project, keyring = migrated
+    url = project.url
+    _verified_with_views(project, keyring)
+    shadow = _triggers(url)
+    assert shadow == [(trigger_name("customer"), "UPDATE", VIEW_WRITES_MARK)]
+    application = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    written: list[str] = []
+
+    def before_fence(connection: sa.Connection, cursor: Any, statement: str, *_: Any) -> None:
+        if written or not statement.startswith("CREATE OR REPLACE TRIGGER encmigrate_fence"):
+            return
+        with application.connect() as other:
+            other.exec_driver_sql("UPDATE customer SET phone = '555-8' WHERE id = 3")
+        written.append(statement)
+
+    sa.event.listen(sa.Engine, "before_cursor_execute", before_fence)
+    try:
+        with pytest.raises(RefusedError, match="plaintext and no ciphertext") as raised:
+            drop_unencrypted(project.plan(), confirm=True, apply=True)
+    finally:
+        sa.event.remove(sa.Engine, "before_cursor_execute", before_fence)
+    assert written
+    assert "alembic upgrade head` finishes it" in str(raised.value)
+    assert _triggers(url) == shadow  # the fence is down, the shadow trigger as it was
+    try:
+        with application.connect() as other:
+            other.exec_driver_sql("UPDATE customer SET phone = '555-9' WHERE id = 3")
+            other.exec_driver_sql("INSERT INTO customer (id, email) VALUES (4, 'd@example.com')")
+    finally:
+        application.dispose()
+    assert all(c.phase is ColumnPhase.SHADOWED for c in project.plan().columns)
+    engine = connect_engine(url)
+    try:
+        migrate_data(project.plan(), engine, keyring, options=OPTIONS)
+        assert all(v.ok for v in verify_columns(project.plan(), engine, keyring))
+    finally:
+        engine.dispose()
+    project.upgrade()  # the kept revision runs again from its first statement
+    assert all(c.phase is ColumnPhase.DROPPED for c in project.plan().columns)
+    assert _triggers(url) == []
+
+
+def test_drop_finishes_after_stopping_after_any_statement(
+    migrated: tuple[Project, Keyring],
+) -> None:
+    project, keyring = migrated
+    url = project.url
+    _verified_with_views(project, keyring)
+    statements = _statements(drop_unencrypted(project.plan(), confirm=True, sql=True).sql or "")
+    assert any(s.startswith("CREATE TRIGGER encmigrate_fence_i_customer") for s in statements)
+    drop_unencrypted(project.plan(), confirm=True, apply=True)
+    after = _schema(url)
+    project.downgrade()  # the plaintext columns come back empty: every check passes
+    down = _schema(url)
+    for count in range(1, len(statements) + 1):
+        _run_first(url, statements, count)  # as if the revision failed there
+        project.upgrade()
+        assert _schema(url) == after, count
+        project.downgrade()
+        assert _schema(url) == down, count
+
+
+def test_the_fence_waits_for_an_open_transaction_then_the_check_sees_its_write(
+    migrated: tuple[Project, Keyring],
+) -> None:
+    """A plaintext UPDATE not yet committed when the drop starts: the fence's CREATE TRIGGER
+    waits for its transaction (metadata lock), so the check behind it sees the write."""
+    project, keyring = migrated
+    url = project.url
+    _verified_with_views(project, keyring)
+    application = sa.create_engine(url)
+    try:
+        with application.connect() as other:
+            other.exec_driver_sql("UPDATE customer SET phone = '555-6' WHERE id = 1")
+            timer = threading.Timer(0.5, other.commit)
+            timer.start()
+            try:
+                with pytest.raises(RefusedError, match="plaintext and no ciphertext"):
+                    drop_unencrypted(project.plan(), confirm=True, apply=True)
+            finally:
+                timer.join()
+    finally:
+        application.dispose()
+    assert rows(url, "SELECT phone, phone_encrypted FROM customer WHERE id = 1") == [
+        ("555-6", None)
+    ]
+    assert _triggers(url) == [(trigger_name("customer"), "UPDATE", VIEW_WRITES_MARK)]
+
+
+def test_a_session_killed_under_the_migrators_mark_fails_as_a_lost_connection(
+    mariadb_url: str,
+) -> None:
+    """KILL CONNECTION during a batch's write: the error is the lost connection (which the
+    retry policy retries), not SQLAlchemy's refusal to reset the mark on a dead session."""
+    engine = connect_engine(mariadb_url)
+    admin = sa.create_engine(mariadb_url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            own = conn.exec_driver_sql("SELECT CONNECTION_ID()").scalar_one()
+            conn.commit()
+
+            def killed_in_the_mark() -> None:
+                with conn.begin(), mysql_write.marked_as_migrator(conn):
+                    with admin.connect() as other:
+                        other.exec_driver_sql(f"KILL CONNECTION {int(own)}")
+                    conn.exec_driver_sql("SELECT 1")
+
+            with pytest.raises(sa.exc.OperationalError, match=r"Lost connection|gone away"):
+                killed_in_the_mark()
+    finally:
+        admin.dispose()
+        engine.dispose()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import subprocess
@@ -18,7 +19,7 @@ from encmigrate.keys import FileProvider
 from encmigrate.migrate import MigrateOptions, RetryPolicy, migrate_data, status, verify
 from encmigrate.migrate import connect as connect_engine
 from encmigrate.tracking import failures, migrations
-from support import shadow_schema
+from support import mariadb_shadow, shadow_schema
 from support.cli import operator_env, popen_cli, run_cli
 
 _ENGINES: list[sa.Engine] = []
@@ -37,9 +38,19 @@ def _engine(url: str) -> sa.Engine:
     return engine
 
 
+@pytest.fixture(params=mariadb_shadow.SERVERS)
+def server_url(request: pytest.FixtureRequest) -> str:
+    """A fresh PostgreSQL or MariaDB database: the tests that run on both."""
+    fixture = "pg_url" if request.param == "postgresql" else "mariadb_url"
+    return str(request.getfixturevalue(fixture))
+
+
 def _setup(url: str, tmp_path: Path, rows: int) -> tuple[sa.Engine, object, Keyring]:
-    engine, plan_path = shadow_schema.build(url, rows, tmp_path)
-    engine.dispose()
+    if url.startswith(("mysql", "mariadb")):
+        plan_path = mariadb_shadow.build(url, rows, tmp_path)
+    else:
+        engine, plan_path = shadow_schema.build(url, rows, tmp_path)
+        engine.dispose()
     keyring = Keyring.generate()
     return _engine(url), shadow_schema.load_plan(plan_path), keyring
 
@@ -178,29 +189,36 @@ def test_concurrent_writer_leaves_no_stale_ciphertext(pg_url: str, tmp_path: Pat
     _all_ok(plan, engine, keyring)
 
 
-def test_terminated_connection_is_recovered_automatically(pg_url: str, tmp_path: Path) -> None:
-    engine, plan, keyring = _setup(pg_url, tmp_path, 4000)
-    admin = sa.create_engine(pg_url, isolation_level="AUTOCOMMIT")
+# The migrator's sessions, seen from another connection, and how that one ends each.
+_SESSIONS = {
+    "postgresql": (
+        "SELECT pid FROM pg_stat_activity WHERE datname = :d AND pid <> pg_backend_pid()",
+        "SELECT pg_terminate_backend({})",
+    ),
+    "mysql": (
+        "SELECT ID FROM information_schema.PROCESSLIST WHERE DB = :d AND ID <> CONNECTION_ID()",
+        "KILL CONNECTION {}",
+    ),
+}
+
+
+def test_terminated_connection_is_recovered_automatically(server_url: str, tmp_path: Path) -> None:
+    """Every session of the run killed from another connection (pg_terminate_backend,
+    KILL CONNECTION), three times: the run recovers within its retry budget."""
+    engine, plan, keyring = _setup(server_url, tmp_path, 4000)
+    admin = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
     database = engine.url.database
+    find, end = _SESSIONS[engine.dialect.name]
     killed = []
 
     def progress(_: object) -> None:
         if len(killed) < 3:
             with admin.connect() as conn:
-                pids = (
-                    conn.execute(
-                        sa.text(
-                            "SELECT pid FROM pg_stat_activity "
-                            "WHERE datname = :d AND pid <> pg_backend_pid()"
-                        ),
-                        {"d": database},
-                    )
-                    .scalars()
-                    .all()
-                )
-                for pid in pids:
-                    conn.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": pid})
-                killed.append(len(pids))
+                ids = conn.execute(sa.text(find), {"d": database}).scalars().all()
+                for session in ids:
+                    with contextlib.suppress(sa.exc.DBAPIError):  # gone meanwhile
+                        conn.exec_driver_sql(end.format(int(session)))
+                killed.append(len(ids))
 
     reports = migrate_data(
         plan,
@@ -250,11 +268,11 @@ def test_lock_timeout_is_retried_until_the_competing_lock_goes(pg_url: str, tmp_
 
 
 def test_second_plain_runner_is_refused_while_join_shares_the_work(
-    pg_url: str, tmp_path: Path
+    server_url: str, tmp_path: Path
 ) -> None:
     from encmigrate.errors import RefusedError
 
-    engine, plan, keyring = _setup(pg_url, tmp_path, 4000)
+    engine, plan, keyring = _setup(server_url, tmp_path, 4000)
     started = threading.Event()
     checked = threading.Event()
 
@@ -275,11 +293,11 @@ def test_second_plain_runner_is_refused_while_join_shares_the_work(
     assert started.wait(10)
     try:
         with pytest.raises(RefusedError, match="--join"):
-            migrate_data(plan, _engine(pg_url), keyring)  # type: ignore[arg-type]
+            migrate_data(plan, _engine(server_url), keyring)  # type: ignore[arg-type]
         checked.set()
         joined = migrate_data(
             plan,  # type: ignore[arg-type]
-            _engine(pg_url),
+            _engine(server_url),
             keyring,
             options=MigrateOptions(batch_size=100, join=True),
         )
@@ -323,9 +341,9 @@ def _cli_env(tmp_path: Path, keyring: Keyring) -> dict[str, str]:
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_sigkill_at_a_random_batch_then_resume_loses_nothing(
-    pg_url: str, tmp_path: Path, seed: int
+    server_url: str, tmp_path: Path, seed: int
 ) -> None:
-    engine, plan, keyring = _setup(pg_url, tmp_path, 5000)
+    engine, plan, keyring = _setup(server_url, tmp_path, 5000)
     env = _cli_env(tmp_path, keyring)
     kill_after = random.Random(seed).randrange(2, 20)
     batches = 0

@@ -1,4 +1,7 @@
-"""``--workers N`` on PostgreSQL: helper processes share the chunks, stop and die with the run.
+"""``--workers N``: helper processes share the chunks, stop and die with the run.
+
+On PostgreSQL and on MariaDB (the same helper processes; their batches are the
+one-at-a-time loop there, the pipeline being PostgreSQL's).
 
 Each test checks what the database and the process table show, not what the
 run says about itself: the chunks' ``lease_owner`` (``host:pid:tag/n``) names
@@ -13,14 +16,17 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import psutil
+import pytest
 import sqlalchemy as sa
 
 from encmigrate.keys import FileProvider
 from encmigrate.migrate import MigrateOptions, TableReport, migrate_data
 from encmigrate.migrate.report import Progress
 from reliability.conftest import Migration, Prepare, prepare  # noqa: F401 (the fixture)
+from support import mariadb_shadow
 from support.cli import operator_env, popen_cli, run_cli
 
 ROWS = 30_000
@@ -31,12 +37,24 @@ OPTIONS = MigrateOptions(batch_size=50, rows_per_chunk=1000, sleep_ms=5, workers
 # run paused after one batch, whose chunks were made this small by the library.
 CLI_ROWS = 8000
 
-LIVE_OWNERS = """
+LIVE_OWNERS = {
+    "postgresql": """
 SELECT count(*) FROM encryption_migration_chunks c
 WHERE c.status = 'running' AND EXISTS (
     SELECT 1 FROM pg_stat_activity a
     WHERE a.pid = c.owner_pid AND a.backend_start = c.owner_backend_start)
-"""
+""",
+    "mariadb": """
+SELECT count(*) FROM encryption_migration_chunks c
+WHERE c.status = 'running' AND EXISTS (
+    SELECT 1 FROM information_schema.PROCESSLIST p WHERE p.ID = c.owner_pid)
+""",
+}
+
+
+@pytest.fixture(params=mariadb_shadow.SERVERS)
+def server(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
 
 
 def _owner_pid(lease_owner: str) -> int:
@@ -87,10 +105,12 @@ def _gone(process: psutil.Process) -> bool:
 
 
 def test_two_workers_share_the_chunks_with_a_helper_process(
-    pg_url: str,
+    server: str,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
     prepare: Prepare,  # noqa: F811 (the fixture imported above)
 ) -> None:
-    migration = prepare(pg_url, ROWS)
+    migration = mariadb_shadow.prepare_on(server, request, prepare, ROWS, tmp_path)
     before = _children()
     reports = migrate_data(migration.plan, migration.engine, migration.keyring, options=OPTIONS)
     ours = os.getpid()
@@ -107,10 +127,12 @@ def test_two_workers_share_the_chunks_with_a_helper_process(
 
 
 def test_stop_reaches_the_helper_processes(
-    pg_url: str,
-    prepare: Prepare,  # noqa: F811
+    server: str,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    prepare: Prepare,  # noqa: F811 (the fixture imported above)
 ) -> None:
-    migration = prepare(pg_url, ROWS)
+    migration = mariadb_shadow.prepare_on(server, request, prepare, ROWS, tmp_path)
     before = _children()
     ours = os.getpid()
     stop = threading.Event()
@@ -156,7 +178,7 @@ def test_stop_reaches_the_helper_processes(
     assert report.interrupted
     assert 0 < done < ROWS  # a helper that kept going would have finished the table
     assert report.rows_done == done  # every committed batch counted, the helper's too
-    assert migration.scalar(LIVE_OWNERS) == 0
+    assert migration.scalar(LIVE_OWNERS[server]) == 0
     assert "running" not in _statuses(migration)  # unfinished chunks were given back
     assert _children() - before == set()
     resumed = migrate_data(
@@ -172,10 +194,12 @@ def test_stop_reaches_the_helper_processes(
 
 
 def test_sigkilled_cli_takes_its_helper_processes_along(
-    pg_url: str,
-    prepare: Prepare,  # noqa: F811
+    server: str,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    prepare: Prepare,  # noqa: F811 (the fixture imported above)
 ) -> None:
-    migration = prepare(pg_url, CLI_ROWS)
+    migration = mariadb_shadow.prepare_on(server, request, prepare, CLI_ROWS, tmp_path)
     paused = MigrateOptions(batch_size=50, rows_per_chunk=1000, max_batches=1)
     migrate_data(migration.plan, migration.engine, migration.keyring, options=paused)
     assert "pending" in _statuses(migration)

@@ -3,27 +3,37 @@
 Four writer threads change the table throughout a two-worker run. Right
 after it: no stale ciphertext (every shadow value decrypts to its row's
 current plaintext, tokens included). After a final catch-up run: none
-missing either, and no deleted row has come back.
+missing either, and no deleted row has come back. On PostgreSQL and on
+MariaDB (two worker processes there too).
 """
 
 from __future__ import annotations
 
 import random
 import threading
+from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 
 from encmigrate.migrate import MigrateOptions, migrate_data
-from reliability.conftest import Prepare
+from reliability.conftest import Migration, Prepare
+from support import mariadb_shadow
 
 WRITERS = 4
 ROWS = 4000
 
 
+@pytest.fixture(params=mariadb_shadow.SERVERS)
+def migration(request: pytest.FixtureRequest, prepare: Prepare, tmp_path: Path) -> Migration:
+    """The customers table at step 1 with ROWS rows, on each server."""
+    return mariadb_shadow.prepare_on(request.param, request, prepare, ROWS, tmp_path)
+
+
 def test_writers_during_a_two_worker_run_leave_nothing_stale_or_missing(
-    pg_url: str, prepare: Prepare
+    migration: Migration,
 ) -> None:
-    migration = prepare(pg_url, ROWS)
+    json_value = "CAST(:p AS json)" if migration.engine.dialect.name == "postgresql" else ":p"
     stop = threading.Event()
     counts = {"insert": 0, "update": 0, "delete": 0}
     deleted: set[int] = set()
@@ -52,7 +62,7 @@ def test_writers_during_a_two_worker_run_leave_nothing_stale_or_missing(
                         conn.execute(
                             sa.text(
                                 "UPDATE customers SET email = :e, balance = balance + 1, "
-                                "profile = CAST(:p AS json) WHERE id = :k"
+                                f"profile = {json_value} WHERE id = :k"
                             ),
                             {"e": f"upd.{key}.{rng.random()}@x.io", "p": '{"v": 1}', "k": key},
                         )
@@ -89,7 +99,11 @@ def test_writers_during_a_two_worker_run_leave_nothing_stale_or_missing(
     rows = migration.scalar("SELECT count(*) FROM customers")
     assert rows == ROWS + inserted - len(deleted)
     assert all(v.rows_checked == rows for v in verdicts)
-    gone = migration.scalar(
-        "SELECT count(*) FROM customers WHERE id = ANY(:ids)", ids=sorted(deleted)
-    )
+    with migration.engine.connect() as conn:
+        gone = conn.execute(
+            sa.text("SELECT count(*) FROM customers WHERE id IN :ids").bindparams(
+                sa.bindparam("ids", expanding=True)
+            ),
+            {"ids": sorted(deleted)},
+        ).scalar()
     assert gone == 0

@@ -152,7 +152,9 @@ def _counts(conn: sa.Connection, work: TableWork, column: str) -> dict[str, int]
     done, total = conn.execute(
         sa.select(
             sa.func.count(shadow.ciphertext),
-            sa.func.count().filter(sa.or_(*conditions)),
+            # count(CASE WHEN ... THEN 1 END), not count(*) FILTER (WHERE ...): the same
+            # rows (count skips NULLs), and MariaDB has no FILTER.
+            sa.func.count(sa.case((sa.or_(*conditions), 1))),
         ).select_from(work.table)
     ).one()
     return {"rows_done": int(done), "rows_total": int(total)}

@@ -11,9 +11,9 @@ lease expired (a host that hangs with its session open) after the lease.
 MariaDB: the same, with the connection id (``CONNECTION_ID()``) for the
 session and ``information_schema.PROCESSLIST`` for whether it is still open
 (there is no session start time: ids grow until the server restarts), and
-``SKIP LOCKED`` from 10.6 on. This release runs one worker per process there
-(``--workers N`` is not spread over helper processes), but a second
-``migrate-data`` on a table with a live run is refused as on PostgreSQL.
+``SKIP LOCKED`` from 10.6 on. ``--workers N`` and ``--join`` work as on
+PostgreSQL (helper processes, each with its own sessions), and a second plain
+``migrate-data`` on a table with a live run is refused.
 """
 
 from __future__ import annotations

@@ -26,35 +26,40 @@
   it just before the batch's UPDATE and sets it back to NULL right after, on
   success and failure alike: user variables outlive transactions, and the
   pooled connection must not carry the mark into anything else.
-* **Aggregate FILTER.** ``count(*) FILTER (WHERE c)`` is PostgreSQL and
-  SQLite syntax; MariaDB has none. :func:`_filtered_aggregate` compiles it, for
-  this dialect only, to the equivalent ``count(CASE WHEN c THEN 1 END)``
-  (aggregates skip NULLs, so the two count the same rows).
+* **Two invocations setting up at once.** PostgreSQL serialises a run's setup
+  (counting, creating chunks) with a transaction-level advisory lock;
+  MariaDB's ``GET_LOCK`` is held by the session instead, so :func:`setup_lock`
+  takes it before the setup's transaction and releases it after its commit,
+  on failure too (a lost connection has released it with itself).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql.elements import FunctionFilter
 
+from encmigrate.errors import DatabaseError
 from encmigrate.tracking import MIGRATOR_SETTING
 
 __all__ = [
     "MAX_STATEMENT_BYTES",
     "MYSQL_DIALECTS",
+    "SETUP_LOCK_WAIT_S",
     "WRITER_VARIABLE",
     "is_mysql",
     "marked_as_migrator",
     "one_statement_write",
+    "setup_lock",
     "write_rows",
 ]
 
 MYSQL_DIALECTS = frozenset({"mysql", "mariadb"})
+# How long a run's setup waits for another invocation's (setup_lock).
+SETUP_LOCK_WAIT_S = 3600
 # The same name the PostgreSQL side sets with SET LOCAL, as a (quoted) user variable.
 WRITER_VARIABLE = "@`" + MIGRATOR_SETTING.replace("`", "``") + "`"
 
@@ -150,21 +155,40 @@ def marked_as_migrator(conn: sa.Connection) -> Iterator[None]:
     try:
         yield
     finally:
-        with contextlib.suppress(sa.exc.DBAPIError):
-            # A lost connection has lost its variables with it.
-            conn.exec_driver_sql(f"SET {WRITER_VARIABLE} = NULL")
+        # A lost connection (KILL CONNECTION, a restart) has lost its variables with it, and
+        # SQLAlchemy refuses any statement on it until rollback (PendingRollbackError): that
+        # error would replace the lost connection's, which the retry policy retries.
+        if not conn.invalidated:
+            with contextlib.suppress(sa.exc.DBAPIError):
+                conn.exec_driver_sql(f"SET {WRITER_VARIABLE} = NULL")
 
 
-@compiles(FunctionFilter, "mysql")
-@compiles(FunctionFilter, "mariadb")
-def _filtered_aggregate(element: FunctionFilter[Any], compiler: Any, **kw: Any) -> str:
-    """``f(x) FILTER (WHERE c)`` as ``f(CASE WHEN c THEN x END)``; ``count(*)`` counts 1."""
-    function = element.func
-    criterion = element.criterion
-    assert criterion is not None
-    arguments = list(function.clauses)
-    star = not arguments or str(arguments[0]) == "*"  # count(*)
-    value: Any = sa.literal_column("1") if star else arguments[0]
-    guarded = sa.case((criterion, value))
-    rewritten = getattr(sa.func, function.name)(guarded, *arguments[1:])
-    return str(compiler.process(rewritten, **kw))
+@contextlib.contextmanager
+def setup_lock(conn: sa.Connection, key: str) -> Iterator[None]:
+    """Hold ``GET_LOCK`` on ``key`` (hashed: names are capped at 64 characters) meanwhile.
+
+    Waits up to :data:`SETUP_LOCK_WAIT_S` for another invocation's setup (counting
+    the table, creating its chunks): MariaDB takes no infinite wait (a negative
+    timeout returns NULL). ``conn`` must have no transaction open; it has none after.
+    """
+    name = "encmigrate:" + hashlib.sha256(key.encode("utf-8")).hexdigest()[:40]
+    got = conn.execute(
+        sa.text("SELECT GET_LOCK(:name, :wait)"), {"name": name, "wait": SETUP_LOCK_WAIT_S}
+    ).scalar()
+    conn.commit()  # the statement began a transaction; the lock belongs to the session
+    if got != 1:
+        raise DatabaseError(
+            "another encmigrate invocation has been setting up the same table for over "
+            f"{SETUP_LOCK_WAIT_S} s (MariaDB GET_LOCK); find it in "
+            "information_schema.PROCESSLIST, then run the command again"
+            if got == 0
+            else "MariaDB refused the lock that serialises a run's setup (GET_LOCK returned "
+            "NULL); run the command again"
+        )
+    try:
+        yield
+    finally:
+        with contextlib.suppress(sa.exc.SQLAlchemyError):
+            conn.rollback()
+            conn.execute(sa.text("SELECT RELEASE_LOCK(:name)"), {"name": name})
+            conn.commit()

@@ -1,4 +1,4 @@
-"""``--workers N`` on PostgreSQL: this process works as one worker, N - 1 helper processes join.
+"""``--workers N`` (PostgreSQL, MariaDB): this process works as one worker, N - 1 helpers join.
 
 Threads share one interpreter lock, and a worker's client work (reading rows,
 encrypting, framing parameters) is Python: two worker threads were no faster

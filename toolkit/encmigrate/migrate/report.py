@@ -107,16 +107,22 @@ class TableReport:
 ProgressCallback = Callable[[Progress], None]
 
 
+# The databases whose runs use several workers (each with its own connection and chunks).
+_PARALLEL = frozenset({"postgresql", "mysql", "mariadb"})
+
+
 def run_workers(dialect: str, workers: int) -> int:
     """How many workers a run may use: SQLite has one writer at a time, so one."""
-    return workers if dialect == "postgresql" else 1
+    return workers if dialect in _PARALLEL else 1
 
 
 def single_worker_note(dialect: str, workers: int) -> str | None:
     """What to tell a user who asked for more workers than the database can use."""
     if run_workers(dialect, workers) == workers:
         return None
-    return f"SQLite runs one worker (one writer at a time): --workers {workers} is ignored"
+    if dialect == "sqlite":
+        return f"SQLite runs one worker (one writer at a time): --workers {workers} is ignored"
+    return f"{dialect} runs one worker here: --workers {workers} is ignored"
 
 
 def eta_text(seconds: float | None) -> str:

@@ -26,14 +26,20 @@ import sqlalchemy as sa
 
 from encmigrate.errors import DatabaseError, EncmigrateError
 from encmigrate.keys.keyring import Keyring
-from encmigrate.migrate import bookkeeping, passes, processes
+from encmigrate.migrate import bookkeeping, mysql, passes, processes
 from encmigrate.migrate import chunks as chunking
 from encmigrate.migrate.batch import BatchResult, PreparedBatch, set_timeouts
 from encmigrate.migrate.keyset import Cursor
 from encmigrate.migrate.pacing import Pacing
 from encmigrate.migrate.pipeline import Pipeline
 from encmigrate.migrate.rekey import ENCRYPT, Operation
-from encmigrate.migrate.report import MigrateOptions, Progress, ProgressCallback, TableReport
+from encmigrate.migrate.report import (
+    MigrateOptions,
+    Progress,
+    ProgressCallback,
+    TableReport,
+    run_workers,
+)
 from encmigrate.migrate.table import TableWork
 
 __all__ = ["TableRun", "helper_main"]
@@ -179,14 +185,14 @@ class TableRun:
     # -- setup -------------------------------------------------------------------
 
     def _setup(self) -> None:
+        # Two invocations starting together must not both create chunks: PostgreSQL takes
+        # an advisory lock in the setup's transaction, MariaDB a session lock around it.
+        key = f"encmigrate:{self.work.name}:{self.op.name}"
+
         def setup() -> None:
-            with self.engine.begin() as conn:
+            with self.engine.connect() as conn, self._setup_lock(conn, key), conn.begin():
                 if conn.dialect.name == "postgresql":
-                    # Two invocations starting together must not both create chunks.
-                    conn.execute(
-                        sa.text("SELECT pg_advisory_xact_lock(hashtext(:k))"),
-                        {"k": f"encmigrate:{self.work.name}:{self.op.name}"},
-                    )
+                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": key})
                 holders = chunking.live_holders(conn, self.work, self.op.name)
                 if not self.opts.join:
                     chunking.refuse_second_runner(holders, self.work, self.op.name)
@@ -202,6 +208,10 @@ class TableRun:
                 )
 
         self.opts.retry.run(setup)
+
+    @staticmethod
+    def _setup_lock(conn: sa.Connection, key: str) -> contextlib.AbstractContextManager[None]:
+        return mysql.setup_lock(conn, key) if mysql.is_mysql(conn) else contextlib.nullcontext()
 
     def count_pending(self) -> sa.Select[int]:
         return (
@@ -220,7 +230,7 @@ class TableRun:
         return rows
 
     def _worker_count(self) -> int:
-        return max(1, self.opts.workers if self.engine.dialect.name == "postgresql" else 1)
+        return max(1, run_workers(self.engine.dialect.name, self.opts.workers))
 
     def _start_helpers(self) -> processes.Helpers | None:
         """Helper processes for ``--workers N`` (N - 1), started before the run is set up.

@@ -16,13 +16,16 @@ searchable column planned with ``unique_token = true`` keeps its uniqueness on
 ``<col>_search`` instead: the revision builds a unique index there first
 (``CREATE UNIQUE INDEX CONCURRENTLY`` on PostgreSQL), dropped on downgrade.
 
-MariaDB: the check runs in Python just before the drop (as on SQLite), but
-MariaDB DDL is not transactional: a row whose plaintext is changed between the
-check and the ``DROP COLUMN`` loses that change. From step 4 on the application
-writes through the view, so this is the same window as any write to the
-plaintext after verify; docs/mariadb.md. The drop is ``DROP COLUMN IF EXISTS``
-with ``LOCK=NONE`` (so a failed revision can run again, and the server refuses
-rather than block writes).
+MariaDB: the check runs in Python (as on SQLite), but MariaDB DDL is not
+transactional, so it cannot share a transaction with the ``DROP COLUMN``: a
+plaintext written between the two would be lost. So the plaintext columns are
+fenced first (``op.fence_plaintext``: triggers that refuse a write of a planned
+plaintext, whose creation waits for every open transaction on the table), then
+checked, then the fence, the shadow trigger and the columns are dropped; a
+check that refuses lifts every fence before it raises, and the application
+writes again. The drop is ``DROP COLUMN IF EXISTS`` with ``LOCK=NONE`` (so a
+failed revision can run again, and the server refuses rather than block
+writes); docs/mariadb.md.
 
 SQLite (>= 3.35) drops with native ``ALTER TABLE ... DROP COLUMN``; the table's
 other views and triggers are dropped and recreated around it, and plain-column
@@ -67,7 +70,9 @@ from encmigrate.revisions.ops import (
     CreateSearchIndexOp,
     DropShadowTriggerOp,
     ExecuteVerbatimOp,
+    FencePlaintextOp,
     InstallShadowTriggerOp,
+    LiftFenceOp,
     NoteOp,
     RewriteTableOp,
     SetMigrationStatusOp,
@@ -84,6 +89,7 @@ from encmigrate.tracking import MigrationStatus
 
 __all__ = ["drop_unencrypted"]
 
+_MYSQL = ("mysql", "mariadb")
 PAGES_WARNING = (
     "dropped plaintext can remain in the table's old pages until the table is rewritten: "
     "VACUUM FULL or pg_repack on PostgreSQL, VACUUM on SQLite, ALTER TABLE ... FORCE on "
@@ -139,7 +145,8 @@ def drop_unencrypted(
     rewrites: list[MigrateOperation] = []
     downgrade: list[MigrateOperation] = []
     names: list[str] = []
-    checks: list[MigrateOperation] = []
+    checks: list[CheckEncryptedOp] = []
+    fences: list[FencePlaintextOp] = []
     tokens: list[CreateSearchIndexOp] = []
     for table in live:
         dropping = [c for c in table.plan.columns if c.phase is ColumnPhase.SHADOWED]
@@ -148,6 +155,8 @@ def drop_unencrypted(
         names.append(table.plan.table)
         pairs = [(c.column, c.encrypted_column) for c in dropping]
         checks.append(CheckEncryptedOp(table.name, pairs, schema=table.schema))
+        if dialect in _MYSQL:
+            fences.append(_fence(table, pairs))
         tokens += [
             CreateSearchIndexOp(
                 unique_token_index_name(table.name, c.search_column),
@@ -176,8 +185,21 @@ def drop_unencrypted(
     # lose its plaintext. Every table is checked before anything is dropped: all or nothing.
     # VACUUM runs in an autocommit block, which commits everything before it: the status
     # goes first, so a rewrite that fails (a lock timeout) leaves the drop recorded.
+    # MariaDB: the fences go up first, on every table, and come down if a check refuses
+    # (drop_checks.py and ops/fence.py say why: the check cannot share the drop's transaction).
+    # A first check before any DDL refuses the usual case (rows left unencrypted) while
+    # nothing was committed yet, so the revision file goes as on PostgreSQL; only the check
+    # behind the fence is final.
+    # (Online only: in --sql output it would be the same comment twice.)
+    early = [
+        CheckEncryptedOp(c.table, c.columns, schema=c.schema) for c in checks if fences and not sql
+    ]
+    for check in checks:
+        check.lift = [(fence.table, fence.schema) for fence in fences]
     upgrade = [
+        *early,
         *tokens,
+        *fences,
         *checks,
         *upgrade,
         _status_update(columns, MigrationStatus.DROPPED),
@@ -240,7 +262,8 @@ def _table_ops(
     schema, name = table.schema, table.name
     shadowed = [c for c in table.plan.columns if c.phase is ColumnPhase.SHADOWED]
     upgrade: list[MigrateOperation] = [
-        DropShadowTriggerOp(name, shadow_columns(shadowed), schema=schema)
+        *([LiftFenceOp(name, schema=schema)] if dialect in _MYSQL else []),
+        DropShadowTriggerOp(name, shadow_columns(shadowed), schema=schema),
     ]
     downgrade: list[MigrateOperation] = []
     for index in _plaintext_indexes(table, dropping):
@@ -272,7 +295,7 @@ def _table_ops(
         ExecuteVerbatimOp(f"DROP {kind.upper()} {_quote(dep)}") for kind, dep, _ in dependents
     ]
     readd: list[MigrateOperation] = []
-    if dialect in ("mysql", "mariadb"):
+    if dialect in _MYSQL:
         drop_columns, add_columns = _mysql_columns(table, dropping)
         upgrade.append(drop_columns)
         readd.append(add_columns)
@@ -291,6 +314,12 @@ def _table_ops(
         ),
     ]
     return upgrade, restore
+
+
+def _fence(table: LiveTable, pairs: Sequence[tuple[str, str]]) -> FencePlaintextOp:
+    return FencePlaintextOp(
+        table.name, pairs, shown=table.plan.table, view=table.plan.view, schema=table.schema
+    )
 
 
 def _mysql_columns(

@@ -43,6 +43,25 @@ its decrypted ciphertext, or its ciphertext is NULL. What differs, and why:
   docs/mariadb.md).
 * **Its name** is ``encmigrate_shadow_<table>``, shortened with a hash past
   MySQL's 64-character identifier limit as the PostgreSQL function's name is.
+
+**The fence of step 5.** MariaDB DDL is not transactional, so the drop's check
+cannot share a transaction with ``DROP COLUMN``: a plaintext written between
+the two would be dropped (the shadow trigger clears its stale ciphertext).
+Before the check, step 5 adds two more triggers (:func:`fence_statements`):
+``BEFORE UPDATE`` refusing an UPDATE that sets a planned plaintext to a
+non-NULL value other than the stored one, and ``BEFORE INSERT`` refusing a row
+with a planned plaintext and no ciphertext (what the drop would lose; a row
+inserted through the view with both, its plaintext filled by a column default,
+loses nothing). Both ``SIGNAL SQLSTATE '45000'`` with a message naming the
+column and the view to write instead. Creating a trigger takes the table's
+exclusive metadata lock, so it waits for every transaction that touched the
+table to end: from then on the check sees every plaintext that will ever be
+written. They are separate triggers (MariaDB runs several per event, in
+creation order), not a new body of the shadow trigger: the shadow trigger
+keeps its body, which says whether it has ``view_writes``, and lifting the
+fence is one ``DROP TRIGGER IF EXISTS`` per trigger. A ``SIGNAL`` needs
+``IF ... END IF`` in ``BEGIN ... END``: the ``--sql`` output wraps these
+statements in ``DELIMITER //`` lines for the ``mysql`` client.
 """
 
 from __future__ import annotations
@@ -53,7 +72,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy.engine import Dialect
 
-from encmigrate.revisions.sqltext import qualified, quote
+from encmigrate.revisions.sqltext import qualified, quote, string_literal
 from encmigrate.tracking import MIGRATOR_SETTING
 
 if TYPE_CHECKING:
@@ -63,7 +82,10 @@ __all__ = [
     "MYSQL_MAX_CHARS",
     "VIEW_WRITES_MARK",
     "drop_statements",
+    "fence_names",
+    "fence_statements",
     "install_statements",
+    "lift_fence_statements",
     "trigger_name",
 ]
 
@@ -74,7 +96,18 @@ VIEW_WRITES_MARK = "SET /* encmigrate: view_writes */ "
 
 def trigger_name(table: str) -> str:
     """``encmigrate_shadow_<table>``, kept within MySQL's 64 characters with a hash suffix."""
-    name = f"encmigrate_shadow_{table}"
+    return _within_limit(f"encmigrate_shadow_{table}", table)
+
+
+def fence_names(table: str) -> tuple[str, str]:
+    """The step-5 fence triggers: ``encmigrate_fence_u_<table>`` and ``..._i_<table>``."""
+    return (
+        _within_limit(f"encmigrate_fence_u_{table}", table),
+        _within_limit(f"encmigrate_fence_i_{table}", table),
+    )
+
+
+def _within_limit(name: str, table: str) -> str:
     if len(name) <= MYSQL_MAX_CHARS:
         return name
     digest = hashlib.sha256(table.encode("utf-8")).hexdigest()[:12]
@@ -109,6 +142,62 @@ def install_statements(
 
 def drop_statements(dialect: Dialect, table: str, *, schema: str | None = None) -> list[str]:
     return [f"DROP TRIGGER IF EXISTS {qualified(dialect, trigger_name(table), schema)}"]
+
+
+def fence_statements(
+    dialect: Dialect,
+    table: str,
+    columns: Sequence[tuple[str, str]],
+    *,
+    schema: str | None = None,
+    shown: str,
+    view: str,
+) -> list[str]:
+    """The two fence triggers of step 5 over ``columns`` (plaintext, ciphertext).
+
+    ``shown`` and ``view`` are the table and view names the refusal names. Each
+    statement is one compound statement (``BEGIN ... END``): sent whole through
+    the driver, and between ``DELIMITER`` lines in the ``mysql`` client.
+    """
+    update_name, insert_name = (qualified(dialect, n, schema) for n in fence_names(table))
+    target = qualified(dialect, table, schema)
+
+    def q(name: str) -> str:
+        return quote(dialect, name)
+
+    def refuse(condition: str, plaintext: str) -> str:
+        message = string_literal(
+            dialect,
+            f"encmigrate: {shown}.{plaintext} is being dropped (step 5): "
+            f"write the encrypted column (the {view} view)",
+        )
+        return (
+            f"    IF {condition} THEN\n"
+            f"        SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = {message};\n"
+            "    END IF;"
+        )
+
+    updates = [
+        refuse(
+            f"NEW.{q(p)} IS NOT NULL AND NOT (CAST(NEW.{q(p)} AS BINARY) <=> "
+            f"CAST(OLD.{q(p)} AS BINARY))",
+            p,
+        )
+        for p, _ in columns
+    ]
+    inserts = [refuse(f"NEW.{q(p)} IS NOT NULL AND NEW.{q(c)} IS NULL", p) for p, c in columns]
+    mariadb = getattr(dialect, "is_mariadb", False)
+    create = "CREATE OR REPLACE TRIGGER" if mariadb else "CREATE TRIGGER"
+    statements = [] if mariadb else lift_fence_statements(dialect, table, schema=schema)
+    for name, event, checks in ((update_name, "UPDATE", updates), (insert_name, "INSERT", inserts)):
+        body = "BEGIN\n" + "\n".join(checks) + "\nEND"
+        statements.append(f"{create} {name} BEFORE {event} ON {target} FOR EACH ROW\n{body}")
+    return statements
+
+
+def lift_fence_statements(dialect: Dialect, table: str, *, schema: str | None = None) -> list[str]:
+    """``DROP TRIGGER IF EXISTS`` of both fence triggers: the application writes again."""
+    return [f"DROP TRIGGER IF EXISTS {qualified(dialect, n, schema)}" for n in fence_names(table)]
 
 
 def _body(dialect: Dialect, columns: Sequence[ShadowColumn], view_writes: bool) -> str:

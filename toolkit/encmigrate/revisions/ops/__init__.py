@@ -11,6 +11,7 @@ so this package imports each of its modules, and re-exports their names.
 * :mod:`~encmigrate.revisions.ops.text`: comments and SQL run as written;
 * :mod:`~encmigrate.revisions.ops.locks`: DDL lock timeouts and their retries;
 * :mod:`~encmigrate.revisions.ops.trigger`: the shadow trigger and the check before the drop;
+* :mod:`~encmigrate.revisions.ops.fence`: MariaDB's fence on the plaintext during the drop;
 * :mod:`~encmigrate.revisions.ops.index`: search-token indexes (partitioned tables too);
 * :mod:`~encmigrate.revisions.ops.view`: secure views;
 * :mod:`~encmigrate.revisions.ops.table`: the drop's table rewrite and status update.
@@ -20,6 +21,7 @@ comments only through :func:`~encmigrate.revisions.sqltext.printable`; SQL
 built from names runs through :func:`~encmigrate.revisions.sqltext.verbatim`.
 """
 
+from encmigrate.revisions.ops.fence import FencePlaintextOp, LiftFenceOp
 from encmigrate.revisions.ops.index import CreateSearchIndexOp, DropSearchIndexOp
 from encmigrate.revisions.ops.locks import (
     DDL_RETRIES_ATTRIBUTE,
@@ -48,7 +50,9 @@ __all__ = [
     "DropSecureViewOp",
     "DropShadowTriggerOp",
     "ExecuteVerbatimOp",
+    "FencePlaintextOp",
     "InstallShadowTriggerOp",
+    "LiftFenceOp",
     "NoteOp",
     "ResetDDLTimeoutsOp",
     "RewriteTableOp",

@@ -17,6 +17,8 @@ from alembic.autogenerate.api import AutogenContext
 from alembic.operations import MigrateOperation, Operations
 
 from encmigrate.errors import RefusedError
+from encmigrate.revisions.mysql_trigger import lift_fence_statements
+from encmigrate.revisions.ops.fence import lift_fences, still_there
 from encmigrate.revisions.ops.text import schema_kw
 from encmigrate.revisions.sqltext import sql_comment, verbatim
 from encmigrate.revisions.triggers import (
@@ -156,10 +158,16 @@ class CheckEncryptedOp(MigrateOperation):
     """
 
     def __init__(
-        self, table: str, columns: Sequence[Sequence[str]], *, schema: str | None = None
+        self,
+        table: str,
+        columns: Sequence[Sequence[str]],
+        *,
+        schema: str | None = None,
+        lift: Sequence[Sequence[str | None]] = (),
     ) -> None:
         self.table, self.schema = table, schema
         self.columns = [(str(p), str(c)) for p, c in columns]
+        self.lift = [(str(t), s) for t, s in lift]
 
     @classmethod
     def check_encrypted(
@@ -169,9 +177,14 @@ class CheckEncryptedOp(MigrateOperation):
         columns: Sequence[Sequence[str]],
         *,
         schema: str | None = None,
+        lift: Sequence[Sequence[str | None]] = (),
     ) -> Any:
-        """Refuse to go on while ``columns`` (plaintext, ciphertext) have unencrypted rows."""
-        return operations.invoke(cls(table, columns, schema=schema))
+        """Refuse to go on while ``columns`` (plaintext, ciphertext) have unencrypted rows.
+
+        ``lift``: the (table, schema) pairs whose step-5 fence (MariaDB) comes down
+        when the check refuses, so that the application can write again.
+        """
+        return operations.invoke(cls(table, columns, schema=schema, lift=lift))
 
     def reverse(self) -> MigrateOperation:
         return self  # a check has nothing to undo; downgrades do not call it
@@ -184,17 +197,32 @@ def _check_encrypted(operations: Operations, op: CheckEncryptedOp) -> None:
     if dialect.name == "postgresql":
         operations.execute(verbatim(check_statement(dialect, op.table, op.columns, op.schema)))
         return
-    query = missing_rows_query(dialect, op.table, op.columns, op.schema)
+    columns = op.columns
+    if dialect.name in ("mysql", "mariadb") and not context.as_sql:
+        columns = still_there(operations, op)
+        if not columns:
+            return  # a run that stopped after the drop: no plaintext left to check
+    query = missing_rows_query(dialect, op.table, columns, op.schema)
     if context.as_sql:
         # SQLite has no RAISE outside triggers (and MariaDB's needs a compound statement,
         # which the mysql client splits without DELIMITER): offline, the reviewer runs the
         # check. sql_comment: a name holding a line break must not turn the rest into SQL.
         engine = "SQLite" if dialect.name == "sqlite" else "This script"
+        lifting = [
+            statement
+            for table, schema in op.lift
+            for statement in lift_fence_statements(dialect, table, schema=schema)
+        ]
+        otherwise = (
+            "\nIf it returns a row, stop here and lift the fence:\n" + ";\n".join(lifting) + ";"
+            if lifting
+            else ""
+        )
         context.impl.static_output(
             sql_comment(
                 f"encmigrate: {engine} cannot abort a script by itself. Before running the\n"
                 "statements below, this query must return no row:\n"
-                f"{query};"
+                f"{query};{otherwise}"
             )
         )
         return
@@ -204,6 +232,7 @@ def _check_encrypted(operations: Operations, op: CheckEncryptedOp) -> None:
         query = query.replace("%", "%%")
     found = operations.get_bind().exec_driver_sql(query + " LIMIT 1").first()
     if found is not None:
+        lift_fences(operations, op.lift)  # the revision stops here: the application writes again
         shown = f"{op.schema}.{op.table}" if op.schema else op.table
         raise RefusedError(
             f"{shown} has rows with plaintext and no ciphertext; run encmigrate migrate-data "
@@ -213,4 +242,5 @@ def _check_encrypted(operations: Operations, op: CheckEncryptedOp) -> None:
 
 @renderers.dispatch_for(CheckEncryptedOp)
 def _render_check(autogen_context: AutogenContext, op: CheckEncryptedOp) -> str:
-    return f"op.check_encrypted({op.table!r}, {op.columns!r}{schema_kw(op.schema)})"
+    lift = f", lift={op.lift!r}" if op.lift else ""
+    return f"op.check_encrypted({op.table!r}, {op.columns!r}{schema_kw(op.schema)}{lift})"
