@@ -192,3 +192,25 @@ def test_a_cli_run_logs_to_its_own_stderr_and_leaves_logging_as_it_was(
     assert result.exit_code == 3
     assert "DEBUG encmigrate.cli.logs: debug logs from encmigrate" in result.stderr
     assert {name: logging.getLogger(name).level for name in levels} == levels
+
+
+def test_a_logger_below_encmigrate_with_its_own_level_prints_nothing_without_debug(
+    clean_levels: None,
+) -> None:
+    # As counting audit events for metrics leaves it: encmigrate.audit at INFO.
+    audit = logging.getLogger("encmigrate.audit")
+    kept = audit.level
+    audit.setLevel(logging.INFO)
+    stderr = io.StringIO()
+    try:
+        for debug, shown in ((False, False), (True, True)):
+            undo = configure_logging(debug, environ={})
+            try:
+                with pytest.MonkeyPatch.context() as patch:
+                    patch.setattr(sys, "stderr", stderr)
+                    audit.info("key audit event")
+            finally:
+                undo()
+            assert ("INFO encmigrate.audit: key audit event" in stderr.getvalue()) is shown
+    finally:
+        audit.setLevel(kept)

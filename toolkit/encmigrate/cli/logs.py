@@ -84,6 +84,11 @@ def configure_logging(debug: bool, environ: Mapping[str, str] | None = None) -> 
     added = _handler not in root.handlers
     if added:
         root.addHandler(_handler)
+    # The handler's own level too: a logger below ``encmigrate`` may carry a level of its
+    # own (``encmigrate.audit`` at INFO while metrics count its events), and its records
+    # must not reach stderr unless --debug.
+    handler_level = _handler.level
+    _handler.setLevel(logging.DEBUG if debug else logging.WARNING)
     logger.debug(
         "debug logs from encmigrate; third-party loggers at WARNING except %s (set %s)",
         ", ".join(opted_in) or "none",
@@ -91,6 +96,7 @@ def configure_logging(debug: bool, environ: Mapping[str, str] | None = None) -> 
     )
 
     def undo() -> None:
+        _handler.setLevel(handler_level)
         if added:
             root.removeHandler(_handler)
         for name, level in previous.items():
