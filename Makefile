@@ -33,8 +33,13 @@ lint: $(STAMP_TEST)
 	$(BIN)/ruff format --check toolkit tests bench
 	$(BIN)/mypy
 
+# The suite runs in TEST_JOBS processes (pytest-xdist), one test file per process at a time
+# (module fixtures stay in one process); most tests wait on a database, so 2 processes
+# halve the wall time on 2 cores. TEST_JOBS=0 runs it in this process.
+TEST_JOBS ?= 2
+
 test: lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_JOBS) --dist loadfile
 
 # Heavy cases (long fault-injection runs, large tables, the wheel in a clean venv): not part of
 # `make test`.

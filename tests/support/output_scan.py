@@ -443,6 +443,7 @@ class OutputScan:
         self.processes_started = 0
         self.processes_scanned = 0
         self.fingerprints: dict[str, set[str]] = {"key": set(), "password": set(), "canary": set()}
+        self.outside: list[str] = []  # leaks outside any test, reported by xdist workers
         self._lock = threading.Lock()
 
     def record(self, run: CliRun) -> None:
@@ -517,8 +518,43 @@ class OutputScan:
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         self.settle(None)
-        if self.unreported.get(None):
+        if self.unreported.get(None) or self.outside:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        output = getattr(session.config, "workeroutput", None)
+        if output is not None:  # a pytest-xdist worker: the controller prints the summary
+            output["output_scan"] = self.tally()
+
+    def tally(self) -> dict[str, Any]:
+        """The counts of this session, as plain data (sent by a pytest-xdist worker)."""
+        with self._lock:
+            return {
+                "runs": self.total_runs,
+                "debug_runs": self.debug_runs,
+                "by_way": dict(self.by_way),
+                "hits": self.hits,
+                "started": self.processes_started,
+                "scanned": self.processes_scanned,
+                "fingerprints": {k: sorted(v) for k, v in self.fingerprints.items()},
+                "outside": [leak.describe() for leak in self.unreported.get(None, [])],
+            }
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: object) -> None:
+        """pytest-xdist's controller: add a worker's counts to this session's."""
+        tally = getattr(node, "workeroutput", {}).get("output_scan")
+        if tally is None:
+            return
+        with self._lock:
+            self.total_runs += tally["runs"]
+            self.debug_runs += tally["debug_runs"]
+            for way, count in tally["by_way"].items():
+                self.by_way[way] = self.by_way.get(way, 0) + count
+            self.hits += tally["hits"]
+            self.processes_started += tally["started"]
+            self.processes_scanned += tally["scanned"]
+            for category, prints in tally["fingerprints"].items():
+                self.fingerprints[category].update(prints)
+            self.outside.extend(tally["outside"])
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
         write = terminalreporter.write_line
@@ -534,8 +570,8 @@ class OutputScan:
             f"{self.processes_started - self.processes_scanned} CLI processes not scanned "
             "(output not captured, or read without communicate())"
         )
-        for leak in self.unreported.get(None, []):
-            write(f"output scan: outside any test, {leak.describe()}", red=True)
+        for text in [leak.describe() for leak in self.unreported.get(None, [])] + self.outside:
+            write(f"output scan: outside any test, {text}", red=True)
 
 
 def _fail(report: pytest.TestReport, leaks: list[Leak]) -> None:
