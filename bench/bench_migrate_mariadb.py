@@ -63,18 +63,17 @@ from typing import Any
 from _report import Ratio, Target, machine, machine_line, paired, ratio_json, ratio_line
 from bench_migrate import (
     COLUMNS,
-    NAIVE_COMMIT_EVERY,
     PLAN,
     RSS_LIMIT_MB,
     TABLE,
     TEMPLATE,
     FirstAndLast,
     PeakRss,
-    _BytesColumn,
     _peak,
     _plan_and_keyring,
     _vm_hwm,
     describe,
+    run_naive,  # the same ORM loop: SQLAlchemy and sqlalchemy-utils are dialect-neutral
     run_verify,
     timed,
 )
@@ -668,59 +667,6 @@ def run_migrate(args: argparse.Namespace, workdir: Path, *, workers: int) -> dic
         workers_asked=workers,
         workers_ran=report.workers,
     )
-    return result
-
-
-def run_naive(args: argparse.Namespace, _workdir: Path) -> dict[str, Any]:
-    """What a user writes by hand: load a page of objects, assign, commit every 1,000."""
-    import sqlalchemy as sa
-    from sqlalchemy.orm import DeclarativeBase, Session
-    from sqlalchemy_utils import StringEncryptedType
-    from sqlalchemy_utils.types.encrypted.encrypted_type import AesGcmEngine
-
-    key = os.urandom(32).hex()
-
-    def encrypted() -> sa.Column[Any]:
-        # The shadows are LONGBLOB; the type produces base64 text, stored as its bytes.
-        return sa.Column(_BytesColumn(StringEncryptedType(sa.String, key, AesGcmEngine)))
-
-    class Base(DeclarativeBase):
-        pass
-
-    class Row(Base):
-        __tablename__ = TABLE
-        id = sa.Column(sa.BigInteger, primary_key=True)
-        a = sa.Column(sa.Text)
-        b = sa.Column(sa.Text)
-        c = sa.Column(sa.Numeric(14, 2))
-        a_encrypted = encrypted()
-        b_encrypted = encrypted()
-        c_encrypted = encrypted()
-
-    limit = min(args.naive_rows, args.rows)
-    done = 0
-    last = 0
-    engine = sa.create_engine(args.url)
-    result: dict[str, Any] = {}
-    with timed(result), Session(engine) as session:
-        while True:
-            page = session.scalars(
-                sa.select(Row)
-                .where(Row.id > last, Row.id <= limit)
-                .order_by(Row.id)
-                .limit(NAIVE_COMMIT_EVERY)
-            ).all()
-            if not page:
-                break
-            for row in page:
-                row.a_encrypted = row.a
-                row.b_encrypted = row.b
-                row.c_encrypted = None if row.c is None else str(row.c)
-            last = page[-1].id
-            done += len(page)
-            session.commit()
-    engine.dispose()
-    result["rows"] = done
     return result
 
 
