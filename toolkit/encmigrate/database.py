@@ -30,6 +30,7 @@ from encmigrate.errors import ConfigError
 
 __all__ = [
     "BACKENDS",
+    "MYSQL_DIALECTS",
     "MYSQL_URL_DEFAULTS",
     "NO_DATABASE_URL",
     "READ_ONLY_OPTION",
@@ -54,6 +55,8 @@ READ_ONLY_OPTION = "encmigrate_read_only"
 # MariaDB/MySQL: the connection character set when the URL names none. utf8mb4 holds every
 # Unicode character (MySQL's "utf8" stops at 3 bytes: no emoji), so text round-trips.
 MYSQL_URL_DEFAULTS: Mapping[str, str] = {"charset": "utf8mb4"}
+# The SQLAlchemy dialect names of the MariaDB/MySQL family (one backend below).
+MYSQL_DIALECTS: frozenset[str] = frozenset({"mysql", "mariadb"})
 
 
 def _no_set_up(engine: sa.Engine) -> None:

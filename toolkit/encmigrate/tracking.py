@@ -16,6 +16,7 @@ import sqlalchemy as sa
 __all__ = [
     "ALL_TABLES",
     "MIGRATOR_SETTING",
+    "MIGRATOR_VARIABLE",
     "SQLITE_WRITER_TABLE",
     "TRACKING_TABLES",
     "ChunkStatus",
@@ -216,6 +217,8 @@ TRACKING_TABLES: tuple[sa.Table, ...] = (migrations, failures, chunks, control, 
 # How the migrator marks its own write transactions, so that the shadow trigger of
 # step 4 does not take its ciphertext-only writes for writes through the view:
 # PostgreSQL, a transaction-local setting (SET LOCAL); SQLite, which has no session
-# settings, a row in this table for the length of its UPDATE, in its transaction.
+# settings, a row in this table for the length of its UPDATE, in its transaction;
+# MariaDB/MySQL, the session's user variable MIGRATOR_VARIABLE around its UPDATE.
 MIGRATOR_SETTING = "encmigrate.writer"
+MIGRATOR_VARIABLE = "@`" + MIGRATOR_SETTING.replace("`", "``") + "`"
 SQLITE_WRITER_TABLE = "encryption_migration_writer"

@@ -41,6 +41,7 @@ from sqlalchemy.types import TypeDecorator, TypeEngine
 
 from encmigrate.api import DEFAULT_KEYRING
 from encmigrate.crypto.envelope import envelope_from_text, envelope_to_text
+from encmigrate.database import MYSQL_DIALECTS
 from encmigrate.errors import DecryptionError, ValueTypeError
 from encmigrate.fields.context import ColumnBound
 from encmigrate.keys.keyring import Keyring
@@ -90,7 +91,7 @@ _MYSQL_TEXT = mysql.LONGTEXT(charset="ascii", collation="ascii_bin")
 
 def is_mysql(dialect: Dialect) -> bool:
     """Whether ``dialect`` speaks to MariaDB or MySQL (``mysql://`` and ``mariadb://`` URLs)."""
-    return dialect.name in ("mysql", "mariadb")
+    return dialect.name in MYSQL_DIALECTS
 
 
 class EncryptedType(ColumnBound, TypeDecorator[_T]):

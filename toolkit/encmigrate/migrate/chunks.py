@@ -28,6 +28,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from encmigrate.database import MYSQL_DIALECTS
 from encmigrate.errors import RefusedError
 from encmigrate.migrate.keyset import Cursor
 from encmigrate.migrate.table import TableWork
@@ -125,7 +126,7 @@ def create_chunks(
 
 
 def _owner_alive(conn: sa.Connection) -> sa.ColumnElement[bool]:
-    if conn.dialect.name in _MYSQL:
+    if conn.dialect.name in MYSQL_DIALECTS:
         # The holder's connection id (CONNECTION_ID(), recorded at claim) is still open.
         # Without the PROCESS privilege a user sees only its own connections: run every
         # worker as the same user, or another user's live chunk looks abandoned.
@@ -157,14 +158,13 @@ def _claimable(conn: sa.Connection, now: dt.datetime) -> sa.ColumnElement[bool]:
 
 
 _SESSION = "encmigrate.session"
-_MYSQL = ("mysql", "mariadb")
 
 
 def _skip_locked(conn: sa.Connection) -> bool:
     """MariaDB 10.6+ has ``SKIP LOCKED`` (MySQL 8.0 too); older servers wait instead."""
     version = conn.dialect.server_version_info or ()
     minimum = (10, 6) if getattr(conn.dialect, "is_mariadb", False) else (8, 0)
-    return conn.dialect.name in _MYSQL and tuple(version[:2]) >= minimum
+    return conn.dialect.name in MYSQL_DIALECTS and tuple(version[:2]) >= minimum
 
 
 def _session(conn: sa.Connection) -> tuple[int | None, dt.datetime | None]:
@@ -173,7 +173,7 @@ def _session(conn: sa.Connection) -> tuple[int | None, dt.datetime | None]:
     Kept in the pool's per-DBAPI-connection ``info``: a reconnected connection
     is a new session and asks again.
     """
-    if conn.dialect.name in _MYSQL:
+    if conn.dialect.name in MYSQL_DIALECTS:
         # MariaDB has no session start time: connection ids only grow until a restart.
         cached = conn.info.get(_SESSION)
         if cached is None:
@@ -210,7 +210,7 @@ def claim_chunk(
     )
     if conn.dialect.name == "postgresql" or _skip_locked(conn):
         query = query.with_for_update(skip_locked=True)
-    elif conn.dialect.name in _MYSQL:
+    elif conn.dialect.name in MYSQL_DIALECTS:
         query = query.with_for_update()
     row = conn.execute(query).mappings().first()
     if row is None:
@@ -350,7 +350,7 @@ def live_holders(conn: sa.Connection, work: TableWork, operation: str) -> list[d
         chunks.c.status == ChunkStatus.RUNNING.value,
         chunks.c.lease_expires_at >= now,
     )
-    if conn.dialect.name == "postgresql" or conn.dialect.name in _MYSQL:
+    if conn.dialect.name == "postgresql" or conn.dialect.name in MYSQL_DIALECTS:
         query = query.where(_owner_alive(conn))
     else:
         return []  # SQLite: one process at a time holds the write lock; leases only

@@ -42,14 +42,13 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from encmigrate.database import MYSQL_DIALECTS
 from encmigrate.errors import DatabaseError
-from encmigrate.tracking import MIGRATOR_SETTING
+from encmigrate.tracking import MIGRATOR_VARIABLE
 
 __all__ = [
     "MAX_STATEMENT_BYTES",
-    "MYSQL_DIALECTS",
     "SETUP_LOCK_WAIT_S",
-    "WRITER_VARIABLE",
     "is_mysql",
     "marked_as_migrator",
     "one_statement_write",
@@ -57,11 +56,8 @@ __all__ = [
     "write_rows",
 ]
 
-MYSQL_DIALECTS = frozenset({"mysql", "mariadb"})
 # How long a run's setup waits for another invocation's (setup_lock).
 SETUP_LOCK_WAIT_S = 3600
-# The same name the PostgreSQL side sets with SET LOCAL, as a (quoted) user variable.
-WRITER_VARIABLE = "@`" + MIGRATOR_SETTING.replace("`", "``") + "`"
 
 
 # The values of one UPDATE statement, in bytes (PyMySQL sends them inside the SQL text).
@@ -151,7 +147,7 @@ def _write_slice(
 @contextlib.contextmanager
 def marked_as_migrator(conn: sa.Connection) -> Iterator[None]:
     """The session is the migrator's while the block runs; unmarked after, whatever happens."""
-    conn.exec_driver_sql(f"SET {WRITER_VARIABLE} = 'migrator'")
+    conn.exec_driver_sql(f"SET {MIGRATOR_VARIABLE} = 'migrator'")
     try:
         yield
     finally:
@@ -160,7 +156,7 @@ def marked_as_migrator(conn: sa.Connection) -> Iterator[None]:
         # error would replace the lost connection's, which the retry policy retries.
         if not conn.invalidated:
             with contextlib.suppress(sa.exc.DBAPIError):
-                conn.exec_driver_sql(f"SET {WRITER_VARIABLE} = NULL")
+                conn.exec_driver_sql(f"SET {MIGRATOR_VARIABLE} = NULL")
 
 
 @contextlib.contextmanager

@@ -32,6 +32,7 @@ from encmigrate.crypto.envelope import (
     header_bytes,
     read_header,
 )
+from encmigrate.database import MYSQL_DIALECTS
 from encmigrate.errors import DecryptionError
 from encmigrate.migrate.batch import BatchResult, PreparedBatch, compute_encrypt, read_encrypt
 from encmigrate.migrate.keyset import Cursor
@@ -220,7 +221,7 @@ def locked_rows(
     )
     if conn.dialect.name == "postgresql":
         query = query.with_for_update(key_share=True)
-    elif conn.dialect.name in ("mysql", "mariadb"):
+    elif conn.dialect.name in MYSQL_DIALECTS:
         query = query.with_for_update()  # InnoDB has no FOR NO KEY UPDATE (migrate/mysql.py)
     return list(conn.execute(query).all())
 

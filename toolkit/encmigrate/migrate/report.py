@@ -7,6 +7,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from encmigrate.database import MYSQL_DIALECTS
 from encmigrate.retry import RetryPolicy
 
 __all__ = [
@@ -108,7 +109,7 @@ ProgressCallback = Callable[[Progress], None]
 
 
 # The databases whose runs use several workers (each with its own connection and chunks).
-_PARALLEL = frozenset({"postgresql", "mysql", "mariadb"})
+_PARALLEL = frozenset({"postgresql", *MYSQL_DIALECTS})
 
 
 def run_workers(dialect: str, workers: int) -> int:

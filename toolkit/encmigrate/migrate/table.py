@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
+from encmigrate.database import MYSQL_DIALECTS
 from encmigrate.errors import ConfigError, DatabaseError
 from encmigrate.keys.keyring import Keyring
 from encmigrate.migrate.columns import ColumnWork
@@ -162,7 +163,7 @@ class TableWork:
             # FOR NO KEY UPDATE: blocks writers of these rows (an UPDATE between our read and
             # our write would leave a stale ciphertext) but not inserts of referencing rows.
             query = query.with_for_update(key_share=True)
-        elif lock and self.dialect in _MYSQL:
+        elif lock and self.dialect in MYSQL_DIALECTS:
             # InnoDB has no FOR NO KEY UPDATE; READ COMMITTED keeps it to record locks.
             query = query.with_for_update()
         return query
@@ -234,9 +235,6 @@ def _mysql_json_read(element: _JsonRead, compiler: Any, **kw: Any) -> str:
     # MariaDB's JSON is LONGTEXT: the column is its text already (MySQL's own JSON
     # type would return its normalised text; there is no CAST ... AS TEXT).
     return str(compiler.process(element.clauses, **kw))
-
-
-_MYSQL = ("mysql", "mariadb")
 
 
 @compiles(_TextRead, "sqlite")

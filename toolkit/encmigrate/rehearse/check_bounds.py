@@ -18,6 +18,7 @@ from typing import Any, Final
 
 import sqlalchemy as sa
 
+from encmigrate.database import MYSQL_DIALECTS
 from encmigrate.rehearse.allowed_values import Allowed, typed_literal
 
 __all__ = ["allowed_by_checks", "check_definitions"]
@@ -50,7 +51,7 @@ def check_definitions(connection: sa.Connection, table: sa.Table) -> list[tuple[
     (no domains) keeps its CHECK clauses in ``information_schema.CHECK_CONSTRAINTS``.
     """
     schema = table.schema
-    if connection.dialect.name in ("mysql", "mariadb"):
+    if connection.dialect.name in MYSQL_DIALECTS:
         found = connection.execute(
             sa.text(
                 "SELECT CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS "

@@ -20,6 +20,7 @@ from alembic.operations import MigrateOperation
 from alembic.operations import ops as alembic_ops
 from sqlalchemy.dialects import mysql
 
+from encmigrate.database import MYSQL_DIALECTS
 from encmigrate.plan import ColumnPhase, ColumnPlan, Plan
 from encmigrate.revisions.generate import (
     RevisionResult,
@@ -49,7 +50,6 @@ __all__ = ["add_columns"]
 
 # base64 of a 32-byte HMAC token with padding is 44 characters.
 _TEXT_TOKEN_LENGTH = 44
-MYSQL_DIALECTS = ("mysql", "mariadb")
 # (ciphertext, token) by text storage: the column types' own MariaDB storage (fields/):
 # LONGBLOB (no 64 KiB BLOB limit) and BINARY(32), or ASCII text with a binary collation.
 _MYSQL_TYPES = {

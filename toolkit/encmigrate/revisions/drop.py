@@ -47,6 +47,7 @@ from alembic.operations import MigrateOperation
 from alembic.operations import ops as alembic_ops
 from sqlalchemy.dialects import mysql
 
+from encmigrate.database import MYSQL_DIALECTS
 from encmigrate.dependents import find_dependents
 from encmigrate.errors import ConfigError, RefusedError
 from encmigrate.plan import ColumnPhase, ColumnPlan, Plan, TablePlan
@@ -89,7 +90,6 @@ from encmigrate.tracking import MigrationStatus
 
 __all__ = ["drop_unencrypted"]
 
-_MYSQL = ("mysql", "mariadb")
 PAGES_WARNING = (
     "dropped plaintext can remain in the table's old pages until the table is rewritten: "
     "VACUUM FULL or pg_repack on PostgreSQL, VACUUM on SQLite, ALTER TABLE ... FORCE on "
@@ -155,7 +155,7 @@ def drop_unencrypted(
         names.append(table.plan.table)
         pairs = [(c.column, c.encrypted_column) for c in dropping]
         checks.append(CheckEncryptedOp(table.name, pairs, schema=table.schema))
-        if dialect in _MYSQL:
+        if dialect in MYSQL_DIALECTS:
             fences.append(_fence(table, pairs))
         tokens += [
             CreateSearchIndexOp(
@@ -262,7 +262,7 @@ def _table_ops(
     schema, name = table.schema, table.name
     shadowed = [c for c in table.plan.columns if c.phase is ColumnPhase.SHADOWED]
     upgrade: list[MigrateOperation] = [
-        *([LiftFenceOp(name, schema=schema)] if dialect in _MYSQL else []),
+        *([LiftFenceOp(name, schema=schema)] if dialect in MYSQL_DIALECTS else []),
         DropShadowTriggerOp(name, shadow_columns(shadowed), schema=schema),
     ]
     downgrade: list[MigrateOperation] = []
@@ -295,7 +295,7 @@ def _table_ops(
         ExecuteVerbatimOp(f"DROP {kind.upper()} {_quote(dep)}") for kind, dep, _ in dependents
     ]
     readd: list[MigrateOperation] = []
-    if dialect in _MYSQL:
+    if dialect in MYSQL_DIALECTS:
         drop_columns, add_columns = _mysql_columns(table, dropping)
         upgrade.append(drop_columns)
         readd.append(add_columns)

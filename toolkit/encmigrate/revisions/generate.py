@@ -52,6 +52,7 @@ from alembic.util import CommandError
 
 from encmigrate import database
 from encmigrate.boundary import mysql_error_number, sqlstate, translate
+from encmigrate.database import MYSQL_DIALECTS
 from encmigrate.errors import ConfigError, DatabaseError, EncmigrateError, RefusedError
 from encmigrate.identifiers import shown
 from encmigrate.plan import MigrationSettings, Plan
@@ -181,7 +182,7 @@ def emit(
     On PostgreSQL the upgrade and the downgrade are wrapped in ``set_ddl_timeouts``
     / ``reset_ddl_timeouts`` (the ``--sql`` output too, for a DBA applying it by hand).
     """
-    if dialect in ("postgresql", *_MYSQL):
+    if dialect in ("postgresql", *MYSQL_DIALECTS):
         lock_timeout_ms, _ = _ddl_settings(config)
         upgrade = _with_timeouts(upgrade, lock_timeout_ms)
         downgrade = _with_timeouts(downgrade, lock_timeout_ms)
@@ -237,7 +238,7 @@ def _apply(config: Config, dialect: str, path: Path, revision: str) -> None:
                 + (
                     "Every statement of it can run again: once the cause is fixed, "
                     "`alembic upgrade head` finishes it"
-                    if dialect in ("postgresql", *_MYSQL)
+                    if dialect in ("postgresql", *MYSQL_DIALECTS)
                     else "Once the cause is fixed, run what remains of it by hand and "
                     "`alembic stamp head`, or undo what was committed and delete the file"
                 )
@@ -261,7 +262,6 @@ def _remove_revision(path: Path) -> None:
     logger.info("removed revision file %s: its upgrade failed and nothing was applied", path)
 
 
-_MYSQL = ("mysql", "mariadb")
 # Statements that change nothing: what MariaDB runs before its first DDL statement.
 _READS = ("SELECT", "SET", "SHOW", "DESCRIBE", "EXPLAIN")
 
@@ -285,7 +285,7 @@ class _Changes:
         self._sqlite_url = str(url) if dialect == "sqlite" and url else None
         # MariaDB commits every DDL statement by itself, without a COMMIT event: statements
         # that completed are counted instead (a failed one changed nothing: atomic DDL).
-        self._mysql = dialect in _MYSQL
+        self._mysql = dialect in MYSQL_DIALECTS
         self._statement_listener = self._on_statement
         self.statements = 0
         self._thread = threading.get_ident()

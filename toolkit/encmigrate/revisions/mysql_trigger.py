@@ -73,7 +73,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy.engine import Dialect
 
 from encmigrate.revisions.sqltext import qualified, quote, string_literal
-from encmigrate.tracking import MIGRATOR_SETTING
+from encmigrate.tracking import MIGRATOR_VARIABLE
 
 if TYPE_CHECKING:
     from encmigrate.revisions.triggers import ShadowColumn
@@ -112,12 +112,6 @@ def _within_limit(name: str, table: str) -> str:
         return name
     digest = hashlib.sha256(table.encode("utf-8")).hexdigest()[:12]
     return f"{name[: MYSQL_MAX_CHARS - 13]}_{digest}"
-
-
-def writer_variable(dialect: Dialect) -> str:
-    """The migrator's mark: the user variable ``@`encmigrate.writer```."""
-    del dialect  # the same spelling on MariaDB and MySQL
-    return "@`" + MIGRATOR_SETTING.replace("`", "``") + "`"
 
 
 def install_statements(
@@ -204,7 +198,7 @@ def _body(dialect: Dialect, columns: Sequence[ShadowColumn], view_writes: bool) 
     def q(name: str) -> str:
         return quote(dialect, name)
 
-    not_migrator = f"NOT ({writer_variable(dialect)} <=> 'migrator')"
+    not_migrator = f"NOT ({MIGRATOR_VARIABLE} <=> 'migrator')"
     assignments: list[str] = []
     for column in columns:
         plain, cipher = q(column.plaintext), q(column.ciphertext)

@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
+from encmigrate.database import MYSQL_DIALECTS
 from encmigrate.errors import ConfigError
 from encmigrate.identifiers import index_name
 from encmigrate.plan import ColumnPhase, ColumnPlan, Plan, TablePlan
@@ -107,11 +108,8 @@ def read_table(connection: sa.Connection, table: TablePlan) -> LiveTable:
         view_exists,
         _trigger_has_view_writes(connection, table),
         dependents,
-        _mysql_definitions(connection, table) if connection.dialect.name in _MYSQL else {},
+        _mysql_definitions(connection, table) if connection.dialect.name in MYSQL_DIALECTS else {},
     )
-
-
-_MYSQL = ("mysql", "mariadb")
 
 
 def _mysql_definitions(connection: sa.Connection, table: TablePlan) -> dict[str, MySQLColumn]:
@@ -163,7 +161,7 @@ def _trigger_has_view_writes(connection: sa.Connection, table: TablePlan) -> boo
         ).scalars()
         names = set(watched)
         return any(c.encrypted_column in names for c in table.columns)
-    if dialect.name in ("mysql", "mariadb"):
+    if dialect.name in MYSQL_DIALECTS:
         # The catalog has no column list (no UPDATE OF): the view_writes body starts with a
         # fixed comment, before any name (mysql_trigger.VIEW_WRITES_MARK).
         body = connection.execute(

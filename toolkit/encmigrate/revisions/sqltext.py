@@ -21,6 +21,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
+from encmigrate.database import MYSQL_DIALECTS
 from encmigrate.identifiers import qualified, quote
 
 __all__ = [
@@ -92,6 +93,6 @@ def string_literal(dialect: Dialect, value: str) -> str:
     doubled = value.replace("'", "''")
     if dialect.name == "postgresql":
         return "E'" + doubled.replace("\\", "\\\\") + "'"
-    if dialect.name in ("mysql", "mariadb"):
+    if dialect.name in MYSQL_DIALECTS:
         return "'" + doubled.replace("\\", "\\\\") + "'"
     return "'" + doubled + "'"

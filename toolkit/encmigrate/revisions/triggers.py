@@ -49,6 +49,7 @@ from typing import NamedTuple
 
 from sqlalchemy.engine import Dialect
 
+from encmigrate.database import MYSQL_DIALECTS
 from encmigrate.identifiers import POSTGRESQL_MAX_BYTES, truncate_utf8, utf8_length
 from encmigrate.revisions import mysql_trigger
 from encmigrate.revisions.sqltext import dollar_quoted, qualified, quote, string_literal
@@ -96,7 +97,7 @@ def install_trigger_statements(
     view_writes: bool = False,
 ) -> list[str]:
     """Statements that (re)install the trigger of ``table`` for ``columns``."""
-    if dialect.name in ("mysql", "mariadb"):
+    if dialect.name in MYSQL_DIALECTS:
         return mysql_trigger.install_statements(
             dialect, table, columns, schema=schema, view_writes=view_writes
         )
@@ -137,7 +138,7 @@ def drop_trigger_statements(
             f"DROP TRIGGER IF EXISTS {_sqlite_name(dialect, table, c.plaintext, schema)}"
             for c in columns
         ]
-    if dialect.name in ("mysql", "mariadb"):
+    if dialect.name in MYSQL_DIALECTS:
         return mysql_trigger.drop_statements(dialect, table, schema=schema)
     raise NotImplementedError(
         f"encmigrate triggers support postgresql, sqlite and mariadb, not {dialect.name}"

@@ -35,6 +35,7 @@ from alembic.operations import MigrateOperation
 from alembic.operations import ops as alembic_ops
 from sqlalchemy.dialects import mysql
 
+from encmigrate.database import MYSQL_DIALECTS
 from encmigrate.errors import RefusedError
 from encmigrate.plan import ColumnPhase, Plan
 from encmigrate.revisions.generate import (
@@ -178,7 +179,7 @@ def _table_ops(
                     existing_nullable=True,
                 ),
             )
-    elif dialect in _MYSQL:
+    elif dialect in MYSQL_DIALECTS:
         if not_null:
             up, down = _mysql_nullable(table, [c.column for c in not_null])
             upgrade.append(up)
@@ -192,7 +193,7 @@ def _table_ops(
         )
     else:
         notes.append(f"SQLite: {table.plan.view} is read-only: keep writing {table.plan.table}")
-    if dialect in ("postgresql", *_MYSQL) and not_null:
+    if dialect in ("postgresql", *MYSQL_DIALECTS) and not_null:
         downgrade.insert(
             0,
             NoteOp(
@@ -211,9 +212,6 @@ def _table_ops(
     upgrade.append(view)
     downgrade.insert(0, view.reverse())
     return upgrade, downgrade, notes
-
-
-_MYSQL = ("mysql", "mariadb")
 
 
 def _mysql_nullable(

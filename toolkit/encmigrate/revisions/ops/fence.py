@@ -20,13 +20,12 @@ from alembic.autogenerate import renderers
 from alembic.autogenerate.api import AutogenContext
 from alembic.operations import MigrateOperation, Operations
 
+from encmigrate.database import MYSQL_DIALECTS
 from encmigrate.revisions import mysql_trigger
 from encmigrate.revisions.ops.text import schema_kw
 from encmigrate.revisions.sqltext import verbatim
 
 __all__ = ["FencePlaintextOp", "LiftFenceOp", "lift_fences", "still_there"]
-
-_MYSQL = ("mysql", "mariadb")
 
 
 @Operations.register_operation("fence_plaintext")
@@ -89,7 +88,7 @@ class LiftFenceOp(MigrateOperation):
 def _fence_plaintext(operations: Operations, op: FencePlaintextOp) -> None:
     context = operations.get_context()
     dialect = context.dialect
-    if dialect.name not in _MYSQL:
+    if dialect.name not in MYSQL_DIALECTS:
         return
     columns = op.columns if context.as_sql else still_there(operations, op)
     if not columns:
@@ -131,7 +130,7 @@ def still_there(operations: Operations, op: _Columns) -> list[tuple[str, str]]:
 def lift_fences(operations: Operations, tables: Sequence[Sequence[str | None]]) -> None:
     """Drop the fence triggers of each (table, schema) (MariaDB; nothing elsewhere)."""
     dialect = operations.get_context().dialect
-    if dialect.name not in _MYSQL:
+    if dialect.name not in MYSQL_DIALECTS:
         return
     for table, schema in tables:
         for statement in mysql_trigger.lift_fence_statements(dialect, str(table), schema=schema):

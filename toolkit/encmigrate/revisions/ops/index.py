@@ -20,6 +20,7 @@ from alembic.autogenerate import renderers
 from alembic.autogenerate.api import AutogenContext
 from alembic.operations import MigrateOperation, Operations
 
+from encmigrate.database import MYSQL_DIALECTS
 from encmigrate.identifiers import truncate_utf8
 from encmigrate.plan import MigrationSettings
 from encmigrate.revisions.ops.locks import DDL_RETRIES_ATTRIBUTE, ddl_retrying
@@ -104,7 +105,7 @@ class DropSearchIndexOp(_SearchIndexOp):
 @Operations.implementation_for(CreateSearchIndexOp)
 def _create_search_index(operations: Operations, op: CreateSearchIndexOp) -> None:
     context = operations.get_context()
-    if context.dialect.name in _MYSQL:
+    if context.dialect.name in MYSQL_DIALECTS:
         operations.execute(verbatim(_mysql_create_index(context.dialect, op)))
         return
     if context.dialect.name != "postgresql":
@@ -287,7 +288,7 @@ def _drop_search_index(operations: Operations, op: DropSearchIndexOp) -> None:
             operations.drop_index(
                 op.index, op.table, schema=op.schema, postgresql_concurrently=True
             )
-    elif context.dialect.name in _MYSQL:
+    elif context.dialect.name in MYSQL_DIALECTS:
         target = qualified(context.dialect, op.table, op.schema)
         operations.execute(
             verbatim(
@@ -298,9 +299,6 @@ def _drop_search_index(operations: Operations, op: DropSearchIndexOp) -> None:
         )
     else:
         operations.drop_index(op.index, op.table, schema=op.schema)
-
-
-_MYSQL = ("mysql", "mariadb")
 
 
 def _mysql_create_index(dialect: Any, op: CreateSearchIndexOp) -> str:

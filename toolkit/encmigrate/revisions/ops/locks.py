@@ -26,6 +26,7 @@ from tenacity import (
 )
 
 from encmigrate.boundary import sqlstate
+from encmigrate.database import MYSQL_DIALECTS
 
 __all__ = [
     "DDL_RETRIES_ATTRIBUTE",
@@ -133,7 +134,7 @@ def _set_ddl_timeouts(operations: Operations, op: SetDDLTimeoutsOp) -> None:
     dialect = operations.get_context().dialect.name
     if dialect == "postgresql":
         operations.execute(f"SET lock_timeout = '{op.lock_timeout_ms}ms'")
-    elif dialect in _MYSQL:
+    elif dialect in MYSQL_DIALECTS:
         # MariaDB's DDL waits for the table's metadata lock up to lock_wait_timeout (whole
         # seconds, default a year), and every query on the table queues behind it meanwhile.
         operations.execute(f"SET SESSION lock_wait_timeout = {_seconds(op.lock_timeout_ms)}")
@@ -144,11 +145,8 @@ def _reset_ddl_timeouts(operations: Operations, op: ResetDDLTimeoutsOp) -> None:
     dialect = operations.get_context().dialect.name
     if dialect == "postgresql":
         operations.execute("RESET lock_timeout")
-    elif dialect in _MYSQL:
+    elif dialect in MYSQL_DIALECTS:
         operations.execute("SET SESSION lock_wait_timeout = DEFAULT")
-
-
-_MYSQL = ("mysql", "mariadb")
 
 
 def _seconds(milliseconds: int) -> int:

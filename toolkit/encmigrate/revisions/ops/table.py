@@ -16,6 +16,7 @@ from alembic.autogenerate import renderers
 from alembic.autogenerate.api import AutogenContext
 from alembic.operations import MigrateOperation, Operations
 
+from encmigrate.database import MYSQL_DIALECTS
 from encmigrate.revisions.ops.text import schema_kw
 from encmigrate.revisions.sqltext import qualified, verbatim
 from encmigrate.tracking import MigrationStatus, migrations
@@ -41,7 +42,7 @@ class RewriteTableOp(MigrateOperation):
 def _rewrite_table(operations: Operations, op: RewriteTableOp) -> None:
     context = operations.get_context()
     target = qualified(context.dialect, op.table, op.schema)
-    if context.dialect.name in ("mysql", "mariadb"):
+    if context.dialect.name in MYSQL_DIALECTS:
         # An online rebuild (reads and writes go on), which OPTIMIZE TABLE is not always.
         operations.execute(verbatim(f"ALTER TABLE {target} FORCE, ALGORITHM=INPLACE, LOCK=NONE"))
         return

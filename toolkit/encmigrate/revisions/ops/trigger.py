@@ -16,6 +16,7 @@ from alembic.autogenerate import renderers
 from alembic.autogenerate.api import AutogenContext
 from alembic.operations import MigrateOperation, Operations
 
+from encmigrate.database import MYSQL_DIALECTS
 from encmigrate.errors import RefusedError
 from encmigrate.revisions.mysql_trigger import lift_fence_statements
 from encmigrate.revisions.ops.fence import lift_fences, still_there
@@ -198,7 +199,7 @@ def _check_encrypted(operations: Operations, op: CheckEncryptedOp) -> None:
         operations.execute(verbatim(check_statement(dialect, op.table, op.columns, op.schema)))
         return
     columns = op.columns
-    if dialect.name in ("mysql", "mariadb") and not context.as_sql:
+    if dialect.name in MYSQL_DIALECTS and not context.as_sql:
         columns = still_there(operations, op)
         if not columns:
             return  # a run that stopped after the drop: no plaintext left to check

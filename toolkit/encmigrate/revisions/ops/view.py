@@ -14,6 +14,7 @@ from alembic.autogenerate import renderers
 from alembic.autogenerate.api import AutogenContext
 from alembic.operations import MigrateOperation, Operations
 
+from encmigrate.database import MYSQL_DIALECTS
 from encmigrate.revisions.ops.text import schema_kw
 from encmigrate.revisions.sqltext import qualified, quote, verbatim
 
@@ -92,7 +93,7 @@ def _create_secure_view(operations: Operations, op: CreateSecureViewOp) -> None:
         q(source) if source == name else f"{q(source)} AS {q(name)}" for name, source in op.columns
     )
     # MariaDB: OR REPLACE, so a revision that failed after this statement can run again.
-    create = "CREATE OR REPLACE VIEW" if dialect.name in ("mysql", "mariadb") else "CREATE VIEW"
+    create = "CREATE OR REPLACE VIEW" if dialect.name in MYSQL_DIALECTS else "CREATE VIEW"
     operations.execute(
         verbatim(
             f"{create} {qualified(dialect, op.view, op.schema)} AS\nSELECT\n    {selected}\n"
