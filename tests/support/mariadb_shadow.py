@@ -11,7 +11,6 @@ which the generic table of shadow_schema.py does not give).
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
 import pytest
@@ -20,9 +19,9 @@ from sqlalchemy.dialects import mysql
 
 from encmigrate import Keyring
 from encmigrate.migrate import connect
-from encmigrate.tracking import metadata as tracking_metadata
 from reliability.conftest import Migration, Prepare
-from support.shadow_schema import PLAN, install_trigger, load_plan, sample_row
+from support import shadow_schema
+from support.shadow_schema import load_plan
 
 __all__ = ["SERVERS", "build", "customers_table", "prepare_on"]
 
@@ -46,24 +45,8 @@ def customers_table(metadata: sa.MetaData) -> sa.Table:
 
 def build(url: str, rows: int, directory: Path, *, seed: int = 1) -> Path:
     """Create and fill the table on the MariaDB database at ``url``; the plan file's path."""
-    engine = sa.create_engine(url)
-    try:
-        metadata = sa.MetaData()
-        table = customers_table(metadata)
-        metadata.create_all(engine)
-        tracking_metadata.create_all(engine)
-        rng = random.Random(seed)
-        with engine.begin() as conn:
-            install_trigger(conn)
-            for start in range(1, rows + 1, 5000):
-                conn.execute(
-                    table.insert(),
-                    [sample_row(i, rng) for i in range(start, min(start + 5000, rows + 1))],
-                )
-    finally:
-        engine.dispose()
-    path = directory / "encmigrate.toml"
-    path.write_text(PLAN.format(url=url))
+    engine, path = shadow_schema.build(url, rows, directory, seed=seed, make_table=customers_table)
+    engine.dispose()
     return path
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -87,11 +88,19 @@ def install_trigger(conn: sa.Connection) -> None:
         conn.exec_driver_sql(statement)
 
 
-def build(url: str, rows: int, directory: Path, *, seed: int = 1) -> tuple[sa.Engine, Path]:
-    """Create and fill the table; returns an engine and the plan file's path."""
+def build(
+    url: str,
+    rows: int,
+    directory: Path,
+    *,
+    seed: int = 1,
+    make_table: Callable[[sa.MetaData], sa.Table] | None = None,
+) -> tuple[sa.Engine, Path]:
+    """Create and fill the table (``make_table``: another database's column types); returns
+    an engine and the plan file's path."""
     engine = sa.create_engine(url)
     metadata = sa.MetaData()
-    table = customers_table(metadata)
+    table = (make_table or customers_table)(metadata)
     metadata.create_all(engine)
     tracking_metadata.create_all(engine)
     rng = random.Random(seed)
