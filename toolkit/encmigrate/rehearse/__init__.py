@@ -33,6 +33,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from encmigrate import plan as plan_module
+from encmigrate.boundary import parse_database_url
 from encmigrate.config import find_config
 from encmigrate.database import MYSQL_DIALECTS
 from encmigrate.errors import ConfigError
@@ -110,7 +111,7 @@ def rehearse(
 def _find_server(backend: str | None, plan: plan_module.Plan) -> TestServer:
     """The throwaway server of ``backend``; without one, of the plan's database family."""
     if backend is None and plan.database_url is not None:
-        family = plan.database_url.split(":", 1)[0].split("+", 1)[0]
+        family = parse_database_url(plan.database_url).get_backend_name()
         backend = "mariadb" if family in MYSQL_DIALECTS else "postgresql"
     if backend == "mariadb":
         return find_mariadb_server()
