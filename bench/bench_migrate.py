@@ -36,6 +36,9 @@ the steady rows/s. A full ``verify`` runs after b2 in round 1, outside the timin
                                   [--batch-size 1000] [--only floor-a,h1,b1,...]
                                   [--profile FILE] [--no-verify] [--json]
 
+``--backend mariadb`` runs the same contenders on MariaDB instead (bench_migrate_mariadb.py,
+which takes the same options but ``--profile``; its floor is floor A's statement).
+
 Targets (issue 19, medians of ratios paired within each round): b1 >= 0.30x floor A,
 b2 >= 0.45x floor A, b1 and b2 >= 1.0x H1 and H2 (never slower than hand-written
 code), b >= 10x naive, peak RSS of b <= 150 MB. Exit status 1 if a target misses.
@@ -144,7 +147,16 @@ RATIOS: tuple[tuple[str, str, str, Target | None], ...] = (
 # -- the parent: database, fresh copies, one subprocess per contender, figures -------------
 
 
+BACKENDS = ("postgresql", "mariadb")
+
+
 def main() -> int:
+    backend, rest = _backend(sys.argv[1:])
+    if backend == "mariadb":
+        import bench_migrate_mariadb  # imports this module: only now, not at the top
+
+        sys.argv = [bench_migrate_mariadb.__file__, *rest]
+        return bench_migrate_mariadb.main()
     args = parse_args()
     if args.child:
         return child(args)
@@ -170,12 +182,23 @@ def main() -> int:
         drop_database(server, url)
 
 
+def _backend(argv: list[str]) -> tuple[str, list[str]]:
+    """``--backend`` and the other arguments, for the MariaDB run to parse its own."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--backend", choices=BACKENDS, default="postgresql")
+    known, rest = parser.parse_known_args(argv)
+    return str(known.backend), rest
+
+
 def _interrupt(_signum: int, _frame: Any) -> None:
     raise KeyboardInterrupt
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument(
+        "--backend", choices=BACKENDS, default="postgresql", help="the server to measure on"
+    )
     parser.add_argument("--rows", type=int, default=1_000_000, help="table size")
     parser.add_argument(
         "--naive-rows", type=int, default=100_000, help="rows the naive ORM loop does"
