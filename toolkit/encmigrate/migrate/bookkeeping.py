@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -23,6 +25,8 @@ from encmigrate.migrate.table import TableWork
 from encmigrate.tracking import MigrationStatus, failures, migrations
 
 __all__ = [
+    "Census",
+    "census",
     "error_kind",
     "mark_failed",
     "mark_running",
@@ -85,10 +89,54 @@ def mark_running(
             conn.execute(migrations.insert().values(**key, **values, attempts=1, started_at=now))
 
 
+@dataclass(frozen=True, slots=True)
+class Census:
+    """One scan of the table at the end of a backfill: rows the catch-up must still do, and
+    each column's ``rows_done`` / ``rows_total`` (values encrypted / values to encrypt)."""
+
+    pending: int
+    columns: Mapping[str, Mapping[str, int]]
+
+
+def census(conn: sa.Connection, work: TableWork, pending: sa.ColumnElement[bool]) -> Census:
+    """Count the rows matching ``pending`` and every column's values, in one scan.
+
+    On a table of a million rows each full scan costs a second or more on MariaDB:
+    one scan here, where a count per column and one for the catch-up took four.
+    """
+    aggregates: list[sa.ColumnElement[Any]] = [sa.func.count(sa.case((pending, 1)))]
+    for shadow in work.shadows:
+        present = [shadow.ciphertext.is_not(None)]
+        if shadow.plaintext is not None:
+            present.append(shadow.plaintext.is_not(None))
+        # count(CASE WHEN ... THEN 1 END), not count(*) FILTER (WHERE ...): the same rows
+        # (count skips NULLs), and MariaDB has no FILTER.
+        aggregates += [
+            sa.func.count(shadow.ciphertext),
+            sa.func.count(sa.case((sa.or_(*present), 1))),
+        ]
+    row = conn.execute(sa.select(*aggregates).select_from(work.table)).one()
+    columns = {
+        shadow.work.plan.column: {
+            "rows_done": int(row[1 + 2 * i]),
+            "rows_total": int(row[2 + 2 * i]),
+        }
+        for i, shadow in enumerate(work.shadows)
+    }
+    return Census(int(row[0]), columns)
+
+
 def record_finish(
-    conn: sa.Connection, work: TableWork, operation: Operation, keyring: Keyring
+    conn: sa.Connection,
+    work: TableWork,
+    operation: Operation,
+    keyring: Keyring,
+    counts: Census | None = None,
 ) -> int:
-    """The columns' rows at the end of a run; returns how many rows still fail."""
+    """The columns' rows at the end of a run; returns how many rows still fail.
+
+    ``counts``: a backfill's census taken since its last write, else the table is counted.
+    """
     now = _now()
     forget_resolved_failures(conn, work, operation)
     failed_rows: int = conn.execute(
@@ -97,6 +145,8 @@ def record_finish(
             failures.c.column_name.in_(work.column_names),
         )
     ).scalar_one()
+    if operation.backfill and counts is None:
+        counts = census(conn, work, ENCRYPT.pending(work))
     for column in work.column_names:
         failed = conn.execute(
             sa.select(sa.func.count())
@@ -104,8 +154,8 @@ def record_finish(
             .where(failures.c.table_name == work.name, failures.c.column_name == column)
         ).scalar_one()
         values = _final_values(operation, keyring, now, failed)
-        if operation.backfill:
-            values.update(_counts(conn, work, column))
+        if counts is not None:
+            values.update(counts.columns[column])
         conn.execute(
             migrations.update()
             .where(migrations.c.table_name == work.name, migrations.c.column_name == column)
@@ -141,23 +191,6 @@ def forget_resolved_failures(conn: sa.Connection, work: TableWork, operation: Op
             resolved.append(entry_id)
     if resolved:
         conn.execute(failures.delete().where(failures.c.id.in_(resolved)))
-
-
-def _counts(conn: sa.Connection, work: TableWork, column: str) -> dict[str, int]:
-    """rows_done / rows_total from the table itself: values encrypted / values to encrypt."""
-    shadow = next(s for s in work.shadows if s.work.plan.column == column)
-    conditions = [shadow.ciphertext.is_not(None)]
-    if shadow.plaintext is not None:
-        conditions.append(shadow.plaintext.is_not(None))
-    done, total = conn.execute(
-        sa.select(
-            sa.func.count(shadow.ciphertext),
-            # count(CASE WHEN ... THEN 1 END), not count(*) FILTER (WHERE ...): the same
-            # rows (count skips NULLs), and MariaDB has no FILTER.
-            sa.func.count(sa.case((sa.or_(*conditions), 1))),
-        ).select_from(work.table)
-    ).one()
-    return {"rows_done": int(done), "rows_total": int(total)}
 
 
 def _final_values(

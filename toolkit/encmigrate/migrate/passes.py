@@ -47,15 +47,17 @@ class CatchUp:
     reason: str | None = None
 
 
-def catch_up(loop: BatchLoop) -> CatchUp:
+def catch_up(loop: BatchLoop, *, pending: int | None = None) -> CatchUp:
     """Bounded passes until nothing is pending, a pass writes nothing or makes no progress.
 
-    Rows that keep failing do not count as written; they are reported as
-    failed, not as left.
+    ``pending``: the rows the catch-up operation has to do, counted just before by the
+    caller (else counted here). Rows that keep failing do not count as written; they are
+    reported as failed, not as left.
     """
     operation = loop.op.catch_up or loop.op
     total = 0
-    pending = _count_pending(loop, operation)
+    if pending is None:
+        pending = _count_pending(loop, operation)
     for _ in range(loop.opts.catch_up_passes):
         if not pending:
             return CatchUp(total)

@@ -94,6 +94,7 @@ class TableRun:
         self.batches_left = options.max_batches
         self._budget_lock = threading.Lock()
         self.failed_rows: int | None = None  # from the failures table, once the run is done
+        self.census: bookkeeping.Census | None = None  # the end-of-run count, when current
         self.on_batch: Callable[[BatchResult], None] | None = None  # a worker process reports
         self.pacing = Pacing(engine, work.name, operation.name, options)
 
@@ -297,12 +298,24 @@ class TableRun:
             time.sleep(0.5)
 
     def _catch_up(self) -> None:
+        census = self._census() if self.op.backfill else None
         with self.pacing.worker(chunking.new_worker_id(0)):
-            caught = passes.catch_up(self)
+            caught = passes.catch_up(self, pending=census.pending if census else None)
+        # Nothing written since the census: its counts are the table's, no second scan.
+        self.census = census if caught.written == 0 else None
         self.report.catch_up_rows += caught.written
         self.report.rows_left, self.report.left_reason = caught.left, caught.reason
         if caught.reason is not None:
             logger.warning("%s: %d rows left: %s", self.work.name, caught.left, caught.reason)
+
+    def _census(self) -> bookkeeping.Census:
+        pending = (self.op.catch_up or self.op).pending(self.work)
+
+        def count() -> bookkeeping.Census:
+            with self.engine.connect() as conn:
+                return bookkeeping.census(conn, self.work, pending)
+
+        return self.opts.retry.run(count)
 
     def work_chunks(self, worker: str) -> None:
         if not self.opts.dry_run:
@@ -444,7 +457,9 @@ class TableRun:
 
         def finish() -> None:
             with self.engine.begin() as conn:
-                self.failed_rows = bookkeeping.record_finish(conn, self.work, self.op, self.keyring)
+                self.failed_rows = bookkeeping.record_finish(
+                    conn, self.work, self.op, self.keyring, self.census
+                )
 
         self.opts.retry.run(finish)
         self.emit("done")
