@@ -21,6 +21,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -38,22 +39,36 @@ pytestmark = pytest.mark.mariadb
 
 ROWS = 2000
 BATCH = 50
-TRIALS = 4  # SIGKILL trials in the default run; ENCMIGRATE_CRASH_TRIALS in -m slow
+# The SIGKILL trials: 20 batches of 50 per trial, in 2 chunks (a trial takes about 2 s, most
+# of it the child interpreter starting). ENCMIGRATE_CRASH_TRIALS sets the -m slow count.
+CRASH_ROWS = 1000
+TRIALS = 20
+SLOW_TRIALS = 200
 
 
-@pytest.fixture
-def migration(mariadb_url: str, tmp_path: Path) -> Migration:
-    plan_path = mariadb_shadow.build(mariadb_url, ROWS, tmp_path)
+def _prepared(url: str, directory: Path, rows: int) -> Iterator[Migration]:
+    plan_path = mariadb_shadow.build(url, rows, directory)
     made = Migration(
-        url=mariadb_url,
+        url=url,
         plan_path=plan_path,
         plan=shadow_schema.load_plan(plan_path),
         keyring=Keyring.generate(),
-        engine=connect(mariadb_url, pool_size=6),
+        engine=connect(url, pool_size=6),
     )
     yield made
     for engine in (made.engine, *made.engines):
         engine.dispose()
+
+
+@pytest.fixture
+def migration(mariadb_url: str, tmp_path: Path) -> Iterator[Migration]:
+    yield from _prepared(mariadb_url, tmp_path, ROWS)
+
+
+@pytest.fixture
+def crash_migration(mariadb_url: str, tmp_path: Path) -> Iterator[Migration]:
+    """The table the SIGKILL trials run on: ``CRASH_ROWS`` rows."""
+    yield from _prepared(mariadb_url, tmp_path, CRASH_ROWS)
 
 
 def _digest(migration: Migration) -> str:
@@ -138,7 +153,7 @@ def test_kill_connection_of_every_worker_session_mid_run_recovers(migration: Mig
 def _kill_at_random(migration: Migration, rng: random.Random) -> bool:
     """Run migrate-data in a child and SIGKILL it at a random point; whether it was live."""
     workers = rng.choice([1, 2])
-    kill_after = rng.randrange(1, ROWS // BATCH)
+    kill_after = rng.randrange(1, CRASH_ROWS // BATCH)
     child = subprocess.Popen(
         [sys.executable, "-c", CHILD, migration.url, str(migration.plan_path), str(workers),
          str(BATCH)],
@@ -178,19 +193,19 @@ def _trials(migration: Migration, count: int) -> int:
         )
         assert not resumed[0].interrupted
         verdicts = migration.check(complete=True)
-        assert all(v.rows_checked == ROWS for v in verdicts), seed
+        assert all(v.rows_checked == CRASH_ROWS for v in verdicts), seed
         assert _digest(migration) == digest, seed
     return killed
 
 
-def test_sigkilled_migration_resumes_without_loss(migration: Migration) -> None:
-    assert _trials(migration, TRIALS) >= TRIALS - 1
+def test_sigkilled_migration_resumes_without_loss(crash_migration: Migration) -> None:
+    assert _trials(crash_migration, TRIALS) >= TRIALS - 1
 
 
 @pytest.mark.slow
-def test_sigkilled_migration_resumes_without_loss_long_mode(migration: Migration) -> None:
-    count = int(os.environ.get("ENCMIGRATE_CRASH_TRIALS", "50"))
-    assert _trials(migration, count) >= count * 0.8
+def test_sigkilled_migration_resumes_without_loss_long_mode(crash_migration: Migration) -> None:
+    count = int(os.environ.get("ENCMIGRATE_CRASH_TRIALS", str(SLOW_TRIALS)))
+    assert _trials(crash_migration, count) >= count * 0.8
 
 
 # -- two invocations setting up at once --------------------------------------------------------
