@@ -23,7 +23,14 @@ import pytest
 import sqlalchemy as sa
 
 from encmigrate import DatabaseError, Keyring, RefusedError, get_searchable_cipher
-from encmigrate.migrate import MigrateOptions, decrypt_back, key_versions, migrate_data, rewrap
+from encmigrate.migrate import (
+    MigrateOptions,
+    chunks,
+    decrypt_back,
+    key_versions,
+    migrate_data,
+    rewrap,
+)
 from encmigrate.migrate import connect as connect_engine
 from encmigrate.migrate import mysql as mysql_write
 from encmigrate.migrate import status as column_status
@@ -419,6 +426,11 @@ def test_second_run_is_refused_while_the_first_connection_lives(
     try:
         with holder.connect() as connection:
             own = connection.exec_driver_sql("SELECT CONNECTION_ID()").scalar_one()
+            # What a worker's session does on its first claim: hold its owner lock.
+            connection.execute(
+                sa.text("SELECT GET_LOCK(:name, 0)"),
+                {"name": chunks.owner_lock_name("other", int(own))},
+            )
             connection.exec_driver_sql(
                 "UPDATE encryption_migration_chunks SET status = 'running', lease_owner = 'other', "
                 "owner_pid = %s, lease_expires_at = UTC_TIMESTAMP() + INTERVAL 1 HOUR",

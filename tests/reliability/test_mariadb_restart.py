@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from encmigrate import Keyring
 from encmigrate.errors import DatabaseError
@@ -187,3 +188,49 @@ def test_server_down_longer_than_the_budget_exits_4_with_one_line_and_resumes(
     done = migration.scalar("SELECT count(*) FROM customers WHERE balance_encrypted IS NOT NULL")
     assert 500 <= done < ROWS
     _resume_and_verify(migration, digest)
+
+
+def test_a_dead_runs_chunk_is_taken_over_after_a_restart_reuses_its_connection_id(
+    server: mariadb_cluster.Server, prepare: Prepare, tmp_path: Path
+) -> None:
+    """Connection ids start again from 1 with the server: an unrelated session that gets
+    the dead run's id must not make its chunk look live (a resume would be refused, and
+    no ``--join`` worker could take the chunk, until the lease ran out)."""
+    migration = prepare("id_reused")
+    digest = plaintext_digest(migration)
+    FileProvider(tmp_path / "keyring.json").save(migration.keyring)
+    env = operator_env(ENCMIGRATE_KEYRING_FILE=tmp_path / "keyring.json")
+    command = ["--json", "migrate-data", "--batch-size", str(BATCH), "--sleep", "10"]
+    with popen_cli(*command, cwd=tmp_path, env=env) as process:
+        assert process.stdout is not None
+        for line in process.stdout:
+            if '"rows_done": 500' in line:
+                break
+        process.kill()  # the chunk stays running, its lease a minute long
+        process.wait()
+    server.restart()
+    migration.engine.dispose()
+    owners = migration.scalar(
+        "SELECT max(owner_pid) FROM encryption_migration_chunks WHERE status = 'running'"
+    )
+    assert owners is not None
+    others = sa.create_engine(migration.url, poolclass=sa.pool.NullPool)
+    held: list[sa.Connection] = []
+    try:
+        while True:  # unrelated sessions until one has the dead owner's connection id
+            conn = others.connect()
+            held.append(conn)
+            session = int(conn.exec_driver_sql("SELECT CONNECTION_ID()").scalar_one())
+            assert session <= int(owners), "the ids went past the dead owner's"
+            if session == int(owners):
+                break
+        started = time.monotonic()
+        resumed = migrate_data(migration.plan, migration.engine, migration.keyring)
+        assert time.monotonic() - started < 30  # taken over, not waited out (60 s lease)
+    finally:
+        for conn in held:
+            conn.close()
+        others.dispose()
+    assert not resumed[0].interrupted
+    migration.check()
+    assert plaintext_digest(migration) == digest

@@ -9,16 +9,20 @@ gone (killed process, terminated backend) is reclaimed at once; one whose
 lease expired (a host that hangs with its session open) after the lease.
 
 MariaDB: the same, with the connection id (``CONNECTION_ID()``) for the
-session and ``information_schema.PROCESSLIST`` for whether it is still open
-(there is no session start time: ids grow until the server restarts), and
-``SKIP LOCKED`` from 10.6 on. ``--workers N`` and ``--join`` work as on
-PostgreSQL (helper processes, each with its own sessions), and a second plain
-``migrate-data`` on a table with a live run is refused.
+session; whether it is still open is a named lock (``GET_LOCK``) that the
+session takes on its first claim or checkpoint for (worker, connection id)
+and the server frees when the session ends: connection ids start again from
+1 after a restart, so an id alone would let an unrelated session make a dead
+run's chunk look live until its lease ran out. ``SKIP LOCKED`` from 10.6 on.
+``--workers N`` and ``--join`` work as on PostgreSQL (helper processes, each
+with its own sessions), and a second plain ``migrate-data`` on a table with a
+live run is refused.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import os
 import socket
 import uuid
@@ -125,17 +129,27 @@ def create_chunks(
     return len(rows)
 
 
+#: Prefix of the named lock a MariaDB session holds while it may own chunks (the name is
+#: capped at 64 characters: the prefix and a SHA-1 of "worker:connection id").
+OWNER_LOCK_PREFIX = "encmigrate-owner:"
+
+
+def owner_lock_name(worker: str, connection_id: int) -> str:
+    """The named lock that proves (worker, connection id) is a live session on MariaDB."""
+    digest = hashlib.sha1(f"{worker}:{connection_id}".encode(), usedforsecurity=False)
+    return OWNER_LOCK_PREFIX + digest.hexdigest()
+
+
 def _owner_alive(conn: sa.Connection) -> sa.ColumnElement[bool]:
     if conn.dialect.name in MYSQL_DIALECTS:
-        # The holder's connection id (CONNECTION_ID(), recorded at claim) is still open.
-        # Without the PROCESS privilege a user sees only its own connections: run every
-        # worker as the same user, or another user's live chunk looks abandoned.
-        processes = sa.table("PROCESSLIST", sa.column("ID"), schema="information_schema")
-        return sa.exists(
-            sa.select(sa.literal(1))
-            .select_from(processes)
-            .where(chunks.c.owner_pid == processes.c.ID)
+        # The holder's session still holds its named lock (owner_lock_name, computed from
+        # the row); the server frees named locks when a session ends or it restarts.
+        # Named locks are server-wide: no privilege is needed to see another user's.
+        name = sa.func.concat(
+            OWNER_LOCK_PREFIX,
+            sa.func.sha1(sa.func.concat(chunks.c.lease_owner, ":", chunks.c.owner_pid)),
         )
+        return sa.func.is_used_lock(name).is_not(None)
     if conn.dialect.name != "postgresql":
         return sa.false()
     activity = sa.table("pg_stat_activity", sa.column("pid"), sa.column("backend_start"))
@@ -158,6 +172,7 @@ def _claimable(conn: sa.Connection, now: dt.datetime) -> sa.ColumnElement[bool]:
 
 
 _SESSION = "encmigrate.session"
+_OWNER_LOCKS = "encmigrate.owner_locks"  # workers whose owner lock the session holds
 
 
 def _skip_locked(conn: sa.Connection) -> bool:
@@ -167,6 +182,22 @@ def _skip_locked(conn: sa.Connection) -> bool:
     return conn.dialect.name in MYSQL_DIALECTS and tuple(version[:2]) >= minimum
 
 
+def _hold_owner_lock(conn: sa.Connection, worker: str, connection_id: int | None) -> None:
+    """On MariaDB, make ``conn``'s session hold ``worker``'s owner lock (once per session).
+
+    ``GET_LOCK(name, 0)`` does not wait: the name is this session's own, and no other
+    live session can hold it. Were it refused, the chunk would look abandoned and be
+    taken over, which the next checkpoint finds (LostLeaseError): nothing is lost.
+    """
+    if connection_id is None or conn.dialect.name not in MYSQL_DIALECTS:
+        return
+    held: set[str] = conn.info.setdefault(_OWNER_LOCKS, set())
+    if worker not in held:
+        name = owner_lock_name(worker, connection_id)
+        conn.execute(sa.text("SELECT GET_LOCK(:name, 0)"), {"name": name})
+        held.add(worker)
+
+
 def _session(conn: sa.Connection) -> tuple[int | None, dt.datetime | None]:
     """The database session (backend pid, start time) of ``conn``, asked once per connection.
 
@@ -174,7 +205,8 @@ def _session(conn: sa.Connection) -> tuple[int | None, dt.datetime | None]:
     is a new session and asks again.
     """
     if conn.dialect.name in MYSQL_DIALECTS:
-        # MariaDB has no session start time: connection ids only grow until a restart.
+        # No session start time: connection ids restart from 1 with the server, and
+        # whether the session lives is its owner lock (_hold_owner_lock).
         cached = conn.info.get(_SESSION)
         if cached is None:
             cached = conn.info[_SESSION] = (
@@ -216,6 +248,7 @@ def claim_chunk(
     if row is None:
         return None
     pid, backend_start = _session(conn)
+    _hold_owner_lock(conn, worker, pid)
     conn.execute(
         chunks.update()
         .where(
@@ -296,6 +329,7 @@ def save_progress(
     """The checkpoint, in the batch's own transaction; LostLeaseError if no longer ours."""
     now = _now()
     pid, backend_start = _session(conn)
+    _hold_owner_lock(conn, worker, pid)
     params: dict[str, Any] = {
         "p_done": rows_done,
         "p_failed": rows_failed,
@@ -371,6 +405,6 @@ def refuse_second_runner(holders: list[dict[str, Any]], work: TableWork, operati
         return
     who = "; ".join(f"chunk {h['chunk_id']} by {h['lease_owner']}" for h in holders[:5])
     raise RefusedError(
-        f"{work.name}: a {operation} run is live ({who}); "
+        f"{work.name}: another {operation} run is live ({who}); "
         "add workers with `encmigrate migrate-data --join`, or wait for it to finish"
     )
