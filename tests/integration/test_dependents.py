@@ -5,14 +5,17 @@ The PostgreSQL schema below has one object of every kind the catalogs record
 policies, publications, statistics, functions); each must be named by
 ``find_dependents``, by ``encmigrate plan check`` and by the refusal of
 ``drop-unencrypted``, and the drop must go through once the operator has dealt
-with them. SQLite has the subset it supports.
+with them. SQLite has the subset it supports. MariaDB finds views, triggers and
+stored routines by their text: the search must keep to the plan's database (an
+object in another one counts only when it names the plan's table qualified), and
+a CHECK's effect must be what the server does with it, which the test asks it.
 """
 
 from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -22,6 +25,7 @@ from encmigrate import RefusedError
 from encmigrate.dependents import Dependent, find_dependents
 from encmigrate.plan import PlanError
 from encmigrate.revisions import add_columns, drop_unencrypted
+from encmigrate.testing import MariaDBServer, create_database, drop_database
 from support.cli import operator_env, run_cli
 from support.revisions import Project, column, execute, make_project, rows
 
@@ -688,3 +692,159 @@ def test_mariadb_dependents_are_found_and_listed_by_plan_check(
     listed = {(d["column"], d["kind"], d["name"], d["blocking"]) for d in report["dependents"]}
     assert listed == expected
     assert all(d["effect"] and d["action"] for d in report["dependents"])
+
+
+def _mariadb_found(project: Project) -> list[Dependent]:
+    return [d for c in project.plan().columns for d in c.dependents]
+
+
+@pytest.fixture
+def other_mariadb_url(mariadb_server: MariaDBServer) -> Iterator[str]:
+    """A second fresh database on the same server, dropped after the test."""
+    url = create_database(mariadb_server)
+    try:
+        yield url
+    finally:
+        drop_database(mariadb_server, url)
+
+
+def test_mariadb_stored_routines_that_read_a_planned_column_are_best_effort_warnings(
+    tmp_path: Path, mariadb_url: str
+) -> None:
+    # Routines are not in any dependency catalog: DROP COLUMN goes through, and the function
+    # fails on its next call. Their bodies are searched for the table's and the column's names.
+    execute(
+        mariadb_url,
+        "CREATE TABLE people (id BIGINT PRIMARY KEY, full_name TEXT, nickname TEXT)",
+        "CREATE TABLE pets (id BIGINT PRIMARY KEY, full_name TEXT)",
+        "INSERT INTO people VALUES (1, 'Ann Lee', 'Ann')",
+        "CREATE FUNCTION label(i BIGINT) RETURNS TEXT READS SQL DATA "
+        "RETURN (SELECT full_name FROM people WHERE id = i)",
+        "CREATE PROCEDURE rename_person(i BIGINT, wanted TEXT) MODIFIES SQL DATA "
+        "UPDATE people SET full_name = wanted WHERE id = i",
+        "CREATE FUNCTION pet_label(i BIGINT) RETURNS TEXT READS SQL DATA "
+        "RETURN (SELECT full_name FROM pets WHERE id = i)",
+        "CREATE FUNCTION nick(i BIGINT) RETURNS TEXT READS SQL DATA "
+        "RETURN (SELECT nickname FROM people WHERE id = i)",
+    )
+    database = sa.make_url(mariadb_url).database
+    project = make_project(tmp_path / "p", mariadb_url, column("people", "full_name"))
+    found = _mariadb_found(project)
+    assert _facts(found) == {
+        ("full_name", "function", f"{database}.label", False),
+        ("full_name", "procedure", f"{database}.rename_person", False),
+    }
+    assert all(d.best_effort for d in found)
+    assert {d.effect for d in found} == {
+        "its body mentions full_name; if it reads the plaintext it fails at run time (error 1054)"
+    }
+    warnings = [w.message for w in project.plan().warnings if f"{database}.label" in w.message]
+    assert len(warnings) == 1
+    assert "(best effort: found by a text search)" in warnings[0]
+    assert "drop-unencrypted will refuse" not in warnings[0]
+
+    add_columns(project.plan(), apply=True)
+    _faked_verified(project, "people", ["full_name"])
+    result = drop_unencrypted(project.plan(), confirm=True, apply=True)
+    assert sum(f"{database}.label" in note for note in result.notes) == 1
+    with pytest.raises(sa.exc.OperationalError, match="1054"):
+        rows(mariadb_url, "SELECT label(1)")
+
+
+def test_mariadb_objects_in_another_database_are_named_only_when_they_use_the_plans_table(
+    tmp_path: Path, mariadb_url: str, other_mariadb_url: str
+) -> None:
+    # The other database has a customers table of its own, with a view, a trigger and a
+    # function over it: none of them depends on this database's customers.email. Its view,
+    # trigger and function over this database's table (qualified by its name) do.
+    here = sa.make_url(mariadb_url).database
+    there = sa.make_url(other_mariadb_url).database
+    execute(
+        mariadb_url,
+        "CREATE TABLE customers (id BIGINT PRIMARY KEY, email VARCHAR(200))",
+        "INSERT INTO customers VALUES (1, 'ann@example.com')",
+    )
+    execute(
+        other_mariadb_url,
+        "CREATE TABLE customers (id BIGINT PRIMARY KEY, email VARCHAR(200))",
+        "CREATE VIEW contacts AS SELECT id, email FROM customers",
+        "CREATE TRIGGER tidy BEFORE INSERT ON customers FOR EACH ROW "
+        "SET NEW.email = LOWER(NEW.email)",
+        "CREATE FUNCTION email_of(i BIGINT) RETURNS TEXT READS SQL DATA "
+        "RETURN (SELECT email FROM customers WHERE id = i)",
+        f"CREATE VIEW their_contacts AS SELECT id, email FROM {here}.customers",
+        "CREATE TRIGGER copy_over AFTER INSERT ON customers FOR EACH ROW "
+        f"INSERT INTO `{here}` . customers (id, email) VALUES (NEW.id + 1000, NEW.email)",
+        "CREATE FUNCTION their_email(i BIGINT) RETURNS TEXT READS SQL DATA "
+        f"RETURN (SELECT email FROM {here}.customers WHERE id = i)",
+    )
+    # In the plan's database, a view over the other database's customers is not one either.
+    execute(mariadb_url, f"CREATE VIEW other_contacts AS SELECT id, email FROM {there}.customers")
+    project = make_project(tmp_path / "p", mariadb_url, column("customers", "email"))
+    assert _facts(_mariadb_found(project)) == {
+        ("email", "view", f"{there}.their_contacts", True),
+        ("email", "trigger", f"copy_over on {there}.customers", True),
+        ("email", "function", f"{there}.their_email", False),
+    }
+
+    add_columns(project.plan(), apply=True)
+    _faked_verified(project, "customers", ["email"])
+    with pytest.raises(RefusedError, match="2 objects depend") as caught:
+        drop_unencrypted(project.plan(), confirm=True)
+    refusal = str(caught.value)
+    assert f"view '{there}.their_contacts' uses customers.email" in refusal
+    assert f"trigger 'copy_over on {there}.customers' uses customers.email" in refusal
+    assert f"'{there}.contacts'" not in refusal and "tidy" not in refusal
+    execute(other_mariadb_url, "DROP VIEW their_contacts", "DROP TRIGGER copy_over")
+    drop_unencrypted(project.plan(), confirm=True, apply=True)
+    assert rows(other_mariadb_url, "SELECT count(*) FROM contacts") == [(0,)]
+    assert rows(mariadb_url, "SELECT count(*) FROM other_contacts") == [(0,)]
+
+
+def test_mariadb_check_constraints_say_what_drop_column_does_to_them(
+    tmp_path: Path, mariadb_url: str
+) -> None:
+    # MariaDB drops a CHECK with the column when the column is all it uses (a column's own
+    # CHECK goes with its column, whatever it reads); one that also uses a column that stays
+    # makes DROP COLUMN fail. Every one of them blocks step 5: a lost rule is the operator's
+    # decision. Then the server is asked, to show that the texts say what it does.
+    execute(
+        mariadb_url,
+        "CREATE TABLE account (id INT PRIMARY KEY, "
+        "a VARCHAR(20) CHECK (a <> id), b VARCHAR(20), c VARCHAR(20), k VARCHAR(20) "
+        "CHECK (k <> b), d VARCHAR(20), e VARCHAR(20), CONSTRAINT only_b CHECK (b <> 'x'), "
+        "CONSTRAINT b_c CHECK (b <> c), CONSTRAINT d_e CHECK (d <> e))",
+    )
+    plan = "".join(column("account", name) for name in ("a", "b", "d", "e"))
+    project = make_project(tmp_path / "p", mariadb_url, plan)
+    found = _mariadb_found(project)
+    assert all(d.kind == "check constraint" and d.blocking for d in found)
+    lost = "dropped with the column: its rule is no longer enforced"
+    assert {(d.column, d.name): d.effect for d in found} == {
+        ("a", "a"): lost,
+        ("b", "only_b"): lost,
+        ("b", "b_c"): "DROP COLUMN fails: the CHECK also uses c, which stays (error 1054)",
+        ("b", "k"): "DROP COLUMN fails: the CHECK of column k uses b (error 1054)",
+        ("d", "d_e"): "dropped with the columns d, e (step 5 drops them together): "
+        "its rule is no longer enforced",
+        ("e", "d_e"): "dropped with the columns d, e (step 5 drops them together): "
+        "its rule is no longer enforced",
+    }
+    actions = {(d.column, d.name): d.action for d in found}
+    assert "ALTER TABLE ... MODIFY a" in actions["a", "a"]
+    assert "ALTER TABLE ... MODIFY k" in actions["b", "k"]
+
+    drop = "ALTER TABLE account DROP COLUMN a, DROP COLUMN b, DROP COLUMN d, DROP COLUMN e"
+    checks = (
+        "SELECT CONSTRAINT_NAME FROM information_schema.CHECK_CONSTRAINTS "
+        "WHERE CONSTRAINT_SCHEMA = DATABASE() AND TABLE_NAME = 'account' ORDER BY 1"
+    )
+    with pytest.raises(sa.exc.OperationalError, match="Unknown column 'b' in 'CHECK'"):
+        execute(mariadb_url, drop)
+    execute(mariadb_url, "ALTER TABLE account DROP CONSTRAINT b_c")
+    with pytest.raises(sa.exc.OperationalError, match="Unknown column 'b' in 'CHECK'"):
+        execute(mariadb_url, drop)  # k's own CHECK
+    execute(mariadb_url, "ALTER TABLE account MODIFY k VARCHAR(20)")
+    assert rows(mariadb_url, checks) == [("a",), ("d_e",), ("only_b",)]
+    execute(mariadb_url, drop)
+    assert rows(mariadb_url, checks) == []
