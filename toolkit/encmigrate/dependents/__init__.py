@@ -24,8 +24,10 @@ revision.
   SQL, as SQLite itself checks them when it drops a column.
 * MariaDB/MySQL: ``information_schema`` (``COLUMNS`` for the primary key and
   generated columns, ``CHECK_CONSTRAINTS``, ``STATISTICS``, ``KEY_COLUMN_USAGE``
-  in both directions); views and triggers by the names in ``VIEW_DEFINITION``
-  and ``ACTION_STATEMENT`` (these servers let the column go and break them).
+  in both directions); views, triggers and stored routines by the names in
+  ``VIEW_DEFINITION``, ``ACTION_STATEMENT`` and ``ROUTINE_DEFINITION``, in the
+  plan's database or naming its table qualified (these servers let the column
+  go and break them; routines are best effort, as on PostgreSQL).
 
 encmigrate's own objects (the ``encmigrate_shadow`` trigger and its function,
 the ``<table>_secure`` view) are not dependents. Every value is a bound
