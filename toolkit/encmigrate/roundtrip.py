@@ -12,8 +12,15 @@ The spelling decrypt-back uses:
 * SQLite date/time columns (stored as text): ISO 8601 with a space between
   date and time, and no fraction when the microseconds are 0
   (``'1962-02-18 00:00:00'``, what SQLite's own ``datetime()`` writes);
-* text columns holding dates, times, numbers, booleans or JSON: the ISO form,
-  the exact decimal text, ``true``/``false``, compact JSON;
+* text columns holding dates, times, numbers or booleans: the ISO form, the
+  exact decimal text, ``true``/``false``;
+* columns planned as json: the value itself where the column's SQL type is
+  JSON (the driver encodes it: PostgreSQL json/jsonb, SQLite JSON, MySQL's
+  JSON), compact JSON text everywhere else (text columns, MariaDB's JSON,
+  which is a LONGTEXT with a ``json_valid`` check). migrate-data parses the
+  column's text as JSON, so every value, a JSON string too, goes back encoded:
+  the document ``"hello"`` decrypts to the string ``hello`` and is written
+  ``"hello"``, not ``hello``;
 * everything else goes back as the value, in the column's own SQL type.
 """
 
@@ -39,19 +46,23 @@ def sqlite_temporal(column_type: sa.types.TypeEngine[Any], dialect: str) -> bool
     return dialect == "sqlite" and isinstance(column_type, _TEMPORAL)
 
 
-def written_form(value: Any, column_type: sa.types.TypeEngine[Any], dialect: str) -> Any:
-    """A decrypted value as decrypt-back writes it into a column of ``column_type``."""
+def written_form(
+    value: Any, column_type: sa.types.TypeEngine[Any], dialect: str, plan_type: str
+) -> Any:
+    """A decrypted value as decrypt-back writes it into a column of ``column_type``.
+
+    ``plan_type``: the column's type in the plan, which the value has (the
+    column's SQL type alone cannot tell a JSON string from a text value).
+    """
     if value is None:
         return None
-    if value is JSON_NULL:
-        return sa.JSON.NULL if isinstance(column_type, sa.JSON) else "null"
+    if plan_type == "json":
+        return _json_form(value, column_type)
     if sqlite_temporal(column_type, dialect) and isinstance(value, dt.date | dt.time):
         return _sqlite_spelling(value)
     if isinstance(column_type, sa.String) and not isinstance(value, str):
         if isinstance(value, dt.date | dt.time):
             return value.isoformat()
-        if isinstance(value, dict | list):
-            return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
         if isinstance(value, bool):
             return "true" if value else "false"
         if isinstance(value, int | float | decimal.Decimal):
@@ -59,10 +70,23 @@ def written_form(value: Any, column_type: sa.types.TypeEngine[Any], dialect: str
     return value
 
 
+def _json_form(value: Any, column_type: sa.types.TypeEngine[Any]) -> Any:
+    if isinstance(column_type, sa.JSON):
+        return sa.JSON.NULL if value is JSON_NULL else value
+    if value is JSON_NULL:
+        return "null"
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
 def _sqlite_spelling(value: dt.date | dt.time) -> str:
     if isinstance(value, dt.datetime):
         return value.isoformat(sep=" ")
     return value.isoformat()
+
+
+def _parse_json(text: str) -> Any:
+    value = json.loads(text)
+    return JSON_NULL if value is None else value
 
 
 # Parsers of the stored text, per plan type, for the spelling check (text-stored values only).
@@ -74,6 +98,7 @@ _PARSE: dict[str, Callable[[str], Any]] = {
     "float": float,
     "integer": int,
     "bigint": int,
+    "json": _parse_json,
 }
 
 
@@ -87,7 +112,8 @@ def respelled_values(
     """How many stored values decrypt-back would write back spelled differently.
 
     Only values stored as text can be spelled several ways: SQLite date/time
-    columns, and text columns planned as a date, time or number. Others: 0.
+    columns, and text columns planned as a date, time, number or json (MariaDB's
+    JSON too: ``{"a": 1}`` comes back ``{"a":1}``). Others: 0.
     Reads the column's text in one pass (no value leaves this function).
     """
     dialect = connection.dialect.name
@@ -101,8 +127,8 @@ def respelled_values(
     for (text,) in connection.execute(query):
         try:
             value = parse(text)
-        except (ValueError, TypeError, ArithmeticError):
+        except (ValueError, TypeError, ArithmeticError, RecursionError):
             continue  # a value that does not parse never got a ciphertext: the drop refuses
-        if written_form(value, column_type, dialect) != text:
+        if written_form(value, column_type, dialect, plan_type) != text:
             differ += 1
     return differ

@@ -267,7 +267,8 @@ def _compute_decrypt_back(work: TableWork, rows: Sequence[Any]) -> PreparedBatch
             batch, shadow, [b if m else None for m, b in zip(missing, blobs, strict=True)]
         )
         column = shadow.plaintext
-        batch.set(column, [written_form(v, column.type, work.dialect) for v in values])
+        kind = shadow.work.plan.type
+        batch.set(column, [written_form(v, column.type, work.dialect, kind) for v in values])
         # In the same statement as the plaintext, marked as the migrator's: the trigger keeps both.
         batch.seal(shadow, values, decrypted=True)
     return batch

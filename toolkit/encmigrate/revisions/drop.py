@@ -80,6 +80,7 @@ from encmigrate.revisions.ops import (
 )
 from encmigrate.revisions.schema import (
     LiveTable,
+    MySQLColumn,
     index_name,
     read_table,
     require_checked,
@@ -332,20 +333,26 @@ def _mysql_columns(
     INSTANT (10.4+) or an online rebuild, and refuse rather than block writes.
     The downgrade re-adds each column with its type and character set, nullable,
     without its default (existing rows must come back NULL: decrypt-back refills
-    the rows whose plaintext is NULL), as the PostgreSQL downgrade does.
+    the rows whose plaintext is NULL), as the PostgreSQL downgrade does; with its
+    column-level CHECK, which MariaDB dropped with it (a JSON column comes back
+    as ``json``, its ``json_valid`` check with it: ``LiveTable.definitions``).
     """
     dialect = mysql.dialect()
     target = qualified(dialect, table.name, table.schema)
     names = [quote(dialect, c.column) for c in dropping]
     drops = ", ".join(f"DROP COLUMN IF EXISTS {n}" for n in names)
     adds = ", ".join(
-        f"ADD COLUMN IF NOT EXISTS {n} {table.definitions[c.column].kind} NULL"
+        f"ADD COLUMN IF NOT EXISTS {n} {_readded(table.definitions[c.column])}"
         for n, c in zip(names, dropping, strict=True)
     )
     return (
         ExecuteVerbatimOp(f"ALTER TABLE {target} {drops}, LOCK=NONE"),
         ExecuteVerbatimOp(f"ALTER TABLE {target} {adds}, ALGORITHM=INSTANT"),
     )
+
+
+def _readded(definition: MySQLColumn) -> str:
+    return f"{definition.kind} NULL {definition.check}".rstrip()
 
 
 def _quote(name: str) -> str:

@@ -25,6 +25,7 @@ from encmigrate.revisions.triggers import PG_TRIGGER, ShadowColumn, sqlite_trigg
 
 __all__ = [
     "LiveTable",
+    "MySQLColumn",
     "index_name",
     "read_table",
     "require_checked",
@@ -35,12 +36,17 @@ __all__ = [
 class MySQLColumn(NamedTuple):
     """A MariaDB column's definition as SQL, without NULL / NOT NULL.
 
-    ``kind``: its type and character set; ``extras``: its default, ON UPDATE and
-    comment (a column re-added empty must not take its default).
+    ``kind``: its type and character set (``json`` for a JSON column: see
+    :func:`_mysql_definitions`); ``check``: its column-level ``CHECK``, which
+    MariaDB drops with the column and with a MODIFY that does not restate it;
+    ``extras``: its default, ON UPDATE, comment, then ``check`` (the grammar
+    wants the check last). A column re-added empty takes ``kind`` and ``check``
+    only: it must not take its default.
     """
 
     kind: str
     extras: str
+    check: str = ""
 
     @property
     def full(self) -> str:
@@ -112,26 +118,44 @@ def read_table(connection: sa.Connection, table: TablePlan) -> LiveTable:
     )
 
 
+# What MariaDB makes of a column declared JSON (an alias): reflected as LONGTEXT.
+_MARIADB_JSON = ("longtext", "utf8mb4", "utf8mb4_bin")
+
+
 def _mysql_definitions(connection: sa.Connection, table: TablePlan) -> dict[str, MySQLColumn]:
-    """Each column's type, character set, default, ON UPDATE and comment, as SQL.
+    """Each column's type, character set, default, ON UPDATE, comment and CHECK, as SQL.
 
     ``ALTER TABLE ... MODIFY`` replaces the whole definition: whatever it does not
-    restate (a default, a comment, a character set) is lost. MariaDB's
-    ``COLUMN_DEFAULT`` is already an SQL expression (``'x''y'``, ``current_timestamp()``).
+    restate (a default, a comment, a character set, a column-level check) is lost.
+    MariaDB's ``COLUMN_DEFAULT`` is already an SQL expression (``'x''y'``,
+    ``current_timestamp()``), and so is a check's ``CHECK_CLAUSE``.
+
+    A column declared ``JSON`` on MariaDB is a ``longtext`` in utf8mb4_bin with
+    the column-level check ``json_valid(`<col>`)``: that column is spelled
+    ``json`` (MariaDB adds the check itself, and ``JSON`` takes no character
+    set), so it comes back as JSON, and a MODIFY of it stays online (MariaDB
+    refuses an in-place MODIFY of such a column to a ``longtext``).
     """
+    bind = {"schema": table.schema_name, "name": table.table_name}
     rows = connection.execute(
         sa.text(
             "SELECT COLUMN_NAME, COLUMN_TYPE, CHARACTER_SET_NAME, COLLATION_NAME, "
             "COLUMN_DEFAULT, EXTRA, COLUMN_COMMENT FROM information_schema.COLUMNS "
             "WHERE TABLE_SCHEMA = COALESCE(:schema, DATABASE()) AND TABLE_NAME = :name"
         ),
-        {"schema": table.schema_name, "name": table.table_name},
+        bind,
     ).all()
+    checks = _mariadb_column_checks(connection, bind)
     found: dict[str, MySQLColumn] = {}
     for name, kind, charset, collation, default, extra, comment in rows:
         parts = [str(kind)]
         if charset:
             parts.append(f"CHARACTER SET {charset} COLLATE {collation}")
+        clause = checks.get(str(name))
+        check = "" if clause is None else f"CHECK ({clause})"
+        json_valid = "json_valid(`" + str(name).replace("`", "``") + "`)"  # as MariaDB spells it
+        if (str(kind).lower(), charset, collation) == _MARIADB_JSON and clause == json_valid:
+            parts, check = ["json"], ""
         extras: list[str] = []
         if default is not None and str(default) != "NULL":
             extras.append(f"DEFAULT {default}")
@@ -139,8 +163,29 @@ def _mysql_definitions(connection: sa.Connection, table: TablePlan) -> dict[str,
             extras.append(str(extra))
         if comment:
             extras.append("COMMENT " + string_literal(connection.dialect, str(comment)))
-        found[str(name)] = MySQLColumn(" ".join(parts), " ".join(extras))
+        if check:
+            extras.append(check)
+        found[str(name)] = MySQLColumn(" ".join(parts), " ".join(extras), check)
     return found
+
+
+def _mariadb_column_checks(connection: sa.Connection, bind: Mapping[str, Any]) -> dict[str, str]:
+    """Column name -> its column-level CHECK clause (MariaDB names it after the column).
+
+    MySQL has a native JSON type, and its catalog does not tell a column's check
+    from the table's: nothing is read there.
+    """
+    if not getattr(connection.dialect, "is_mariadb", False):
+        return {}
+    rows = connection.execute(
+        sa.text(
+            "SELECT CONSTRAINT_NAME, CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS "
+            "WHERE CONSTRAINT_SCHEMA = COALESCE(:schema, DATABASE()) AND TABLE_NAME = :name "
+            "AND LEVEL = 'Column'"
+        ),
+        bind,
+    ).all()
+    return {str(name): str(clause) for name, clause in rows}
 
 
 def _trigger_has_view_writes(connection: sa.Connection, table: TablePlan) -> bool:
