@@ -9,7 +9,9 @@ over planned columns, a UNIQUE constraint and CHECK constraints on planned and
 unplanned columns, an application trigger, NULLs, unicode and long strings.
 SQLite gets the subset it has: no partitions, materialized views or functions,
 and no CHECK on a planned column (SQLite can drop one only by rebuilding the
-table, and step 5 refuses to lose it silently).
+table, and step 5 refuses to lose it silently). MariaDB gets the form it
+allows (support/realistic_mariadb.py): no DEFAULT range partition, no foreign
+keys on partitioned tables, no materialized view.
 
 :class:`Shop` generates the data deterministically from a seed and is the
 ledger: the value the application last wrote to every planned column of every
@@ -35,6 +37,7 @@ import sqlalchemy as sa
 import encmigrate
 from encmigrate import Keyring
 from encmigrate.crypto.codecs import JSON_NULL
+from support import realistic_mariadb
 
 Key = tuple[Any, ...]
 Row = dict[str, Any]
@@ -85,9 +88,10 @@ def planned(table: str) -> tuple[Planned, ...]:
     return tuple(p for p in PLANNED if p.table == table)
 
 
-# -- partitions (PostgreSQL) ------------------------------------------------------------------
+# -- partitions -------------------------------------------------------------------------------
 
-# (partition, from inclusive, to exclusive); dates outside every range go to payments_default.
+# (partition, from inclusive, to exclusive); dates outside every range go to payments_default
+# (on MariaDB, those before the first range to realistic_mariadb.EARLY).
 PAYMENT_RANGES = (
     ("payments_2023", dt.date(2023, 1, 1), dt.date(2024, 1, 1)),
     ("payments_2024", dt.date(2024, 1, 1), dt.date(2025, 1, 1)),
@@ -101,7 +105,9 @@ ADDRESS_MODULUS = 3
 HOT_ROWS = 40
 
 
-def payment_partition(paid_on: dt.date) -> str:
+def payment_partition(paid_on: dt.date, dialect: str = "postgresql") -> str:
+    if dialect == "mysql" and paid_on < PAYMENT_RANGES[0][1]:
+        return realistic_mariadb.EARLY
     for name, start, end in PAYMENT_RANGES:
         if start <= paid_on < end:
             return name
@@ -251,6 +257,10 @@ SQLITE_DDL = [
     """,
 ]
 
+MARIADB_DDL = realistic_mariadb.ddl(PAYMENT_RANGES, PAYMENT_DEFAULT, ADDRESS_MODULUS)
+DDL = {"postgresql": PG_DDL, "sqlite": SQLITE_DDL, "mysql": MARIADB_DDL}
+AFTER_LOAD = {"postgresql": PG_AFTER_LOAD, "mysql": realistic_mariadb.AFTER_LOAD}
+
 # The objects `plan check` must name as depending on planned columns, per dialect.
 DEPENDENTS = {
     "postgresql": (
@@ -266,11 +276,19 @@ DEPENDENTS = {
         "email_domain",
         "customers_email_key",
     ),
+    "mysql": (
+        "customer_directory",
+        "customer_label",  # SQL function (its body is text in information_schema.ROUTINES)
+        "email_domain",
+        "customers_email_key",
+        "full_name_not_blank",
+    ),
 }
 # Of those, the ones that make DROP COLUMN fail: drop-unencrypted must refuse naming them.
 BLOCKING = {
     "postgresql": ("customer_directory", "customer_spend", "email_domain"),
     "sqlite": ("customer_directory",),
+    "mysql": ("customer_directory", "email_domain", "full_name_not_blank"),
 }
 
 
@@ -581,17 +599,15 @@ def _insert_sql(dialect: str, table: str) -> str:
 def create(engine: sa.Engine, shop: Shop) -> None:
     """The schema, filled with ``shop``'s generated rows."""
     dialect = engine.dialect.name
-    ddl = PG_DDL if dialect == "postgresql" else SQLITE_DDL
     with engine.begin() as conn:
-        for statement in ddl:
+        for statement in DDL[dialect]:
             conn.exec_driver_sql(statement)
         for table in TABLES:
             rows = [_bind_row(dialect, table, row) for row in shop.rows[table].values()]
             for start in range(0, len(rows), 5000):
                 conn.execute(sa.text(_insert_sql(dialect, table)), rows[start : start + 5000])
-        if dialect == "postgresql":
-            for statement in PG_AFTER_LOAD:
-                conn.exec_driver_sql(statement)
+        for statement in AFTER_LOAD.get(dialect, []):
+            conn.exec_driver_sql(statement)
 
 
 # -- the application --------------------------------------------------------------------------
@@ -603,7 +619,7 @@ class Application:
     ``burst`` runs bounded random operations: updates of planned plaintext,
     inserts, deletes (a customer with its payments and addresses), payments
     moved across partition bounds (into and out of the DEFAULT partition), and
-    with ``views`` (PostgreSQL after step 4) writes of fresh ciphertext through
+    with ``views`` (after step 4 where views are updatable) writes of fresh ciphertext through
     the ``<table>_secure`` views next to plaintext writes to the tables. The
     ledger (``shop``) is changed only after the write committed.
     """
@@ -850,14 +866,14 @@ class Application:
 
     def _other_partition_date(self, paid_on: dt.date) -> dt.date:
         """A date in another partition than ``paid_on``'s (DEFAULT included, both ways)."""
-        here = payment_partition(paid_on)
+        here = payment_partition(paid_on, self.dialect)
         while True:
             candidate = PAID_FROM + dt.timedelta(days=self.rng.randrange(PAID_DAYS))
-            if payment_partition(candidate) != here:
+            if payment_partition(candidate, self.dialect) != here:
                 return candidate
 
     def move_payment(self, conn: sa.Connection, *, via: str = "payments") -> bool:
-        """paid_on across a partition bound: PostgreSQL deletes and re-inserts the row."""
+        """paid_on across a partition bound: the server moves the row to the other partition."""
         key = self._pick("payments")
         if key is None:
             return False
@@ -875,7 +891,7 @@ class Application:
             self.shop.change("payments", new_key, {"amount": values["amount"]})
         return True
 
-    # -- writes through the <table>_secure views (PostgreSQL, after step 4) -------------------
+    # -- writes through the <table>_secure views (PostgreSQL and MariaDB, after step 4) -------
 
     def seal(self, table: str, values: Row) -> Row:
         """The view's columns for ``values``: ciphertext under the plaintext's name, and tokens."""
@@ -1005,19 +1021,25 @@ class Burst(threading.Thread):
 
 
 def text_expression(dialect: str, column: str) -> str:
-    return f"{column}::text" if dialect == "postgresql" else f"CAST({column} AS TEXT)"
+    if dialect == "postgresql":
+        return f"{column}::text"
+    return f"CAST({column} AS {'CHAR' if dialect == 'mysql' else 'TEXT'})"
 
 
 def canonical(dialect: str, planned_type: str, text: str | None) -> Any:
     """A column's text form, comparable: exact text, except where only the value is kept.
 
     jsonb keeps no spelling (compared parsed; a JSON null stays apart from SQL
-    NULL); SQLite stores numerics as REAL/INTEGER (compared as numbers).
+    NULL; a text column's non-JSON text stays apart from every document);
+    SQLite stores numerics as REAL/INTEGER (compared as numbers).
     """
     if text is None:
         return None
     if planned_type == "json":
-        return ("json", _json_key(json.loads(text)))
+        try:
+            return ("json", _json_key(json.loads(text)))
+        except json.JSONDecodeError:
+            return ("not JSON", text)
     if planned_type == "numeric" and dialect == "sqlite":
         return Decimal(text).normalize()
     return text
