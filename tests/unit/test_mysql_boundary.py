@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from encmigrate.boundary import MYSQL_SQLSTATES, mysql_error_number, sqlstate, translate
 from encmigrate.database import BACKENDS, READ_ONLY_OPTION, connect
 from encmigrate.errors import DatabaseError
+from encmigrate.migrate.bookkeeping import database_failure
 from encmigrate.retry import is_transient_database_fault
 
 
@@ -78,7 +79,9 @@ def test_read_only_connections_begin_a_read_only_transaction() -> None:
         (1040, "53300", True),
         (1045, "28P01", False),
         (1049, "3D000", False),
-        (1062, None, False),
+        (1062, "23505", False),
+        (4025, "23514", False),
+        (1064, None, False),
     ],
 )
 def test_mysql_error_numbers_map_to_postgresqls_sqlstates(
@@ -105,6 +108,19 @@ def test_errors_that_quote_values_are_named_by_number_only() -> None:
     error = translate(duplicate)
     assert str(error) == "database error (MySQL error 1062 OperationalError)"
     assert "ann@example.com" not in str(error)
+
+
+def test_a_refused_value_fails_the_run_without_after_retries_and_without_the_value() -> None:
+    check = wrapped(4025, "CONSTRAINT `doc` failed for `shop`.`t`: 'hello'")
+    lock = wrapped(1205, "Lock wait timeout exceeded; try restarting transaction")
+    refused = database_failure("t", check, "decrypt-back")
+    waited = database_failure("t", lock, "migrate-data")
+    assert refused == (
+        "t: database error (SQLSTATE 23514 MySQL error 4025 OperationalError); progress is "
+        "saved: fix the cause and run `encmigrate decrypt-back` again"
+    )
+    assert waited.startswith("t: database error after retries (SQLSTATE 55P03 MySQL error 1205")
+    assert "hello" not in refused and "Lock wait" not in waited
 
 
 def test_lost_and_refused_connections_say_the_database_cannot_be_reached() -> None:

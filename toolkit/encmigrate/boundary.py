@@ -92,9 +92,19 @@ MYSQL_SQLSTATES: dict[int, str] = {
     1049: "3D000",  # unknown database
     1146: "42P01",  # table does not exist
     1054: "42703",  # unknown column
+    # Refusals of a value: never retried, and their message quotes the value.
+    4025: "23514",  # CHECK constraint failed (MariaDB; MySQL's is 3819)
+    3819: "23514",
+    1062: "23505",  # duplicate entry for a unique key
+    1452: "23503",  # foreign key: no parent row
+    1048: "23502",  # column cannot be NULL
+    1406: "22001",  # data too long for the column
 }
 # The numbers whose first line names only objects (users, databases, tables, columns, hosts).
-MYSQL_NAMING_ERRORS = frozenset(MYSQL_SQLSTATES) | {1792}  # 1792: write in a READ ONLY transaction
+MYSQL_NAMING_ERRORS = frozenset(
+    {1205, 1213, 2002, 2003, 2006, 2013, 1927, 1053, 1040, 1045, 1044, 1142, 1049, 1146, 1054}
+    | {1792}  # 1792: write in a READ ONLY transaction
+)
 _MYSQL_MODULES = ("pymysql", "asyncmy", "aiomysql", "MySQLdb", "mariadb")
 
 

@@ -15,10 +15,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from encmigrate.boundary import mysql_error_number
 from encmigrate.errors import EncmigrateError
 from encmigrate.keys.keyring import Keyring
 from encmigrate.migrate import chunks as chunking
-from encmigrate.migrate.database import sqlstate
+from encmigrate.migrate.database import is_transient, sqlstate
 from encmigrate.migrate.rekey import DECRYPT_BACK, ENCRYPT, Operation
 from encmigrate.migrate.report import MigrateOptions, TableReport
 from encmigrate.migrate.table import TableWork
@@ -27,6 +28,7 @@ from encmigrate.tracking import MigrationStatus, failures, migrations
 __all__ = [
     "Census",
     "census",
+    "database_failure",
     "error_kind",
     "mark_failed",
     "mark_running",
@@ -235,11 +237,29 @@ def mark_failed(engine: sa.Engine, work: TableWork, error: BaseException) -> Non
 
 
 def error_kind(exc: BaseException) -> str:
-    """SQLSTATE and class of a database error, never its message (which can quote values)."""
+    """SQLSTATE (MySQL: error number) and class of a database error, never its message
+    (which can quote values)."""
     original = getattr(exc, "orig", None) or exc
     state = sqlstate(exc)
     kind = type(original).__name__
+    number = mysql_error_number(exc)
+    if number is not None:
+        kind = f"MySQL error {number} {kind}"
     return f"SQLSTATE {state} {kind}" if state else kind
+
+
+def database_failure(table: str, exc: BaseException, command: str) -> str:
+    """The one line a run that failed on a database error ends with (no value in it).
+
+    "after retries" only where the error was one the retry policy retries: a refusal
+    (a CHECK, a duplicate key) fails the batch at once.
+    """
+    retried = is_transient(exc)
+    what = "database error after retries" if retried else "database error"
+    return (
+        f"{table}: {what} ({error_kind(exc)}); progress is saved: fix the cause and run "
+        f"`encmigrate {command}` again"
+    )
 
 
 def one_line(exc: BaseException) -> str:

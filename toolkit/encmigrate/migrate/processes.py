@@ -45,7 +45,7 @@ from encmigrate import errors
 from encmigrate.keys.keyring import Keyring
 from encmigrate.migrate import chunks as chunking
 from encmigrate.migrate.batch import BatchResult
-from encmigrate.migrate.bookkeeping import error_kind
+from encmigrate.migrate.bookkeeping import database_failure, error_kind
 from encmigrate.migrate.database import RetryPolicy, connect, is_transient
 from encmigrate.migrate.loop import BatchLoop, ChunkWorkerFactory
 from encmigrate.migrate.pipeline import quick_gil_handover
@@ -350,15 +350,15 @@ def _main(make_run: ChunkWorkerFactory) -> int:
         # The batch write runs on the raw driver cursor, so driver errors arrive unwrapped.
         # Only the class and SQLSTATE travel: a message can quote values.
         logger.debug("worker failed", exc_info=True)
-        table = document["table"]["table"]
-        what = "database error after retries" if _from_database(exc) else "error in a worker"
-        say(
-            {
-                "error": f"{table}: {what} ({error_kind(exc)}); progress is saved: fix the "
-                f"cause and run `encmigrate {_command(document)}` again",
-                "class": "DatabaseError",
-            }
-        )
+        table, command = document["table"]["table"], _command(document)
+        if _from_database(exc):
+            line = database_failure(table, exc, command)
+        else:
+            line = (
+                f"{table}: error in a worker ({error_kind(exc)}); progress is saved: fix the "
+                f"cause and run `encmigrate {command}` again"
+            )
+        say({"error": line, "class": "DatabaseError"})
         return 1
     say({"ok": True})
     return 0

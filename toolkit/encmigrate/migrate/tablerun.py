@@ -132,8 +132,7 @@ class TableRun:
             if not isinstance(exc, sa.exc.SQLAlchemyError | self.engine.dialect.loaded_dbapi.Error):
                 raise
             error = DatabaseError(
-                f"{self.work.name}: database error after retries ({bookkeeping.error_kind(exc)}); "
-                f"progress is saved: fix the cause and run `encmigrate {self.op.command}` again"
+                bookkeeping.database_failure(self.work.name, exc, self.op.command)
             )
             self._record_failure(error)
             raise error from None
