@@ -8,7 +8,6 @@ import importlib
 import json
 import logging
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -28,6 +27,7 @@ from encmigrate.keys.aws_kms import KmsProvider
 from encmigrate.keys.remote import KeyringCache, RetryPolicy
 from encmigrate.keys.resolve import resolve_key_setup
 from support.cli import run_cli
+from support.cluster import free_port
 
 REGION = "eu-west-1"
 SECRET = "encmigrate/keyring"
@@ -656,17 +656,11 @@ def test_wrapped_keyring_is_refused_by_a_provider_with_another_kms_key(
 # -- the CLI against moto.server -----------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture
 def moto_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     from moto.server import ThreadedMotoServer
 
-    port = _free_port()
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     try:

@@ -28,12 +28,11 @@ import psutil
 import pytest
 import sqlalchemy as sa
 
-from encmigrate import Keyring
-from encmigrate.migrate import MigrateOptions, RetryPolicy, connect, migrate_data
+from encmigrate.migrate import MigrateOptions, RetryPolicy, migrate_data
 from encmigrate.migrate import mysql as mysql_migrate
 from reliability.conftest import Migration
 from reliability.test_crash_consistency import CHILD
-from support import mariadb_shadow, shadow_schema
+from support import mariadb_shadow
 
 pytestmark = pytest.mark.mariadb
 
@@ -47,17 +46,9 @@ SLOW_TRIALS = 200
 
 
 def _prepared(url: str, directory: Path, rows: int) -> Iterator[Migration]:
-    plan_path = mariadb_shadow.build(url, rows, directory)
-    made = Migration(
-        url=url,
-        plan_path=plan_path,
-        plan=shadow_schema.load_plan(plan_path),
-        keyring=Keyring.generate(),
-        engine=connect(url, pool_size=6),
-    )
+    made = mariadb_shadow.migration(url, rows, directory)
     yield made
-    for engine in (made.engine, *made.engines):
-        engine.dispose()
+    mariadb_shadow.dispose(made)
 
 
 @pytest.fixture

@@ -26,14 +26,13 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from encmigrate import Keyring
 from encmigrate.errors import DatabaseError
 from encmigrate.keys import FileProvider
-from encmigrate.migrate import MigrateOptions, RetryPolicy, connect, migrate_data
+from encmigrate.migrate import MigrateOptions, RetryPolicy, migrate_data
 from encmigrate.migrate.runner import Progress
 from reliability.conftest import Migration
 from reliability.test_mariadb_faults import _digest as plaintext_digest
-from support import mariadb_cluster, mariadb_shadow, shadow_schema
+from support import mariadb_cluster, mariadb_shadow
 from support.cli import operator_env, popen_cli
 
 pytestmark = pytest.mark.mariadb
@@ -64,23 +63,14 @@ def prepare(server: mariadb_cluster.Server, tmp_path: Path) -> Iterator[Prepare]
     made: list[Migration] = []
 
     def make(name: str) -> Migration:
-        url = server.create_database(name)
-        plan_path = mariadb_shadow.build(url, ROWS, tmp_path)
-        migration = Migration(
-            url=url,
-            plan_path=plan_path,
-            plan=shadow_schema.load_plan(plan_path),
-            keyring=Keyring.generate(),
-            engine=connect(url, pool_size=6),
-        )
+        migration = mariadb_shadow.migration(server.create_database(name), ROWS, tmp_path)
         made.append(migration)
         return migration
 
     yield make
     gc.collect()  # tracebacks kept by pytest.raises hold pooled connections
     for migration in made:
-        for engine in (migration.engine, *migration.engines):
-            engine.dispose()
+        mariadb_shadow.dispose(migration)
 
 
 def _two_workers() -> MigrateOptions:

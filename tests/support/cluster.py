@@ -28,7 +28,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-__all__ = ["Cluster", "available", "bindir"]
+__all__ = ["Cluster", "available", "bindir", "free_port"]
 
 
 def bindir() -> Path | None:
@@ -67,7 +67,8 @@ def available() -> str | None:
     return None
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 free right now (for a throwaway server to listen on)."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
@@ -90,7 +91,7 @@ class Cluster:
         if reason is not None:
             raise RuntimeError(reason)
         self.bin = bindir()
-        self.port = _free_port()
+        self.port = free_port()
         self.root = Path(tempfile.mkdtemp(prefix="encmigrate-cluster-"))
         self.data = self.root / "data"
         self.log = self.root / "server.log"

@@ -19,7 +19,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -27,6 +26,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import sqlalchemy as sa
+
+from support.cluster import free_port
 
 __all__ = ["Server", "available", "binaries"]
 
@@ -63,12 +64,6 @@ def available() -> str | None:
     return None
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def _flags(options: Mapping[str, str | None]) -> list[str]:
     return [
         f"--{name}" if value is None else f"--{name}={value}" for name, value in options.items()
@@ -86,7 +81,7 @@ class Server:
         found = binaries()
         assert found is not None
         self.install_db, self.mariadbd = found
-        self.port = _free_port()
+        self.port = free_port()
         self.root = Path(tempfile.mkdtemp(prefix="encmigrate-mariadb-"))
         self.data = self.root / "data"
         self.log = self.root / "server.log"

@@ -23,7 +23,7 @@ from reliability.conftest import Migration, Prepare
 from support import shadow_schema
 from support.shadow_schema import load_plan
 
-__all__ = ["SERVERS", "build", "customers_table", "prepare_on"]
+__all__ = ["SERVERS", "build", "customers_table", "dispose", "migration", "prepare_on"]
 
 
 def customers_table(metadata: sa.MetaData) -> sa.Table:
@@ -50,16 +50,11 @@ def build(url: str, rows: int, directory: Path, *, seed: int = 1) -> Path:
     return path
 
 
-def prepare_on(
-    server: str, request: pytest.FixtureRequest, prepare: Prepare, rows: int, directory: Path
-) -> Migration:
-    """The customers table at step 1 on ``server`` ("postgresql" through the reliability
-    suite's ``prepare``, "mariadb" here), with ``rows`` rows; engines disposed at teardown."""
-    if server == "postgresql":
-        return prepare(request.getfixturevalue("pg_url"), rows)
-    url = str(request.getfixturevalue("mariadb_url"))
+def migration(url: str, rows: int, directory: Path) -> Migration:
+    """The reliability suite's ``Migration`` of the table built at ``url`` (a new keyring);
+    the caller disposes its engines (:func:`dispose`)."""
     plan_path = build(url, rows, directory)
-    made = Migration(
+    return Migration(
         url=url,
         plan_path=plan_path,
         plan=load_plan(plan_path),
@@ -67,11 +62,21 @@ def prepare_on(
         engine=connect(url, pool_size=6),
     )
 
-    def dispose() -> None:
-        for engine in (made.engine, *made.engines):
-            engine.dispose()
 
-    request.addfinalizer(dispose)
+def dispose(made: Migration) -> None:
+    for engine in (made.engine, *made.engines):
+        engine.dispose()
+
+
+def prepare_on(
+    server: str, request: pytest.FixtureRequest, prepare: Prepare, rows: int, directory: Path
+) -> Migration:
+    """The customers table at step 1 on ``server`` ("postgresql" through the reliability
+    suite's ``prepare``, "mariadb" here), with ``rows`` rows; engines disposed at teardown."""
+    if server == "postgresql":
+        return prepare(request.getfixturevalue("pg_url"), rows)
+    made = migration(str(request.getfixturevalue("mariadb_url")), rows, directory)
+    request.addfinalizer(lambda: dispose(made))
     return made
 
 

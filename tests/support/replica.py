@@ -12,26 +12,19 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 import sqlalchemy as sa
 
-from support.cluster import Cluster
+from support.cluster import Cluster, free_port
 
 __all__ = ["Replicated"]
 
 
 def _as_postgres() -> list[str]:
     return ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class Replicated:
@@ -42,7 +35,7 @@ class Replicated:
             hba=["host replication all 127.0.0.1/32 trust"],
             settings={"wal_level": "replica", "max_wal_senders": "5", "hot_standby": "on"},
         )
-        self.standby_port = _free_port()
+        self.standby_port = free_port()
         self.standby_data = self.primary.root / "standby"
         self.standby_log = self.primary.root / "standby.log"
 
