@@ -207,7 +207,9 @@ case "$*" in
     code=$(echo "$FAKE_CODES" | cut -d' ' -f"$n")
     if [ "$code" = wait ]; then
       trap 'kill $!; exit 130' INT
-      sleep 30 & wait
+      sleep 30 &
+      echo trapped >> "$FAKE_LOG.ready"
+      wait
       exit 0
     fi
     exit "${code:-0}" ;;
@@ -267,11 +269,11 @@ def test_the_shell_loop_restarts_on_transient_exits_only(
 
 def test_the_shell_loop_forwards_ctrl_c_to_every_worker(tmp_path: Path) -> None:
     process, log = _shell_loop(tmp_path, 2, "wait wait")
-    deadline = time.monotonic() + 10
-    while log.read_text().count("--join") < 2 if log.exists() else True:
+    ready = log.with_name(log.name + ".ready")  # each worker says so once its trap is set
+    deadline = time.monotonic() + 30
+    while ready.read_text().count("trapped") < 2 if ready.exists() else True:
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    time.sleep(0.2)  # the workers' traps are set
     process.send_signal(signal.SIGINT)
     _, errors = process.communicate(timeout=10)
     assert process.returncode == 130
