@@ -239,8 +239,15 @@ def _shell_loop(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # A shell cannot trap a signal ignored when it started: whatever this test process
+        # inherited (a background job ignores SIGINT), the loop starts as a terminal would.
+        preexec_fn=_default_sigint,
     )
     return process, log
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def test_the_shell_loop_parses() -> None:
