@@ -19,8 +19,9 @@ from encmigrate.migrate import MigrateOptions, TableReport, migrate_data, verify
 from encmigrate.migrate import connect as connect_engine
 from encmigrate.migrate.control import request
 from encmigrate.migrate.status import run_states
+from encmigrate.migrate.throttle import MYSQL_LOAD_PROBES
 from encmigrate.tracking import ControlState
-from support import shadow_schema
+from support import mariadb_shadow, shadow_schema
 
 ROWS = 3000
 
@@ -200,3 +201,84 @@ def test_throttle_options_are_refused_on_sqlite(sqlite_url: str, tmp_path: Path)
             )
     finally:
         engine.dispose()
+
+
+# -- MariaDB: --throttle-query and --max-load there; the replica lag is PostgreSQL's ------------
+
+
+@pytest.fixture
+def maria(mariadb_url: str, tmp_path: Path) -> Any:
+    plan_path = mariadb_shadow.build(mariadb_url, ROWS, tmp_path)
+    engine = connect_engine(mariadb_url)
+    yield engine, shadow_schema.load_plan(plan_path), Keyring.generate()
+    engine.dispose()
+
+
+@pytest.mark.mariadb
+def test_the_throttle_query_holds_a_mariadb_run(maria: Any) -> None:
+    engine, plan, keyring = maria
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE throttle_flag (v int)")
+        conn.exec_driver_sql("INSERT INTO throttle_flag VALUES (1)")
+    run = Background(
+        engine, plan, keyring, throttle_query="SELECT v FROM throttle_flag", throttle_interval=0.2
+    )
+
+    def throttled() -> bool:
+        workers = run_states(plan, engine)["customers"].workers
+        return bool(workers) and workers[0].state == "throttled"
+
+    _until(throttled)
+    held = _committed(engine)
+    time.sleep(1.0)
+    assert _committed(engine) == held
+    assert run_states(plan, engine)["customers"].workers[0].throttled_reason == (
+        "throttle query 1 > 0"
+    )
+    with engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE throttle_flag SET v = 0")
+    report = run.join()[0]
+    assert report.rows_done == ROWS and report.throttled_seconds >= 1.0
+    _all_ok(plan, engine, keyring)
+
+
+@pytest.mark.mariadb
+def test_max_load_holds_a_mariadb_run_while_other_sessions_are_busy(
+    maria: Any, mariadb_url: str
+) -> None:
+    engine, plan, keyring = maria
+    busy = sa.create_engine(mariadb_url, poolclass=sa.pool.NullPool)
+    sleeper = threading.Thread(
+        target=lambda: busy.connect().exec_driver_sql("SELECT SLEEP(4)").all(), daemon=True
+    )
+    sleeper.start()
+    _until(lambda: _active_others(engine) >= 1)
+    started = time.monotonic()
+    try:
+        report = migrate_data(
+            plan,
+            engine,
+            keyring,
+            options=MigrateOptions(
+                batch_size=500, max_load=(("active_sessions", 0.0),), throttle_interval=0.2
+            ),
+        )[0]
+    finally:
+        sleeper.join()
+        busy.dispose()
+    # Held while the other session's statement ran (about 4 s), then done.
+    assert report.throttled_seconds >= 1.0 and time.monotonic() - started >= 2.0
+    assert report.rows_done == ROWS
+    _all_ok(plan, engine, keyring)
+
+
+def _active_others(engine: sa.Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.exec_driver_sql(MYSQL_LOAD_PROBES["active_sessions"]).scalar_one())
+
+
+@pytest.mark.mariadb
+def test_replica_lag_options_say_what_to_use_on_mariadb(maria: Any) -> None:
+    engine, plan, keyring = maria
+    with pytest.raises(ConfigError, match="--throttle-query"):
+        migrate_data(plan, engine, keyring, options=MigrateOptions(max_replica_lag=5.0))

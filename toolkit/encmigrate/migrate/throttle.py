@@ -16,8 +16,10 @@ application. Between batches (``TableRun.pause``) the run asks its
 * ``--max-load NAME=LIMIT``: built-in counts (:data:`LOAD_PROBES`);
 * ``--throttle-query SQL``: any number; the run waits while it is above 0.
 
-A probe is only a callable returning a number (the interface other backends
-will implement); the PostgreSQL ones are built by :func:`postgresql_probes`.
+A probe is only a callable returning a number; the PostgreSQL ones are built by
+:func:`postgresql_probes`. On MariaDB/MySQL ``--max-load`` (:data:`MYSQL_LOAD_PROBES`)
+and ``--throttle-query`` work the same way; the replica lag is PostgreSQL's (its WAL
+positions): there, a ``--throttle-query`` reads the replicas' lag.
 Probes run at most once per ``--throttle-interval`` (1 s), so the per-batch
 cost is a clock read. A probe that fails throttles too (its error class is
 the reason): a lag that cannot be read is not taken to be small.
@@ -39,11 +41,13 @@ from collections.abc import Callable, Iterable, Sequence
 
 import sqlalchemy as sa
 
+from encmigrate.database import MYSQL_DIALECTS
 from encmigrate.errors import ConfigError
 from encmigrate.migrate.report import MigrateOptions
 
 __all__ = [
     "LOAD_PROBES",
+    "MYSQL_LOAD_PROBES",
     "BatchSizer",
     "Limit",
     "LsnLag",
@@ -58,7 +62,7 @@ __all__ = [
 #: A probe: reads one number (seconds of lag, sessions, the throttle query's value).
 Probe = Callable[[], float]
 
-#: ``--max-load`` names and the query each one runs on the primary.
+#: ``--max-load`` names and the query each one runs on a PostgreSQL primary.
 LOAD_PROBES: dict[str, str] = {
     "active_sessions": (
         "SELECT count(*) FROM pg_stat_activity "
@@ -67,6 +71,17 @@ LOAD_PROBES: dict[str, str] = {
     "waiting_sessions": (
         "SELECT count(*) FROM pg_stat_activity "
         "WHERE wait_event_type = 'Lock' AND backend_type = 'client backend'"
+    ),
+}
+#: The same names on MariaDB/MySQL: statements running in other client sessions (the
+#: server's own threads are ``Daemon``), and InnoDB transactions waiting for a row lock.
+MYSQL_LOAD_PROBES: dict[str, str] = {
+    "active_sessions": (
+        "SELECT count(*) FROM information_schema.PROCESSLIST "
+        "WHERE COMMAND NOT IN ('Sleep', 'Daemon', 'Binlog Dump') AND ID <> CONNECTION_ID()"
+    ),
+    "waiting_sessions": (
+        "SELECT count(*) FROM information_schema.INNODB_TRX WHERE trx_state = 'LOCK WAIT'"
     ),
 }
 
@@ -183,8 +198,20 @@ def postgresql_probes(
         name = "replica lag" if len(replica_engines) == 1 else f"replica {index} lag"
         lag = LsnLag(current, replica_replayed)
         limits.append(Limit(name, lag, max_replica_lag if max_replica_lag is not None else 0, "s"))
-    for name, limit in max_load:
-        limits.append(Limit(name.replace("_", " "), _query_probe(engine, LOAD_PROBES[name]), limit))
+    return limits + _load_limits(engine, LOAD_PROBES, max_load, throttle_query)
+
+
+def _load_limits(
+    engine: sa.Engine,
+    probes: dict[str, str],
+    max_load: Sequence[tuple[str, float]],
+    throttle_query: str | None,
+) -> list[Limit]:
+    """``--max-load`` with the server family's ``probes``, and ``--throttle-query``."""
+    limits = [
+        Limit(name.replace("_", " "), _query_probe(engine, probes[name]), limit)
+        for name, limit in max_load
+    ]
     if throttle_query:
         limits.append(Limit("throttle query", _query_probe(engine, throttle_query), 0))
     return limits
@@ -209,9 +236,19 @@ def build_throttle(engine: sa.Engine, options: MigrateOptions) -> Throttle | Non
     )
     if not asked:
         return None
+    max_load = [(name, float(limit)) for name, limit in options.max_load]
+    if engine.dialect.name in MYSQL_DIALECTS:
+        if options.max_replica_lag is not None or options.replica_urls:
+            raise ConfigError(
+                "--max-replica-lag and --replica read PostgreSQL's WAL positions: on "
+                f"{engine.dialect.name}, throttle on your replicas' lag with --throttle-query "
+                "(a query that returns how far over the limit they are, 0 when they are not)"
+            )
+        limits = _load_limits(engine, MYSQL_LOAD_PROBES, max_load, options.throttle_query)
+        return Throttle(limits, interval=options.throttle_interval)
     if engine.dialect.name != "postgresql":
         raise ConfigError(
-            "--max-replica-lag, --replica, --max-load and --throttle-query read PostgreSQL "
+            "--max-replica-lag, --replica, --max-load and --throttle-query read the server's "
             f"statistics: they are not available on {engine.dialect.name}"
         )
     if options.replica_urls and options.max_replica_lag is None:
@@ -224,7 +261,7 @@ def build_throttle(engine: sa.Engine, options: MigrateOptions) -> Throttle | Non
         engine,
         max_replica_lag=options.max_replica_lag,
         replica_engines=replicas,
-        max_load=[(name, float(limit)) for name, limit in options.max_load],
+        max_load=max_load,
         throttle_query=options.throttle_query,
     )
     return Throttle(limits, interval=options.throttle_interval)
