@@ -35,6 +35,20 @@ def setup(pg_url: str, tmp_path: Path) -> Any:
     engine.dispose()
 
 
+@pytest.fixture
+def maria(mariadb_url: str, tmp_path: Path) -> Any:
+    plan_path = mariadb_shadow.build(mariadb_url, ROWS, tmp_path)
+    engine = connect_engine(mariadb_url)
+    yield engine, shadow_schema.load_plan(plan_path), Keyring.generate()
+    engine.dispose()
+
+
+@pytest.fixture(params=mariadb_shadow.SERVERS)
+def on_server(request: pytest.FixtureRequest) -> Any:
+    """``setup`` on PostgreSQL, ``maria`` on MariaDB: the tests that run on both."""
+    return request.getfixturevalue("setup" if request.param == "postgresql" else "maria")
+
+
 def _committed(engine: sa.Engine) -> int:
     with engine.connect() as conn:
         return int(
@@ -81,8 +95,8 @@ def _all_ok(plan: Any, engine: sa.Engine, keyring: Keyring) -> None:
         assert verdict.ok, verdict.summary()
 
 
-def test_pause_holds_every_batch_until_resume(setup: Any) -> None:
-    engine, plan, keyring = setup
+def test_pause_holds_every_batch_until_resume(on_server: Any) -> None:
+    engine, plan, keyring = on_server
     run = Background(engine, plan, keyring)
     _until(lambda: _committed(engine) > 0)
     request(engine, ControlState.PAUSED, None)
@@ -100,9 +114,10 @@ def test_pause_holds_every_batch_until_resume(setup: Any) -> None:
     _all_ok(plan, engine, keyring)
 
 
-def test_stop_ends_the_run_cleanly_and_a_new_run_resumes(setup: Any) -> None:
-    engine, plan, keyring = setup
-    run = Background(engine, plan, keyring)
+def test_stop_ends_the_run_cleanly_and_a_new_run_resumes(on_server: Any) -> None:
+    engine, plan, keyring = on_server
+    # Slow enough to outlast the workers' reading of the control table (once a second).
+    run = Background(engine, plan, keyring, sleep_ms=60)
     _until(lambda: _committed(engine) > 0)
     request(engine, ControlState.STOPPED, "customers")
     report = run.join()[0]
@@ -114,10 +129,8 @@ def test_stop_ends_the_run_cleanly_and_a_new_run_resumes(setup: Any) -> None:
     _all_ok(plan, engine, keyring)
 
 
-def test_status_shows_the_workers_and_the_throttle_query_holds_the_run(
-    setup: Any, pg_url: str
-) -> None:
-    engine, plan, keyring = setup
+def test_status_shows_the_workers_and_the_throttle_query_holds_the_run(on_server: Any) -> None:
+    engine, plan, keyring = on_server
     with engine.begin() as conn:
         conn.exec_driver_sql("CREATE TABLE throttle_flag (v int)")
         conn.exec_driver_sql("INSERT INTO throttle_flag VALUES (1)")
@@ -143,8 +156,8 @@ def test_status_shows_the_workers_and_the_throttle_query_holds_the_run(
     _all_ok(plan, engine, keyring)
 
 
-def test_adaptive_batches_record_the_sizes_chosen(setup: Any) -> None:
-    engine, plan, keyring = setup
+def test_adaptive_batches_record_the_sizes_chosen(on_server: Any) -> None:
+    engine, plan, keyring = on_server
     options = MigrateOptions(
         batch_size=20, target_batch_seconds=0.2, min_batch_size=10, max_batch_size=400
     )
@@ -203,43 +216,7 @@ def test_throttle_options_are_refused_on_sqlite(sqlite_url: str, tmp_path: Path)
         engine.dispose()
 
 
-# -- MariaDB: --throttle-query and --max-load there; the replica lag is PostgreSQL's ------------
-
-
-@pytest.fixture
-def maria(mariadb_url: str, tmp_path: Path) -> Any:
-    plan_path = mariadb_shadow.build(mariadb_url, ROWS, tmp_path)
-    engine = connect_engine(mariadb_url)
-    yield engine, shadow_schema.load_plan(plan_path), Keyring.generate()
-    engine.dispose()
-
-
-@pytest.mark.mariadb
-def test_the_throttle_query_holds_a_mariadb_run(maria: Any) -> None:
-    engine, plan, keyring = maria
-    with engine.begin() as conn:
-        conn.exec_driver_sql("CREATE TABLE throttle_flag (v int)")
-        conn.exec_driver_sql("INSERT INTO throttle_flag VALUES (1)")
-    run = Background(
-        engine, plan, keyring, throttle_query="SELECT v FROM throttle_flag", throttle_interval=0.2
-    )
-
-    def throttled() -> bool:
-        workers = run_states(plan, engine)["customers"].workers
-        return bool(workers) and workers[0].state == "throttled"
-
-    _until(throttled)
-    held = _committed(engine)
-    time.sleep(1.0)
-    assert _committed(engine) == held
-    assert run_states(plan, engine)["customers"].workers[0].throttled_reason == (
-        "throttle query 1 > 0"
-    )
-    with engine.begin() as conn:
-        conn.exec_driver_sql("UPDATE throttle_flag SET v = 0")
-    report = run.join()[0]
-    assert report.rows_done == ROWS and report.throttled_seconds >= 1.0
-    _all_ok(plan, engine, keyring)
+# -- MariaDB: --max-load there; the replica lag is PostgreSQL's ----------------------------------
 
 
 @pytest.mark.mariadb

@@ -12,6 +12,7 @@ from __future__ import annotations
 import enum
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
 
 __all__ = [
     "ALL_TABLES",
@@ -56,8 +57,13 @@ def _status_check(name: str, states: type[enum.StrEnum]) -> sa.CheckConstraint:
     return sa.CheckConstraint(f"status IN ({allowed})", name=name)
 
 
+# MariaDB/MySQL's DATETIME keeps whole seconds unless asked for more: the control table
+# compares a stop request with a run's start, which can fall in the same second.
+_TIMESTAMP = sa.DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+
+
 def _timestamp(name: str, **kwargs: object) -> sa.Column[object]:
-    return sa.Column(name, sa.DateTime(timezone=True), **kwargs)  # type: ignore[arg-type]
+    return sa.Column(name, _TIMESTAMP, **kwargs)  # type: ignore[arg-type]
 
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a BIGINT identity.

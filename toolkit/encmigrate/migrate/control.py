@@ -32,6 +32,7 @@ from collections.abc import Callable
 
 import sqlalchemy as sa
 
+from encmigrate.database import MYSQL_DIALECTS
 from encmigrate.migrate.throttle import Throttle
 from encmigrate.tracking import ALL_TABLES, ChunkStatus, ControlState, chunks, control, workers
 
@@ -42,16 +43,25 @@ POLL_SECONDS = 1.0
 
 
 def _utc(value: dt.datetime | None) -> dt.datetime | None:
-    """SQLite gives naive datetimes back: they were written in UTC."""
+    """SQLite and MariaDB give naive datetimes back: they were written in UTC."""
     if value is not None and value.tzinfo is None:
         return value.replace(tzinfo=dt.UTC)
     return value
 
 
 def database_now(conn: sa.Connection) -> dt.datetime:
-    """The database's clock on PostgreSQL (one clock for every host); UTC here on SQLite."""
+    """The database's clock (one clock for every host); UTC here on SQLite.
+
+    On MariaDB/MySQL ``UTC_TIMESTAMP(6)``, kept to the microsecond by the tracking
+    tables' ``DATETIME(6)``: a run's start and a stop request are compared at the same
+    precision (a request stored in whole seconds fell before a run started in the same
+    second, and its stop was taken for an earlier run's).
+    """
     if conn.dialect.name == "postgresql":
         value = conn.execute(sa.select(sa.func.now())).scalar_one()
+        return _utc(value) or dt.datetime.now(dt.UTC)
+    if conn.dialect.name in MYSQL_DIALECTS:
+        value = conn.execute(sa.select(sa.func.utc_timestamp(6))).scalar_one()
         return _utc(value) or dt.datetime.now(dt.UTC)
     return dt.datetime.now(dt.UTC)
 
