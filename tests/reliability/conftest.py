@@ -28,11 +28,13 @@ import pytest
 import sqlalchemy as sa
 
 from encmigrate import Keyring
+from encmigrate.keys import FileProvider
 from encmigrate.migrate import connect, verify
 from encmigrate.migrate.verify import ColumnVerdict
 from encmigrate.plan import Plan
 from encmigrate.revisions.triggers import ShadowColumn, install_trigger_statements
 from support import realistic_schema, shadow_schema
+from support.cli import operator_env, popen_cli
 
 PLAINTEXT = ("email", "balance", "born", "profile")
 SHADOWS = ("email_encrypted", "email_search", "balance_encrypted", "born_encrypted",
@@ -201,3 +203,36 @@ def prepare(tmp_path: Path) -> Iterator[Prepare]:
         migration.engine.dispose()
         for engine in migration.engines:
             engine.dispose()
+
+
+def cli_outlived_by_an_outage(
+    migration: Migration,
+    directory: Path,
+    *,
+    stop: Callable[[], None],
+    start: Callable[[], None],
+    batch_size: int = 50,
+) -> None:
+    """``migrate-data`` through the CLI until 500 rows are done, then the server down (``stop``)
+    until the CLI gives up, then up again (``start``): exit 4 with one line, no traceback."""
+    FileProvider(directory / "keyring.json").save(migration.keyring)
+    env = operator_env(ENCMIGRATE_KEYRING_FILE=directory / "keyring.json")
+    command = ["--json", "migrate-data", "--batch-size", str(batch_size), "--sleep", "10"]
+    with popen_cli(*command, cwd=directory, env=env) as process:
+        assert process.stdout is not None and process.stderr is not None
+        for line in process.stdout:
+            if '"rows_done": 500' in line:
+                break
+        stop()
+        try:
+            process.stdout.read()
+            errors = process.stderr.read()
+            process.wait(timeout=60)
+        finally:
+            start()
+    assert process.returncode == 4, errors
+    assert "Traceback" not in errors
+    last = errors.strip().splitlines()[-1]
+    assert last.startswith("error: customers: database error after retries (")
+    assert last.endswith("progress is saved: fix the cause and run `encmigrate migrate-data` again")
+    migration.engine.dispose()  # its pooled sessions died with the server

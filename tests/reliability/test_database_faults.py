@@ -17,12 +17,10 @@ import pytest
 import sqlalchemy as sa
 
 from encmigrate.errors import DatabaseError
-from encmigrate.keys import FileProvider
 from encmigrate.migrate import MigrateOptions, RetryPolicy, migrate_data
 from encmigrate.migrate.runner import Progress
-from reliability.conftest import Migration, Prepare
+from reliability.conftest import Migration, Prepare, cli_outlived_by_an_outage
 from support import cluster
-from support.cli import operator_env, popen_cli
 
 FAST_RETRY = RetryPolicy(attempts=10, initial=0.02, maximum=0.3)
 SHORT_BUDGET = RetryPolicy(attempts=3, initial=0.01, maximum=0.05)
@@ -167,27 +165,9 @@ def test_server_down_longer_than_the_budget_exits_4_with_one_line_and_resumes(
 ) -> None:
     url = throwaway_cluster.create_database("restart_fails")
     migration = prepare(url, 3000)
-    FileProvider(tmp_path / "keyring.json").save(migration.keyring)
-    env = operator_env(ENCMIGRATE_KEYRING_FILE=tmp_path / "keyring.json")
-    command = ["--json", "migrate-data", "--batch-size", "50", "--sleep", "10"]
-    with popen_cli(*command, cwd=tmp_path, env=env) as process:
-        assert process.stdout is not None and process.stderr is not None
-        for line in process.stdout:
-            if '"rows_done": 500' in line:
-                break
-        throwaway_cluster.stop()
-        try:
-            process.stdout.read()
-            errors = process.stderr.read()
-            process.wait(timeout=60)
-        finally:
-            throwaway_cluster.start()
-    assert process.returncode == 4, errors
-    assert "Traceback" not in errors
-    last = errors.strip().splitlines()[-1]
-    assert last.startswith("error: customers: database error after retries (")
-    assert last.endswith("progress is saved: fix the cause and run `encmigrate migrate-data` again")
-    migration.engine.dispose()  # its pooled sessions died with the server
+    cli_outlived_by_an_outage(
+        migration, tmp_path, stop=throwaway_cluster.stop, start=throwaway_cluster.start
+    )
     migration.check(complete=False)
     migrate_data(migration.plan, migration.engine, migration.keyring)
     migration.check()

@@ -30,7 +30,7 @@ from encmigrate.errors import DatabaseError
 from encmigrate.keys import FileProvider
 from encmigrate.migrate import MigrateOptions, RetryPolicy, migrate_data
 from encmigrate.migrate.runner import Progress
-from reliability.conftest import Migration
+from reliability.conftest import Migration, cli_outlived_by_an_outage
 from reliability.test_mariadb_faults import _digest as plaintext_digest
 from support import mariadb_cluster, mariadb_shadow
 from support.cli import operator_env, popen_cli
@@ -154,27 +154,9 @@ def test_server_down_longer_than_the_budget_exits_4_with_one_line_and_resumes(
 ) -> None:
     migration = prepare("restart_fails")
     digest = plaintext_digest(migration)
-    FileProvider(tmp_path / "keyring.json").save(migration.keyring)
-    env = operator_env(ENCMIGRATE_KEYRING_FILE=tmp_path / "keyring.json")
-    command = ["--json", "migrate-data", "--batch-size", str(BATCH), "--sleep", "10"]
-    with popen_cli(*command, cwd=tmp_path, env=env) as process:
-        assert process.stdout is not None and process.stderr is not None
-        for line in process.stdout:
-            if '"rows_done": 500' in line:
-                break
-        server.stop()
-        try:
-            process.stdout.read()
-            errors = process.stderr.read()
-            process.wait(timeout=60)
-        finally:
-            server.start()
-    assert process.returncode == 4, errors
-    assert "Traceback" not in errors
-    last = errors.strip().splitlines()[-1]
-    assert last.startswith("error: customers: database error after retries (")
-    assert last.endswith("progress is saved: fix the cause and run `encmigrate migrate-data` again")
-    migration.engine.dispose()  # its pooled sessions died with the server
+    cli_outlived_by_an_outage(
+        migration, tmp_path, stop=server.stop, start=server.start, batch_size=BATCH
+    )
     done = migration.scalar("SELECT count(*) FROM customers WHERE balance_encrypted IS NOT NULL")
     assert 500 <= done < ROWS
     _resume_and_verify(migration, digest)
