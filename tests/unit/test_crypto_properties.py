@@ -147,6 +147,8 @@ def assert_refused(field: FieldCipher, blob: Any, valid: bytes) -> None:
         field.batch_decrypt([valid, blob])
     with pytest.raises(DecryptionError):
         field.batch_decrypt([blob, valid])
+    with pytest.raises(DecryptionError):  # neither the first nor the last
+        field.batch_decrypt([valid, blob, valid])
     if isinstance(blob, bytes):
         with pytest.raises(DecryptionError):
             field.decrypt(text_of(blob))

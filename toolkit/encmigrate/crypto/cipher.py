@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from itertools import repeat
-from operator import itemgetter
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
@@ -46,8 +44,6 @@ Opener = tuple[Callable[[bytes, bytes, bytes], bytes], bytes]
 
 _BODY = HEADER_SIZE + NONCE_SIZE
 assert (HEADER_SIZE, _BODY) == (5, 17), "the fast paths use these offsets as literals"
-_NONCE = itemgetter(slice(HEADER_SIZE, _BODY))
-_SEALED = itemgetter(slice(_BODY, None))
 TAG_FAILED = "the value was altered, or belongs to another context or type"
 
 
@@ -296,11 +292,13 @@ class FieldCipher:
         unseal, aad = opener
         parse = self._codec.parse
         try:
-            # The common case, bytes only under one header: C-level passes, no Python
-            # bytecode per value (the header check is bytes.startswith, which copies nothing).
-            if all(map(bytes.startswith, blobs, repeat(header))):
-                bodies = map(unseal, map(_NONCE, blobs), map(_SEALED, blobs), repeat(aad))
-                return list(map(parse, bodies))
+            # The common case, bytes only under one header. Values sharing a prefix are
+            # one interval of the bytes order, so the least and the greatest starting
+            # with ``header`` means every value does: two C-level passes that copy
+            # nothing (cheaper than a bytes.startswith per value), then one
+            # comprehension (cheaper than chained maps of itemgetters).
+            if min(blobs).startswith(header) and max(blobs).startswith(header):
+                return [parse(unseal(b[5:17], b[17:], aad)) for b in blobs]
             return None
         except TypeError:  # a None, or bytes-like values that are not bytes: one pass per value
             pass
