@@ -391,14 +391,7 @@ def contender(
     ]
     if args.profile:
         command += ["--profile", args.profile]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-    running.append(process)
-    out, _ = process.communicate()
-    running.remove(process)
-    if process.returncode != 0:
-        raise SystemExit(f"contender {name} failed (exit {process.returncode})")
-    result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
-    return result
+    return run_child(command, running)
 
 
 def describe(result: dict[str, Any]) -> str:
@@ -417,6 +410,8 @@ def describe(result: dict[str, Any]) -> str:
         )
     if "cpu_seconds" in result:
         text += f"\n     client CPU {result['cpu_seconds']:.1f} s"
+        if result.get("helper_cpu"):
+            text += f" + helpers {result['helper_cpu']:.1f} s"
     if "machine_cpu" in result:
         capacity = result["seconds"] * (os.cpu_count() or 1)
         text += f", machine CPU {result['machine_cpu']:.1f} s of {capacity:.1f}"
@@ -498,20 +493,25 @@ def print_profile(path: str) -> None:
     stats.sort_stats("cumulative").print_stats(30)
 
 
-# -- the children: one contender each, with an RSS sampler ----------------------------------
+# -- the children: one contender each (the parent samples their RSS) ------------------------
 
 
 class PeakRss:
-    """The resident set size of the process and of its helper processes (b2's worker, H2's
-    processes), sampled every 50 ms in a daemon thread."""
+    """The resident set size of a contender's process and of its helper processes (b2's
+    worker, H2's pool), sampled every 50 ms by a thread of *this* process.
 
-    def __init__(self) -> None:
+    The sampler runs in the parent, not in the contender: psutil's scan of /proc for
+    children held the contender's interpreter lock for about 7% of the time of b2's
+    main process (py-spy), and only the contenders whose work runs in that process
+    (b1, b2) paid it; H2's work runs in its pool, beside an idle parent.
+    """
+
+    def __init__(self, pid: int) -> None:
         import psutil
 
         self._psutil = psutil
-        self._process = psutil.Process()
-        self.start = self._process.memory_info().rss
-        self.peak = self.start
+        self._process = psutil.Process(pid)
+        self.peak = 0
         self.helper_peak = 0  # the largest helper process seen
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
@@ -519,8 +519,12 @@ class PeakRss:
 
     def _sample(self) -> None:
         while not self._stop.wait(0.05):
-            self.peak = max(self.peak, self._process.memory_info().rss)
-            for helper in self._process.children(recursive=True):
+            try:
+                self.peak = max(self.peak, self._process.memory_info().rss)
+                helpers = self._process.children(recursive=True)
+            except self._psutil.Error:  # the contender ended
+                return
+            for helper in helpers:
                 try:
                     self.helper_peak = max(self.helper_peak, helper.memory_info().rss)
                 except self._psutil.Error:  # it ended meanwhile
@@ -529,11 +533,31 @@ class PeakRss:
     def close(self) -> None:
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, self._process.memory_info().rss)
+
+
+def run_child(command: list[str], running: list[subprocess.Popen[str]]) -> dict[str, Any]:
+    """Run one contender's process; its JSON result, with the peak RSS sampled from here."""
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    running.append(process)
+    sampler = PeakRss(process.pid)
+    try:
+        out, _ = process.communicate()
+    finally:
+        sampler.close()
+        running.remove(process)
+    if process.returncode != 0:
+        raise SystemExit(
+            f"contender {command[command.index('--child') + 1]} failed (exit {process.returncode})"
+        )
+    result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    # The kernel's high-water mark (read by the child at its end) bounds what 50 ms missed.
+    result["peak_rss_mb"] = max(sampler.peak / 2**20, result["hwm_mb"])
+    if sampler.helper_peak:
+        result["helper_rss_mb"] = sampler.helper_peak / 2**20
+    return result
 
 
 def child(args: argparse.Namespace) -> int:
-    sampler = PeakRss()
     work: dict[str, Callable[[argparse.Namespace, Path], dict[str, Any]]] = {
         "floor-a": lambda a, _w: run_floor(a, FLOOR_A),
         "floor-b": lambda a, _w: run_floor(a, FLOOR_B),
@@ -550,12 +574,7 @@ def child(args: argparse.Namespace) -> int:
         result = work[args.child](args, Path(args.workdir))
     except KeyboardInterrupt:
         return 130
-    sampler.close()
     result["rate"] = result["rows"] / result["seconds"] if result["seconds"] > 0 else 0.0
-    result["start_rss_mb"] = sampler.start / 2**20
-    result["peak_rss_mb"] = sampler.peak / 2**20
-    if sampler.helper_peak:
-        result["helper_rss_mb"] = sampler.helper_peak / 2**20
     result["hwm_mb"] = _vm_hwm() / 2**20
     # Linux carries ru_maxrss across fork+exec: it can show the parent's RSS at the fork.
     result["maxrss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB
@@ -585,10 +604,18 @@ def machine_busy() -> float:
 def timed(result: dict[str, Any]) -> Iterator[dict[str, Any]]:
     """Wall seconds, this process's CPU seconds and the machine's CPU seconds of the block."""
     started, cpu, busy = time.perf_counter(), time.process_time(), machine_busy()
+    helpers = _children_cpu()
     yield result
     result["seconds"] = time.perf_counter() - started
     result["cpu_seconds"] = time.process_time() - cpu
     result["machine_cpu"] = machine_busy() - busy
+    result["helper_cpu"] = _children_cpu() - helpers
+
+
+def _children_cpu() -> float:
+    """CPU seconds of this process's helper processes that have ended (b2's, H2's pool)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def run_floor(args: argparse.Namespace, statement: str) -> dict[str, Any]:

@@ -68,11 +68,11 @@ from bench_migrate import (
     TABLE,
     TEMPLATE,
     FirstAndLast,
-    PeakRss,
     _peak,
     _plan_and_keyring,
     _vm_hwm,
     describe,
+    run_child,
     run_naive,  # the same ORM loop: SQLAlchemy and sqlalchemy-utils are dialect-neutral
     run_verify,
     timed,
@@ -394,14 +394,7 @@ def contender(
         *("--rows", str(args.rows), "--naive-rows", str(args.naive_rows)),
         *("--batch-size", str(args.batch_size)),
     ]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-    running.append(process)
-    out, _ = process.communicate()
-    running.remove(process)
-    if process.returncode != 0:
-        raise SystemExit(f"contender {name} failed (exit {process.returncode})")
-    result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
-    return result
+    return run_child(command, running)
 
 
 def describe_mariadb(result: dict[str, Any]) -> str:
@@ -496,11 +489,10 @@ def _rss_ok(rounds: list[dict[str, dict[str, Any]]]) -> bool:
     return all(_peak(r[k]) <= RSS_LIMIT_MB for r in rounds for k in ("b1", "b2") if k in r)
 
 
-# -- the children: one contender each, with an RSS sampler ----------------------------------
+# -- the children: one contender each (the parent samples their RSS) ------------------------
 
 
 def child(args: argparse.Namespace) -> int:
-    sampler = PeakRss()
     work: dict[str, Callable[[argparse.Namespace, Path], dict[str, Any]]] = {
         "floor": lambda a, _w: run_floor(a),
         "h1": lambda a, _w: run_hand(a, processes=1),
@@ -514,12 +506,7 @@ def child(args: argparse.Namespace) -> int:
         result = work[args.child](args, Path(args.workdir))
     except KeyboardInterrupt:
         return 130
-    sampler.close()
     result["rate"] = result["rows"] / result["seconds"] if result["seconds"] > 0 else 0.0
-    result["start_rss_mb"] = sampler.start / 2**20
-    result["peak_rss_mb"] = sampler.peak / 2**20
-    if sampler.helper_peak:
-        result["helper_rss_mb"] = sampler.helper_peak / 2**20
     result["hwm_mb"] = _vm_hwm() / 2**20
     print(json.dumps(result))
     return 0
