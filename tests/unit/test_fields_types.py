@@ -14,11 +14,12 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Column, Integer, MetaData, Table, create_engine, insert, literal, select
+from sqlalchemy.dialects.postgresql.psycopg import dialect as psycopg_dialect
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import CompileError, StatementError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, declared_attr, mapped_column
 
-from encmigrate import ConfigError, Keyring, ValueTypeError, get_cipher
+from encmigrate import ConfigError, DecryptionError, Keyring, ValueTypeError, get_cipher
 from encmigrate.fields import (
     EncryptedBigInteger,
     EncryptedBinary,
@@ -169,6 +170,45 @@ def test_a_type_outside_any_table_needs_an_explicit_context(engine: Engine) -> N
         assert "context=" in str(caught.value.orig)
         typed = EncryptedString(context="adhoc", keyring=RING)
         assert conn.execute(select(literal("x", typed))).scalar_one() == "x"
+
+
+# -- reading values ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("storage", ["binary", "text"])
+@pytest.mark.parametrize("first", ["older", "current", "rewritten", "garbage"])
+def test_every_value_read_is_checked_whatever_the_first_one_was(storage: str, first: str) -> None:
+    """The result processor fetches its parts on the first value: whichever value that is,
+    every later one is opened under its own version or refused (a header rewritten to
+    another version fails even where its ciphertext would open under the current one)."""
+    older = Keyring.generate()
+    current = older.rotated()  # version 2 current, version 1 still readable
+    dialect = psycopg_dialect()
+    kind = EncryptedString(keyring=current, context="t.c", storage=storage)
+    process = kind.dialect_impl(dialect).result_processor(dialect, None)
+    assert process is not None
+    old = get_cipher("t.c", keyring=older).encrypt("old")
+    new = get_cipher("t.c", keyring=current).encrypt("new")
+    assert old is not None and new is not None and old[:5] != new[:5]
+    values: dict[str, bytes] = {
+        "older": old,
+        "current": new,
+        "rewritten": new[:1] + old[1:5] + new[5:],  # says version 1, sealed under 2
+        "garbage": b"\x01\x00\x00\x00\x02" + bytes(40),  # the current header, no valid tag
+    }
+    stored: Any = (
+        {k: base64.b64encode(v).decode() for k, v in values.items()}
+        if storage == "text"
+        else values
+    )
+    order = [first, *(k for k in ("older", "current", "rewritten", "garbage") if k != first)]
+    for key in [*order, *order]:
+        if key in ("rewritten", "garbage"):
+            with pytest.raises(DecryptionError):
+                process(stored[key])
+        else:
+            assert process(stored[key]) == {"older": "old", "current": "new"}[key]
+    assert process(None) is None
 
 
 # -- keyrings -----------------------------------------------------------------
