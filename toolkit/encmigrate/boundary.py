@@ -75,8 +75,9 @@ _URL_FORM = "write it as dialect+driver://user:password@host:port/database"
 # resources (53), object state such as lock timeouts (55), operator intervention (57).
 _NAMING_CLASSES = frozenset({"08", "23", "25", "28", "3D", "3F", "40", "42", "53", "55", "57"})
 
-# MariaDB/MySQL error numbers -> the SQLSTATE PostgreSQL gives the same condition.
-MYSQL_SQLSTATES: dict[int, str] = {
+# MariaDB/MySQL error numbers -> the SQLSTATE PostgreSQL gives the same condition. First
+# those whose first line names only objects (users, databases, tables, columns, hosts):
+_MYSQL_NAMING_STATES: dict[int, str] = {
     1205: "55P03",  # lock wait timeout exceeded (innodb_lock_wait_timeout)
     1213: "40P01",  # deadlock found
     2002: "08001",  # cannot connect through the socket
@@ -92,6 +93,9 @@ MYSQL_SQLSTATES: dict[int, str] = {
     1049: "3D000",  # unknown database
     1146: "42P01",  # table does not exist
     1054: "42703",  # unknown column
+}
+MYSQL_SQLSTATES: dict[int, str] = {
+    **_MYSQL_NAMING_STATES,
     # Refusals of a value: never retried, and their message quotes the value.
     4025: "23514",  # CHECK constraint failed (MariaDB; MySQL's is 3819)
     3819: "23514",
@@ -100,11 +104,8 @@ MYSQL_SQLSTATES: dict[int, str] = {
     1048: "23502",  # column cannot be NULL
     1406: "22001",  # data too long for the column
 }
-# The numbers whose first line names only objects (users, databases, tables, columns, hosts).
-MYSQL_NAMING_ERRORS = frozenset(
-    {1205, 1213, 2002, 2003, 2006, 2013, 1927, 1053, 1040, 1045, 1044, 1142, 1049, 1146, 1054}
-    | {1792}  # 1792: write in a READ ONLY transaction
-)
+# The numbers whose first line names only objects; 1792: a write in a READ ONLY transaction.
+MYSQL_NAMING_ERRORS = frozenset(_MYSQL_NAMING_STATES) | {1792}
 _MYSQL_MODULES = ("pymysql", "asyncmy", "aiomysql", "MySQLdb", "mariadb")
 
 
