@@ -80,7 +80,6 @@ from encmigrate.revisions.ops import (
 )
 from encmigrate.revisions.schema import (
     LiveTable,
-    MySQLColumn,
     index_name,
     read_table,
     require_checked,
@@ -342,17 +341,13 @@ def _mysql_columns(
     names = [quote(dialect, c.column) for c in dropping]
     drops = ", ".join(f"DROP COLUMN IF EXISTS {n}" for n in names)
     adds = ", ".join(
-        f"ADD COLUMN IF NOT EXISTS {n} {_readded(table.definitions[c.column])}"
+        f"ADD COLUMN IF NOT EXISTS {n} {table.definitions[c.column].readded()}"
         for n, c in zip(names, dropping, strict=True)
     )
     return (
         ExecuteVerbatimOp(f"ALTER TABLE {target} {drops}, LOCK=NONE"),
         ExecuteVerbatimOp(f"ALTER TABLE {target} {adds}, ALGORITHM=INSTANT"),
     )
-
-
-def _readded(definition: MySQLColumn) -> str:
-    return f"{definition.kind} NULL {definition.check}".rstrip()
 
 
 def _quote(name: str) -> str:

@@ -34,23 +34,26 @@ __all__ = [
 
 
 class MySQLColumn(NamedTuple):
-    """A MariaDB column's definition as SQL, without NULL / NOT NULL.
+    """A MariaDB column's definition as SQL, in parts, without NULL / NOT NULL.
 
     ``kind``: its type and character set (``json`` for a JSON column: see
-    :func:`_mysql_definitions`); ``check``: its column-level ``CHECK``, which
-    MariaDB drops with the column and with a MODIFY that does not restate it;
-    ``extras``: its default, ON UPDATE, comment, then ``check`` (the grammar
-    wants the check last). A column re-added empty takes ``kind`` and ``check``
-    only: it must not take its default.
+    :func:`_mysql_definitions`); ``extras``: its default, ON UPDATE and comment;
+    ``check``: its column-level ``CHECK``, which MariaDB drops with the column
+    and with a MODIFY that does not restate it.
     """
 
     kind: str
     extras: str
     check: str = ""
 
-    @property
-    def full(self) -> str:
-        return f"{self.kind} {self.extras}".rstrip()
+    def modified(self, null: str) -> str:
+        """The whole definition with ``null`` (``NULL``/``NOT NULL``), as a MODIFY restates
+        it (the grammar wants the check last)."""
+        return " ".join(part for part in (self.kind, null, self.extras, self.check) if part)
+
+    def readded(self) -> str:
+        """The definition a column re-added empty takes: nullable, without its default."""
+        return " ".join(part for part in (self.kind, "NULL", self.check) if part)
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,8 +166,6 @@ def _mysql_definitions(connection: sa.Connection, table: TablePlan) -> dict[str,
             extras.append(str(extra))
         if comment:
             extras.append("COMMENT " + string_literal(connection.dialect, str(comment)))
-        if check:
-            extras.append(check)
         found[str(name)] = MySQLColumn(" ".join(parts), " ".join(extras), check)
     return found
 

@@ -230,8 +230,7 @@ def _mysql_nullable(
 
     def modify(null: str) -> str:
         changes = ", ".join(
-            f"MODIFY COLUMN {quote(dialect, c)} {table.definitions[c].kind} {null} "
-            f"{table.definitions[c].extras}".rstrip()
+            f"MODIFY COLUMN {quote(dialect, c)} {table.definitions[c].modified(null)}"
             for c in columns
         )
         return f"ALTER TABLE {target} {changes}, ALGORITHM=INPLACE, LOCK=NONE"
