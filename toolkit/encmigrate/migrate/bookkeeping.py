@@ -30,6 +30,7 @@ __all__ = [
     "census",
     "database_failure",
     "error_kind",
+    "failure_line",
     "mark_failed",
     "mark_running",
     "one_line",
@@ -254,8 +255,12 @@ def database_failure(table: str, exc: BaseException, command: str) -> str:
     "after retries" only where the error was one the retry policy retries: a refusal
     (a CHECK, a duplicate key) fails the batch at once.
     """
-    retried = is_transient(exc)
-    what = "database error after retries" if retried else "database error"
+    what = "database error after retries" if is_transient(exc) else "database error"
+    return failure_line(table, what, exc, command)
+
+
+def failure_line(table: str, what: str, exc: BaseException, command: str) -> str:
+    """``table: what (error kind); progress is saved: ...``, the end of a failed run."""
     return (
         f"{table}: {what} ({error_kind(exc)}); progress is saved: fix the cause and run "
         f"`encmigrate {command}` again"

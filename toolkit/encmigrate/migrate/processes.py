@@ -45,7 +45,7 @@ from encmigrate import errors
 from encmigrate.keys.keyring import Keyring
 from encmigrate.migrate import chunks as chunking
 from encmigrate.migrate.batch import BatchResult
-from encmigrate.migrate.bookkeeping import database_failure, error_kind
+from encmigrate.migrate.bookkeeping import database_failure, failure_line
 from encmigrate.migrate.database import RetryPolicy, connect, is_transient
 from encmigrate.migrate.loop import BatchLoop, ChunkWorkerFactory
 from encmigrate.migrate.pipeline import quick_gil_handover
@@ -354,10 +354,7 @@ def _main(make_run: ChunkWorkerFactory) -> int:
         if _from_database(exc):
             line = database_failure(table, exc, command)
         else:
-            line = (
-                f"{table}: error in a worker ({error_kind(exc)}); progress is saved: fix the "
-                f"cause and run `encmigrate {command}` again"
-            )
+            line = failure_line(table, "error in a worker", exc, command)
         say({"error": line, "class": "DatabaseError"})
         return 1
     say({"ok": True})
