@@ -381,17 +381,7 @@ def contender(
     workdir: Path,
     running: list[subprocess.Popen[str]],
 ) -> dict[str, Any]:
-    command = [
-        sys.executable,
-        *(f"-W{option}" for option in sys.warnoptions),
-        __file__,
-        *("--child", name, "--url", url, "--workdir", str(workdir)),
-        *("--rows", str(args.rows), "--naive-rows", str(args.naive_rows)),
-        *("--batch-size", str(args.batch_size)),
-    ]
-    if args.profile:
-        command += ["--profile", args.profile]
-    return run_child(command, running)
+    return run_child(__file__, name, args, url, workdir, running)
 
 
 def describe(result: dict[str, Any]) -> str:
@@ -535,8 +525,26 @@ class PeakRss:
         self._thread.join()
 
 
-def run_child(command: list[str], running: list[subprocess.Popen[str]]) -> dict[str, Any]:
-    """Run one contender's process; its JSON result, with the peak RSS sampled from here."""
+def run_child(
+    script: str,
+    name: str,
+    args: argparse.Namespace,
+    url: str,
+    workdir: Path,
+    running: list[subprocess.Popen[str]],
+) -> dict[str, Any]:
+    """Run contender ``name`` in a process of ``script`` (this bench or the MariaDB one);
+    its JSON result, with the peak RSS sampled from here."""
+    command = [
+        sys.executable,
+        *(f"-W{option}" for option in sys.warnoptions),
+        script,
+        *("--child", name, "--url", url, "--workdir", str(workdir)),
+        *("--rows", str(args.rows), "--naive-rows", str(args.naive_rows)),
+        *("--batch-size", str(args.batch_size)),
+    ]
+    if getattr(args, "profile", None):
+        command += ["--profile", args.profile]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     running.append(process)
     sampler = PeakRss(process.pid)
@@ -546,9 +554,7 @@ def run_child(command: list[str], running: list[subprocess.Popen[str]]) -> dict[
         sampler.close()
         running.remove(process)
     if process.returncode != 0:
-        raise SystemExit(
-            f"contender {command[command.index('--child') + 1]} failed (exit {process.returncode})"
-        )
+        raise SystemExit(f"contender {name} failed (exit {process.returncode})")
     result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
     # The kernel's high-water mark (read by the child at its end) bounds what 50 ms missed.
     result["peak_rss_mb"] = max(sampler.peak / 2**20, result["hwm_mb"])

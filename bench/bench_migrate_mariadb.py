@@ -386,15 +386,7 @@ def contender(
     workdir: Path,
     running: list[subprocess.Popen[str]],
 ) -> dict[str, Any]:
-    command = [
-        sys.executable,
-        *(f"-W{option}" for option in sys.warnoptions),
-        __file__,
-        *("--child", name, "--url", url, "--workdir", str(workdir)),
-        *("--rows", str(args.rows), "--naive-rows", str(args.naive_rows)),
-        *("--batch-size", str(args.batch_size)),
-    ]
-    return run_child(command, running)
+    return run_child(__file__, name, args, url, workdir, running)
 
 
 def describe_mariadb(result: dict[str, Any]) -> str:
