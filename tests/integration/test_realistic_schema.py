@@ -343,6 +343,28 @@ class Run:
                 left = sorted(names & {p.column for p in planned(table)})
                 assert not left, f"{table} still has plaintext columns {left} after step 5"
 
+    def rotate_and_roll_back(self, checks: Callable[[str], None] = lambda _label: None) -> None:
+        """After step 5: every value decrypts; keys rotate and rewrap; the rollback
+        (downgrade, decrypt-back) restores every plaintext. ``checks(label)``: the
+        dialect's own checks, "after step 5" and "after decrypt-back"."""
+        keyring = self.operator.keyring()
+        self.check_decrypts("after step 5", keyring)
+        checks("after step 5")
+        if self.unique_token:
+            self.check_unique_email(keyring)
+
+        self.ok("keys", "rotate", "--reason", "realistic schema test")
+        self.step("rewrap")
+        self.check_rewrapped(self.verify("after rotate and rewrap"))
+        self.check_decrypts("after rewrap", self.operator.keyring())
+
+        self.ok("downgrade", "-1", module="alembic")
+        self.step("decrypt-back")
+        self.check_restored("after downgrade and decrypt-back")
+        checks("after decrypt-back")
+        self.verify("after decrypt-back")
+        assert not self.findings.items, self.report()
+
     # -- the operator's part around dependents ------------------------------------------
 
     def sql(self, *statements: str) -> None:
@@ -732,23 +754,7 @@ def test_realistic_shop_keeps_every_value_through_five_steps_rotation_and_rollba
         "ALTER TABLE customers DROP CONSTRAINT full_name_not_blank",
     )
     run.drop()
-    keyring = run.operator.keyring()
-    run.check_decrypts("after step 5", keyring)
-    run.check_partitions("after step 5")
-    if run.unique_token:
-        run.check_unique_email(keyring)
-
-    run.ok("keys", "rotate", "--reason", "realistic schema test")
-    run.step("rewrap")
-    run.check_rewrapped(run.verify("after rotate and rewrap"))
-    run.check_decrypts("after rewrap", run.operator.keyring())
-
-    run.ok("downgrade", "-1", module="alembic")
-    run.step("decrypt-back")
-    run.check_restored("after downgrade and decrypt-back")
-    run.check_partitions("after decrypt-back")
-    run.verify("after decrypt-back")
-    assert not run.findings.items, run.report()
+    run.rotate_and_roll_back(run.check_partitions)
 
 
 def test_realistic_shop_keeps_every_value_through_five_steps_and_rollback_on_sqlite(
@@ -781,21 +787,7 @@ def test_realistic_shop_keeps_every_value_through_five_steps_and_rollback_on_sql
         "SELECT id, full_name, email FROM customers_secure WHERE status = 'active'",
     )
     run.drop()
-    keyring = run.operator.keyring()
-    run.check_decrypts("after step 5", keyring)
-    if run.unique_token:
-        run.check_unique_email(keyring)
-
-    run.ok("keys", "rotate", "--reason", "realistic schema test")
-    run.step("rewrap")
-    run.check_rewrapped(run.verify("after rotate and rewrap"))
-    run.check_decrypts("after rewrap", run.operator.keyring())
-
-    run.ok("downgrade", "-1", module="alembic")
-    run.step("decrypt-back")
-    run.check_restored("after downgrade and decrypt-back")
-    run.verify("after decrypt-back")
-    assert not run.findings.items, run.report()
+    run.rotate_and_roll_back()
 
 
 @pytest.mark.mariadb
@@ -841,23 +833,11 @@ def test_realistic_shop_keeps_every_value_through_five_steps_rotation_and_rollba
         "ALTER TABLE customers DROP CONSTRAINT full_name_not_blank",
     )
     run.drop()
-    keyring = run.operator.keyring()
-    run.check_decrypts("after step 5", keyring)
-    run.check_partitions("after step 5")
-    run.check_notes_reference_customers("after step 5")
-    if run.unique_token:
-        run.check_unique_email(keyring)
 
-    run.ok("keys", "rotate", "--reason", "realistic schema test")
-    run.step("rewrap")
-    run.check_rewrapped(run.verify("after rotate and rewrap"))
-    run.check_decrypts("after rewrap", run.operator.keyring())
+    def checks(label: str) -> None:
+        run.check_partitions(label)
+        run.check_notes_reference_customers(label)
+        if label == "after decrypt-back":
+            run.check_app_trigger(label)
 
-    run.ok("downgrade", "-1", module="alembic")
-    run.step("decrypt-back")
-    run.check_restored("after downgrade and decrypt-back")
-    run.check_partitions("after decrypt-back")
-    run.check_notes_reference_customers("after decrypt-back")
-    run.check_app_trigger("after decrypt-back")
-    run.verify("after decrypt-back")
-    assert not run.findings.items, run.report()
+    run.rotate_and_roll_back(checks)
