@@ -16,8 +16,10 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from encmigrate.database import connect
 from encmigrate.errors import DatabaseError
 from encmigrate.migrate import MigrateOptions, RetryPolicy, migrate_data
+from encmigrate.migrate.database import driver_cursor, is_transient
 from encmigrate.migrate.runner import Progress
 from reliability.conftest import Migration, Prepare, cli_outlived_by_an_outage
 from support import cluster
@@ -57,6 +59,49 @@ def _status(migration: Migration) -> tuple[str, str | None]:
             )
         ).one()
     return str(row[0]), row[1]
+
+
+def test_a_session_lost_under_the_driver_cursor_is_transient_and_replaced(pg_url: str) -> None:
+    """The batch's read and write use psycopg's cursor, under SQLAlchemy's back.
+
+    A session terminated there must still be a transient fault (retried, and
+    "after retries" in the final message) and must invalidate the SQLAlchemy
+    connection, so that the retry opens a new one instead of failing on the
+    dead one with "the connection is closed" (no SQLSTATE).
+    """
+    engine = connect(pg_url)
+    admin = connect(pg_url)
+    try:
+        with engine.connect() as conn:
+            conn.begin()
+            pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+            with admin.begin() as other:
+                other.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            raw = conn.connection.dbapi_connection
+            errors: list[Exception] = []
+            for _ in range(2):  # the termination notice, then the closed socket
+                try:
+                    with driver_cursor(conn) as cursor:
+                        cursor.execute("SELECT 1")
+                except sa.exc.SQLAlchemyError:
+                    raise
+                except Exception as exc:
+                    errors.append(exc)
+                if conn.invalidated:
+                    break
+            assert errors, "a terminated session answered"
+            assert all(is_transient(e) for e in errors), [type(e).__name__ for e in errors]
+            assert conn.invalidated
+            assert raw is not None and raw.closed
+            # What the retry does with an invalidated connection: a new one that works.
+            conn.rollback()
+            assert conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one() != pid
+        with pytest.raises(Exception) as closed, raw.cursor() as cursor:
+            cursor.execute("SELECT 1")  # the dead connection itself: no SQLSTATE at all
+        assert is_transient(closed.value), str(closed.value)
+    finally:
+        engine.dispose()
+        admin.dispose()
 
 
 def test_sessions_terminated_server_side_are_recovered_with_two_workers(

@@ -39,6 +39,7 @@ __all__ = [
     "backend_for",
     "connect",
     "connection",
+    "driver_cursor",
     "read_only",
     "require_database_url",
     "safe_url",
@@ -262,3 +263,25 @@ def connection(url: str | None, *, origin: str | None = None) -> Iterator[sa.Con
             yield conn
     finally:
         engine.dispose()
+
+
+@contextmanager
+def driver_cursor(conn: sa.Connection) -> Iterator[Any]:
+    """A cursor of the driver's own connection under ``conn``, for the hot paths.
+
+    The migrator's batch read and write on PostgreSQL go to psycopg directly
+    (binary parameters, plain tuples). Its errors then reach us unwrapped, and
+    SQLAlchemy never learns that the connection is lost: a retry would run on
+    the dead connection again and fail with "the connection is closed". So a
+    driver error that left the connection closed or broken invalidates ``conn``
+    here, as SQLAlchemy does for the statements it runs, and the retry gets a
+    new connection (``conn.invalidated`` is what the migrator checks).
+    """
+    raw: Any = conn.connection.dbapi_connection
+    try:
+        with raw.cursor() as cursor:
+            yield cursor
+    except conn.dialect.loaded_dbapi.Error as exc:
+        if raw.closed or getattr(raw, "broken", False):
+            conn.invalidate(exc)
+        raise

@@ -59,8 +59,13 @@ def is_transient_database_fault(exc: BaseException) -> bool:
     text = str(original).lower()
     if name.startswith("sqlite3.") and ("locked" in text or "busy" in text):
         return True
-    if name.startswith("psycopg.") and isinstance(exc, sa.exc.OperationalError):
-        return "connection" in text or "server closed" in text or "terminat" in text
+    if name.startswith("psycopg."):
+        # Through SQLAlchemy or straight from psycopg (the migrator's hot paths use its
+        # cursor): a lost connection has no SQLSTATE, only libpq's words.
+        import psycopg
+
+        lost = ("connection", "server closed", "terminat", "could not send", "could not receive")
+        return isinstance(original, psycopg.OperationalError) and any(w in text for w in lost)
     return False
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from encmigrate.migrate import mysql, pgarrays
+from encmigrate.migrate.database import driver_cursor
 from encmigrate.migrate.keyset import Cursor
 from encmigrate.migrate.table import ShadowColumns, TableWork
 from encmigrate.roundtrip import sqlite_temporal
@@ -252,7 +253,7 @@ def _write_postgresql(
     if not conn.info.get(_ARRAYS):
         pgarrays.register(raw.adapters)
         conn.info[_ARRAYS] = True
-    with raw.cursor() as cursor:
+    with driver_cursor(conn) as cursor:
         cursor.execute(sql, params, binary=True)
 
 

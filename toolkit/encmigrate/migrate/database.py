@@ -5,8 +5,9 @@ Engines come from the one factory, :func:`encmigrate.database.connect`
 for the workers on PostgreSQL). Only transient faults are retried, with
 capped backoff and jitter (see docs/architecture.md, "The migrator"), by the
 one :class:`~encmigrate.retry.RetryPolicy`; ``is_transient`` says which faults
-are transient. All are re-exported here, where the migrator's modules and
-Python callers have always found them.
+are transient; :func:`driver_cursor` is the psycopg cursor of the hot paths,
+which invalidates a connection its error left broken. All are re-exported
+here, where the migrator's modules and Python callers have always found them.
 
 Commands that only read (``status``, the next step shown after each command)
 use :func:`read_only`: on SQLite they never take the write lock.
@@ -15,7 +16,7 @@ use :func:`read_only`: on SQLite they never take the write lock.
 from __future__ import annotations
 
 from encmigrate.boundary import sqlstate
-from encmigrate.database import SQLITE_BUSY_TIMEOUT_MS, connect, read_only
+from encmigrate.database import SQLITE_BUSY_TIMEOUT_MS, connect, driver_cursor, read_only
 from encmigrate.retry import RetryPolicy
 from encmigrate.retry import is_transient_database_fault as is_transient
 
@@ -23,6 +24,7 @@ __all__ = [
     "SQLITE_BUSY_TIMEOUT_MS",
     "RetryPolicy",
     "connect",
+    "driver_cursor",
     "is_transient",
     "read_only",
     "sqlstate",

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
+from encmigrate.migrate.database import driver_cursor
 from encmigrate.migrate.keyset import Cursor
 
 if TYPE_CHECKING:
@@ -66,8 +67,7 @@ class PendingRead:
             params.update({f"lo{i}": v for i, v in enumerate(lower)})
         if upper is not None:
             params.update({f"hi{i}": v for i, v in enumerate(upper)})
-        raw: Any = conn.connection.dbapi_connection
-        with raw.cursor() as cursor:
+        with driver_cursor(conn) as cursor:
             cursor.execute(compiled.sql, params)
             found: list[tuple[Any, ...]] = cursor.fetchall()
             described = cursor.description
