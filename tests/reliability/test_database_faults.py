@@ -13,6 +13,7 @@ import threading
 import time
 from pathlib import Path
 
+import psycopg
 import pytest
 import sqlalchemy as sa
 
@@ -83,9 +84,7 @@ def test_a_session_lost_under_the_driver_cursor_is_transient_and_replaced(pg_url
                 try:
                     with driver_cursor(conn) as cursor:
                         cursor.execute("SELECT 1")
-                except sa.exc.SQLAlchemyError:
-                    raise
-                except Exception as exc:
+                except psycopg.Error as exc:
                     errors.append(exc)
                 if conn.invalidated:
                     break
@@ -96,7 +95,7 @@ def test_a_session_lost_under_the_driver_cursor_is_transient_and_replaced(pg_url
             # What the retry does with an invalidated connection: a new one that works.
             conn.rollback()
             assert conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one() != pid
-        with pytest.raises(Exception) as closed, raw.cursor() as cursor:
+        with pytest.raises(psycopg.OperationalError) as closed, raw.cursor() as cursor:
             cursor.execute("SELECT 1")  # the dead connection itself: no SQLSTATE at all
         assert is_transient(closed.value), str(closed.value)
     finally:
