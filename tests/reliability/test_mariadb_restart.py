@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import gc
 import os
+import pwd
 import random
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -85,6 +87,27 @@ def _resume_and_verify(migration: Migration, digest: str) -> None:
     verdicts = migration.check()
     assert all(v.rows_checked == ROWS for v in verdicts)
     assert plaintext_digest(migration) == digest
+
+
+def test_a_throwaway_server_leaves_the_shared_servers_temporary_tables_alone(
+    server: mariadb_cluster.Server,
+) -> None:
+    """mariadbd deletes every ``#sql*`` file of its tmpdir when it starts.
+
+    With the default tmpdir (/tmp, the machine's server's too) each start of a
+    throwaway server deleted the on-disk temporary tables that tests on the
+    shared server were using, which then failed with MySQL error 6.
+    """
+    sentinel = Path(tempfile.gettempdir()) / f"#sql-encmigrate-sentinel-{os.getpid()}.MAI"
+    sentinel.touch()
+    try:
+        if os.geteuid() == 0:  # the server runs as mysql: make the file one it could delete
+            account = pwd.getpwnam("mysql")
+            os.chown(sentinel, account.pw_uid, account.pw_gid)
+        server.restart()
+        assert sentinel.exists()
+    finally:
+        sentinel.unlink(missing_ok=True)
 
 
 def test_server_restarted_twice_mid_run_is_recovered_with_two_workers(

@@ -84,6 +84,13 @@ class Server:
         self.port = free_port()
         self.root = Path(tempfile.mkdtemp(prefix="encmigrate-mariadb-"))
         self.data = self.root / "data"
+        # A tmpdir of its own: at start-up mariadbd deletes every "#sql*" file in its tmpdir,
+        # and with the default (/tmp) those are the on-disk temporary tables the machine's
+        # own server is using at that moment (the batch UPDATE's derived table of BLOB
+        # values is one): a test of the shared server then failed with MySQL error 6
+        # (EE_DELETE) whenever a throwaway server started beside it.
+        self.tmp = self.root / "tmp"
+        self.tmp.mkdir()
         self.log = self.root / "server.log"
         self.settings = {**_SPEED, **(settings or {})}
         self.process: subprocess.Popen[bytes] | None = None
@@ -91,6 +98,7 @@ class Server:
         if os.geteuid() == 0:
             account = pwd.getpwnam("mysql")
             os.chown(self.root, account.pw_uid, account.pw_gid)
+            os.chown(self.tmp, account.pw_uid, account.pw_gid)
             self.user = ["--user=mysql"]
         os.chmod(self.root, 0o700)
 
@@ -108,6 +116,7 @@ class Server:
         return [
             "--no-defaults",  # first, or mariadbd reads /etc/mysql anyway
             f"--datadir={self.data}",
+            f"--tmpdir={self.tmp}",
             f"--socket={self.root / 'server.sock'}",
             f"--pid-file={self.root / 'server.pid'}",
             f"--log-error={self.log}",
@@ -220,6 +229,7 @@ class Server:
                     "--auth-root-authentication-method=normal",
                     "--skip-test-db",
                     f"--datadir={self.data}",
+                    f"--tmpdir={self.tmp}",
                     *self.user,
                     "--innodb-log-file-size=16M",
                 ],
