@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import operator
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from itertools import repeat
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
@@ -30,7 +32,15 @@ from encmigrate.errors import (
     UnreadableVersionError,
 )
 
-__all__ = ["TAG_FAILED", "Blob", "FieldCipher", "KeysSource", "NonceSource", "Opener"]
+__all__ = [
+    "TAG_FAILED",
+    "Blob",
+    "FieldCipher",
+    "KeysSource",
+    "NonceSource",
+    "Opener",
+    "has_none",
+]
 
 Blob = bytes | bytearray | memoryview
 NonceSource = Callable[[int], bytes]
@@ -45,6 +55,16 @@ Opener = tuple[Callable[[bytes, bytes, bytes], bytes], bytes]
 _BODY = HEADER_SIZE + NONCE_SIZE
 assert (HEADER_SIZE, _BODY) == (5, 17), "the fast paths use these offsets as literals"
 TAG_FAILED = "the value was altered, or belongs to another context or type"
+
+
+def has_none(values: Iterable[Any]) -> bool:
+    """Whether ``values`` holds a None, by identity, without a Python frame per value.
+
+    ``None in values`` compares with ``==``: a Decimal's ``__eq__`` asks whether
+    None is a ``numbers.Rational`` (an ABC check, 140 ns), which made it cost a
+    numeric column a tenth of its encryption.
+    """
+    return any(map(operator.is_, values, repeat(None)))
 
 
 class FieldCipher:
@@ -167,7 +187,7 @@ class FieldCipher:
     def batch_encrypt(self, values: Sequence[Any]) -> list[bytes | None]:
         """Envelopes of ``values`` in order; ``None`` stays ``None``."""
         values = values if isinstance(values, list | tuple) else list(values)
-        if None in values:
+        if has_none(values):
             return self._encrypt_with_nulls(values)
         return self._seal_all(self._encode_all(values))
 

@@ -329,7 +329,7 @@ class ColumnWork:
 
     def _is_native(self, values: Sequence[Any]) -> bool:
         native = self._native
-        return native is not None and all(v is None or type(v) is native for v in values)
+        return native is not None and set(map(type, values)) <= {native, type(None)}
 
     def _prepare(self, value: Any) -> Any:
         """``value`` as the backfill encrypts it, or an :class:`_Unparsable` naming why not."""
