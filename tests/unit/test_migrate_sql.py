@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from decimal import Decimal
 from types import SimpleNamespace
 from typing import Any, cast
 
@@ -23,10 +24,11 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import psycopg as postgresql_psycopg
 
+from encmigrate.crypto.cipher import has_none
 from encmigrate.keys import Keyring
 from encmigrate.migrate import chunks as chunking
 from encmigrate.migrate import pgarrays
-from encmigrate.migrate.batch import RowAddresses, read_encrypt, write_rows
+from encmigrate.migrate.batch import PreparedBatch, RowAddresses, read_encrypt, write_rows
 from encmigrate.migrate.keyset import after, at_most
 from encmigrate.migrate.table import TableWork
 from encmigrate.plan import ColumnPlan, TablePlan
@@ -341,6 +343,34 @@ def test_postgresql_update_finds_rows_by_partition_and_ctid_in_one_statement() -
         pgarrays.ByteaArray,
     ]
     assert params == [["16384", "16390"], ["(0,1)", "(0,1)"], [b"c1", b"c2"]]
+
+
+def test_a_batch_counts_a_row_written_when_any_of_its_columns_got_a_ciphertext() -> None:
+    rows = [("acme", 1, "x"), ("acme", 2, "y"), ("b", 3, "z")]
+    batch = PreparedBatch(_work(dialect="postgresql"), rows)
+    assert batch.keys == [("acme", 1), ("acme", 2), ("b", 3)]  # the key columns, in order
+    assert batch.result.last_key == ("b", 3)
+    assert batch.rows_sealed() == 0  # nothing sealed yet
+    batch.sealed = [[b"c", None, None], [None, None, b"c"]]
+    assert batch.rows_sealed() == 2  # the middle row kept both stored values
+    batch.sealed.append([b"c", b"c", b"c"])
+    assert batch.rows_sealed() == 3
+    assert PreparedBatch(_work(dialect="postgresql"), []).keys == []
+
+
+def test_has_none_looks_for_none_itself_not_for_values_equal_or_falsy() -> None:
+    assert not has_none([])
+    assert not has_none([0, "", b"", Decimal(0), False, float("nan")])
+    assert has_none([Decimal("1.5"), None])
+    assert has_none(iter(["a", None]))
+
+    class EqualsEverything:
+        def __eq__(self, other: object) -> bool:
+            return True
+
+        __hash__ = object.__hash__
+
+    assert not has_none([EqualsEverything()])  # `None in values` says True here
 
 
 def test_postgresql_update_keeps_stored_values_only_where_a_row_has_none() -> None:
