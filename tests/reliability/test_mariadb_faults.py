@@ -30,6 +30,7 @@ import sqlalchemy as sa
 
 from encmigrate.migrate import MigrateOptions, RetryPolicy, migrate_data
 from encmigrate.migrate import mysql as mysql_migrate
+from encmigrate.migrate.database import is_transient
 from reliability.conftest import Migration
 from reliability.test_crash_consistency import CHILD
 from support import mariadb_shadow
@@ -85,6 +86,36 @@ def _sessions(admin: sa.Connection, database: str) -> list[tuple[int, int]]:
 
 def _our_ports() -> set[int]:
     return {c.laddr.port for c in psutil.Process().net_connections(kind="tcp") if c.laddr}
+
+
+# -- a session lost between the batch's write and its checkpoint ------------------------------
+
+
+def test_a_session_killed_after_the_write_fails_the_batch_with_a_transient_error(
+    mariadb_url: str,
+) -> None:
+    """The write runs marked as the migrator's; unmarking is the batch's last statement.
+
+    When the session is killed after the write, before the unmarking, the
+    unmarking's lost-connection error must reach the retry. It was swallowed,
+    and the checkpoint that followed failed with SQLAlchemy's
+    PendingRollbackError, which no retry takes: the run (a helper process's,
+    under KILL CONNECTION) ended in "database error".
+    """
+    engine = sa.create_engine(mariadb_url)
+    admin = sa.create_engine(mariadb_url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn, admin.connect() as other:
+            transaction = conn.begin()
+            session = conn.exec_driver_sql("SELECT CONNECTION_ID()").scalar_one()
+            with pytest.raises(sa.exc.DBAPIError) as raised, mysql_migrate.marked_as_migrator(conn):
+                other.exec_driver_sql(f"KILL CONNECTION {int(session)}")
+            assert is_transient(raised.value)
+            assert conn.invalidated  # the retry takes a new connection
+            transaction.rollback()  # what the batch's `with conn.begin()` does on the error
+    finally:
+        engine.dispose()
+        admin.dispose()
 
 
 # -- KILL CONNECTION of every session, helper processes' included -----------------------------

@@ -150,13 +150,19 @@ def marked_as_migrator(conn: sa.Connection) -> Iterator[None]:
     conn.exec_driver_sql(f"SET {MIGRATOR_VARIABLE} = 'migrator'")
     try:
         yield
-    finally:
-        # A lost connection (KILL CONNECTION, a restart) has lost its variables with it, and
-        # SQLAlchemy refuses any statement on it until rollback (PendingRollbackError): that
-        # error would replace the lost connection's, which the retry policy retries.
+    except BaseException:
+        # The block's error is the one to report. A lost connection (KILL CONNECTION, a
+        # restart) has lost its variables with it, and SQLAlchemy refuses any statement on
+        # it until rollback (PendingRollbackError): that error would replace the lost
+        # connection's, which the retry policy retries.
         if not conn.invalidated:
             with contextlib.suppress(sa.exc.DBAPIError):
                 conn.exec_driver_sql(f"SET {MIGRATOR_VARIABLE} = NULL")
+        raise
+    # After a block that went through, a failure here is the batch's own and must be raised:
+    # swallowed, it left a connection lost between the write and the checkpoint looking
+    # usable, and the checkpoint then failed with PendingRollbackError, which is not retried.
+    conn.exec_driver_sql(f"SET {MIGRATOR_VARIABLE} = NULL")
 
 
 @contextlib.contextmanager
