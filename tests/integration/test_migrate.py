@@ -339,7 +339,11 @@ def _cli_env(tmp_path: Path, keyring: Keyring) -> dict[str, str]:
     return operator_env(ENCMIGRATE_KEYRING_FILE=tmp_path / "keyring.json")
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
+# One seed in `make test` (the seeded SIGKILL trials of reliability/test_crash_consistency.py
+# and test_mariadb_faults.py kill at many more points); the other two with `-m slow`.
+@pytest.mark.parametrize(
+    "seed", [1, pytest.param(2, marks=pytest.mark.slow), pytest.param(3, marks=pytest.mark.slow)]
+)
 def test_sigkill_at_a_random_batch_then_resume_loses_nothing(
     server_url: str, tmp_path: Path, seed: int
 ) -> None:
