@@ -61,6 +61,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -374,16 +375,6 @@ def drop_copy(url: str) -> None:
             conn.execute(f"DROP TABLE IF EXISTS {table.name}")
 
 
-def contender(
-    name: str,
-    args: argparse.Namespace,
-    url: str,
-    workdir: Path,
-    running: list[subprocess.Popen[str]],
-) -> dict[str, Any]:
-    return run_child(__file__, name, args, url, workdir, running)
-
-
 def describe(result: dict[str, Any]) -> str:
     text = (
         f"{result['rows']:,} rows in {result['seconds']:.2f} s = {result['rate']:,.0f} rows/s; "
@@ -561,6 +552,10 @@ def run_child(
     if sampler.helper_peak:
         result["helper_rss_mb"] = sampler.helper_peak / 2**20
     return result
+
+
+# A contender of this bench: run_child(name, args, url, workdir, running) on this script.
+contender = partial(run_child, __file__)
 
 
 def child(args: argparse.Namespace) -> int:
